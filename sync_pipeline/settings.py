@@ -1,0 +1,138 @@
+"""Environment → typed settings. Every SYNC_* variable lives here, with its default.
+
+Read once, when a command or a run starts (never at import time), so tests and runs can
+point the same code at another upstream or data directory by environment alone.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+# Named upstream presets (SYNC_UPSTREAM); explicit SYNC_API_URL / SYNC_AUTH_URL win over them.
+UPSTREAM_PRESETS: dict[str, tuple[str, str]] = {
+    # (auth URL, data API URL)
+    "humanapi": ("https://auth.humanapi.co", "https://api.humanapi.co"),
+    "simulator": ("http://127.0.0.1:8700", "http://127.0.0.1:8700"),
+}
+
+# Credentials the bundled simulator accepts by default; never valid anywhere else.
+DEMO_CLIENT_ID = "starfleet-demo-client"
+DEMO_CLIENT_SECRET = "starfleet-demo-secret"
+
+
+class SettingsError(ValueError):
+    """A configuration value is missing or malformed."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    auth_url: str
+    api_url: str
+    client_id: str
+    client_secret: str
+    data_dir: Path
+    session_public_key: str | None
+    receiver_host: str
+    receiver_port: int
+    signature_tolerance_s: int
+    max_body_bytes: int
+    http_concurrency: int
+    http_timeout_s: float
+    http_max_attempts: int
+    http_deadline_s: float
+    page_size: int
+    rate_limit_per_s: float | None
+    debug_body_lines: int
+    # True when neither URL nor a non-simulator preset was set: commands may start the
+    # bundled simulator themselves.
+    uses_embedded_simulator: bool
+
+    @property
+    def warehouse_path(self) -> Path:
+        return self.data_dir / "warehouse.duckdb"
+
+    @property
+    def lake_dir(self) -> Path:
+        return self.data_dir / "lake"
+
+    @property
+    def landing_dir(self) -> Path:
+        return self.data_dir / "landing"
+
+    @property
+    def dagster_home(self) -> Path:
+        return self.data_dir / "dagster"
+
+    def with_upstream(self, base_url: str) -> Settings:
+        """The same settings pointed at one base URL serving both auth and data (the simulator)."""
+        from dataclasses import replace
+
+        return replace(self, auth_url=base_url, api_url=base_url, uses_embedded_simulator=False)
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{name} must be an integer, got {raw!r}") from exc
+
+
+def _float(env: Mapping[str, str], name: str, default: float | None) -> float | None:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from exc
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Build settings from the environment (and an optional .env in the working directory)."""
+    if env is None:
+        from dotenv import load_dotenv
+
+        load_dotenv(override=False)
+        env = os.environ
+    preset_name = env.get("SYNC_UPSTREAM", "simulator")
+    if preset_name not in UPSTREAM_PRESETS:
+        raise SettingsError(
+            f"SYNC_UPSTREAM must be one of {sorted(UPSTREAM_PRESETS)}, got {preset_name!r}"
+        )
+    preset_auth, preset_api = UPSTREAM_PRESETS[preset_name]
+    auth_url = (env.get("SYNC_AUTH_URL") or preset_auth).rstrip("/")
+    api_url = (env.get("SYNC_API_URL") or preset_api).rstrip("/")
+    embedded = (
+        preset_name == "simulator"
+        and not env.get("SYNC_AUTH_URL")
+        and not env.get("SYNC_API_URL")
+    )
+    page_size = _int(env, "SYNC_PAGE_SIZE", 500)
+    if not 1 <= page_size <= 500:
+        raise SettingsError("SYNC_PAGE_SIZE must be between 1 and 500 (the upstream's maximum)")
+    return Settings(
+        auth_url=auth_url,
+        api_url=api_url,
+        client_id=env.get("SYNC_CLIENT_ID", DEMO_CLIENT_ID),
+        client_secret=env.get("SYNC_CLIENT_SECRET", DEMO_CLIENT_SECRET),
+        data_dir=Path(env.get("SYNC_DATA_DIR", "data")).resolve(),
+        session_public_key=env.get("SYNC_SESSION_PUBLIC_KEY") or None,
+        receiver_host=env.get("SYNC_RECEIVER_HOST", "127.0.0.1"),
+        receiver_port=_int(env, "SYNC_RECEIVER_PORT", 8701),
+        signature_tolerance_s=_int(env, "SYNC_SIGNATURE_TOLERANCE_S", 300),
+        max_body_bytes=_int(env, "SYNC_MAX_BODY_BYTES", 1024 * 1024),
+        http_concurrency=_int(env, "SYNC_HTTP_CONCURRENCY", 16),
+        http_timeout_s=_float(env, "SYNC_HTTP_TIMEOUT_S", 30.0) or 30.0,
+        http_max_attempts=_int(env, "SYNC_HTTP_MAX_ATTEMPTS", 6),
+        http_deadline_s=_float(env, "SYNC_HTTP_DEADLINE_S", 120.0) or 120.0,
+        page_size=page_size,
+        rate_limit_per_s=_float(env, "SYNC_RATE_LIMIT_PER_S", None),
+        debug_body_lines=_int(env, "SYNC_DEBUG_BODY_LINES", 20),
+        uses_embedded_simulator=embedded,
+    )
