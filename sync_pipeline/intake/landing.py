@@ -1,0 +1,237 @@
+"""The landing log: every accepted delivery, durably, before it is acknowledged.
+
+Layout: ``<data_dir>/landing/<kind>/<YYYY-MM-DD>/<hostname>-<pid>-<uuid>.jsonl`` (kind is
+"notifications" or "sessions", the day is the UTC receive date), one JSON object per line.
+
+Why it is safe with several receiver processes and crashes at any instruction:
+- each process appends only to its own files (opened O_APPEND, O_EXCL on creation), one full
+  line per write, then ``os.fsync``; a landed line is never rewritten. A crash can leave at most
+  an incomplete last line in that process's file, and readers skip it (it was never
+  acknowledged, so the sender retries).
+- deduplication across processes uses a marker file ``_seen/<digest[:2]>/<digest>`` created
+  with O_CREAT|O_EXCL *after* the line is fsync'd. A present marker proves the delivery is
+  landed, so a duplicate can be acknowledged without writing. Two processes receiving the same
+  delivery at the same instant may both append it (both saw no marker); that is harmless
+  because readers deduplicate by digest too. A crash between append and marker only loses the
+  shortcut, never the delivery.
+- within one process, concurrent duplicates share one write (see ``LandingLog.land``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import logging
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+logger = logging.getLogger(__name__)
+
+Kind = Literal["notifications", "sessions"]
+KINDS: tuple[Kind, ...] = ("notifications", "sessions")
+_SEEN_DIR = "_seen"
+_DIR_MODE = 0o700
+_FILE_MODE = 0o600
+
+
+class LandingCorruptError(RuntimeError):
+    """A landed line other than a file's last one cannot be read: the log was altered."""
+
+
+@dataclass(frozen=True)
+class LandedDelivery:
+    digest: str
+    kind: str
+    received_at: dt.datetime  # UTC, microseconds
+    headers: dict[str, str]
+    body: str
+    claims: dict[str, Any] | None
+
+
+def landing_root(data_dir: Path, kind: str) -> Path:
+    if kind not in KINDS:
+        raise ValueError(f"unknown landing kind {kind!r}; expected one of {KINDS}")
+    return data_dir / "landing" / kind
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _ensure_private_dir(path: Path) -> None:
+    """Create `path` (and missing parents) owner-only, fsyncing each parent it changed."""
+    if path.is_dir():
+        return
+    _ensure_private_dir(path.parent)
+    try:
+        path.mkdir(mode=_DIR_MODE)
+    except FileExistsError:
+        return
+    os.chmod(path, _DIR_MODE)  # mkdir's mode is filtered by the umask
+    _fsync_dir(path.parent)
+
+
+def encode_line(delivery: LandedDelivery) -> bytes:
+    record = {
+        "digest": delivery.digest,
+        "kind": delivery.kind,
+        "received_at": delivery.received_at.astimezone(dt.UTC).isoformat(timespec="microseconds"),
+        "headers": delivery.headers,
+        "body": delivery.body,
+        "claims": delivery.claims,
+    }
+    return json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n"
+
+
+def _decode_line(line: bytes) -> LandedDelivery:
+    record = json.loads(line)
+    return LandedDelivery(
+        digest=record["digest"],
+        kind=record["kind"],
+        received_at=dt.datetime.fromisoformat(record["received_at"]).astimezone(dt.UTC),
+        headers=dict(record["headers"]),
+        body=record["body"],
+        claims=record["claims"],
+    )
+
+
+class _DayFile:
+    """This process's append-only file for one kind and day."""
+
+    def __init__(self, directory: Path) -> None:
+        _ensure_private_dir(directory)
+        name = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex}.jsonl"
+        self.path = directory / name
+        self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, _FILE_MODE)
+        _fsync_dir(directory)
+
+    def append(self, line: bytes) -> None:
+        view = memoryview(line)
+        while view:
+            written = os.write(self.fd, view)
+            view = view[written:]
+        os.fsync(self.fd)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+class LandingLog:
+    """Appends deliveries of one kind for one process; see the module docstring for the design."""
+
+    def __init__(self, data_dir: Path, kind: Kind) -> None:
+        self.root = landing_root(data_dir, kind)
+        self.kind = kind
+        self._lock = threading.Lock()
+        self._files: dict[dt.date, _DayFile] = {}
+        self._inflight: dict[str, asyncio.Future[bool]] = {}  # digest → its write
+
+    def prepare(self) -> None:
+        """Create the folders now, so a misconfigured data directory fails at startup."""
+        _ensure_private_dir(self.root / _SEEN_DIR)
+
+    def close(self) -> None:
+        with self._lock:
+            for day_file in self._files.values():
+                day_file.close()
+            self._files.clear()
+
+    def _marker(self, digest: str) -> Path:
+        return self.root / _SEEN_DIR / digest[:2] / digest
+
+    def land_sync(self, delivery: LandedDelivery) -> bool:
+        """Durably append `delivery` unless already landed; True when this call wrote it."""
+        marker = self._marker(delivery.digest)
+        if marker.exists():
+            return False
+        line = encode_line(delivery)
+        day = delivery.received_at.astimezone(dt.UTC).date()
+        with self._lock:
+            day_file = self._files.get(day)
+            if day_file is None:
+                day_file = self._files[day] = _DayFile(self.root / day.isoformat())
+            try:
+                day_file.append(line)
+            except OSError:
+                # The file may now end in a partial line; start a fresh file next time so
+                # that partial line stays the last one of its file (readers skip it).
+                del self._files[day]
+                day_file.close()
+                raise
+        _ensure_private_dir(marker.parent)
+        # FileExistsError: another process landed the same delivery concurrently; readers dedup
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _FILE_MODE))
+        return True
+
+    async def land(self, delivery: LandedDelivery) -> bool:
+        """`land_sync` off the event loop; True when this call wrote the delivery.
+
+        Concurrent duplicates in this process await the same write. The write runs as its own
+        task, so a caller that stops waiting (a timeout) does not interrupt it.
+        """
+        digest = delivery.digest
+        task = self._inflight.get(digest)
+        first = task is None
+        if task is None:
+            task = asyncio.ensure_future(asyncio.to_thread(self.land_sync, delivery))
+            self._inflight[digest] = task
+            task.add_done_callback(lambda done: self._finished(digest, done))
+        wrote = await asyncio.shield(task)
+        return wrote and first
+
+    def _finished(self, digest: str, task: asyncio.Future[bool]) -> None:
+        del self._inflight[digest]
+        if not task.cancelled():
+            task.exception()  # retrieved here: the waiters who are still there re-raise it
+
+
+def landed_days(data_dir: Path, kind: str) -> list[dt.date]:
+    root = landing_root(data_dir, kind)
+    if not root.is_dir():
+        return []
+    days = []
+    for child in root.iterdir():
+        try:
+            days.append(dt.date.fromisoformat(child.name))
+        except ValueError:
+            continue  # the _seen markers and anything else that is not a day folder
+    return sorted(days)
+
+
+def iter_landed(data_dir: Path, kind: str, day: dt.date) -> Iterator[LandedDelivery]:
+    """Each delivery landed on `day` once (deduplicated by digest), files in name order.
+
+    An incomplete last line (a crash mid-write, or a write still in progress) is skipped: it
+    was never acknowledged.
+    """
+    directory = landing_root(data_dir, kind) / day.isoformat()
+    if not directory.is_dir():
+        return
+    seen: set[str] = set()
+    for path in sorted(directory.glob("*.jsonl")):
+        lines = path.read_bytes().split(b"\n")
+        # split leaves the text after the last newline as the final element: b"" or a torn line
+        if lines[-1]:
+            logger.warning("skipping an incomplete last line in %s", path.name)
+        for number, line in enumerate(lines[:-1], start=1):
+            try:
+                delivery = _decode_line(line)
+            except (ValueError, KeyError, TypeError) as exc:
+                message = f"{path}: line {number} is not a landed delivery"
+                raise LandingCorruptError(message) from exc
+            if delivery.digest not in seen:
+                seen.add(delivery.digest)
+                yield delivery
