@@ -1,0 +1,483 @@
+"""The one place that speaks HTTP to the aggregator (contract part A).
+
+`UpstreamClient` fetches per-user access tokens (cached, single-flight per user), pages through
+list endpoints, fetches single records and objects, and lists a user's sources. Every request:
+
+- waits for a slot of `settings.http_concurrency` and for the shared `RateBudget`;
+- sends a fresh `X-Request-Id` (shared by the retries of that request);
+- is retried by `stamina` on 429, 5xx, timeouts, transport errors and bodies that fail to decode,
+  with exponential backoff and jitter, at least `Retry-After` apart, at most
+  `settings.http_max_attempts` times and never past `settings.http_deadline_s` in total;
+  400/403/404 and other 4xx are never retried; only GETs and the token POST are ever sent, all
+  idempotent, so retrying is safe;
+- produces one `RequestAudit` per attempt for `on_request` and a DEBUG log line that never shows a
+  token, a secret, an Authorization header or a query string.
+
+The bearer token only ever goes to the configured API origin: a `Link: rel="next"` naming another
+host is rebuilt on the configured one (same path and query), and a WARNING says so.
+
+Errors: see `sync_pipeline.upstream.errors` (re-exported here).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, Self
+
+import httpx
+import stamina
+
+from sync_pipeline.settings import Settings
+from sync_pipeline.upstream.endpoints import SOURCES_PATH, Endpoint
+from sync_pipeline.upstream.errors import (
+    ClientCredentialsRejected,
+    RequestFailed,
+    UpstreamError,
+    UserNeedsReconnect,
+)
+from sync_pipeline.upstream.models import Page, RequestAudit, UserRef
+from sync_pipeline.upstream.ratelimit import RateBudget
+from sync_pipeline.upstream.tokens import IssuedToken, TokenCache
+from sync_pipeline.upstream.wire import (
+    body_preview,
+    format_upstream_time,
+    parse_retry_after,
+    quote_path_segment,
+    raw_path,
+    resolve_next_link,
+)
+
+__all__ = [
+    "ClientCredentialsRejected",
+    "Page",
+    "RequestAudit",
+    "RequestFailed",
+    "UpstreamClient",
+    "UpstreamError",
+    "UserNeedsReconnect",
+    "UserRef",
+]
+
+logger = logging.getLogger("sync_pipeline.upstream")
+
+# httpx logs "HTTP Request: GET <full URL>" at INFO, query string included, and our filters
+# and paging offsets have no business in logs; our own DEBUG lines say the same without it.
+logging.getLogger("httpx").setLevel(logging.WARNING)
+
+TOKEN_PATH = "/v1/connect/token"
+MAX_PAGE_SIZE = 500
+# Used when the token response omits expires_in: short enough that a wrong guess costs one 401.
+_DEFAULT_TOKEN_LIFETIME_S = 300.0
+_WAIT_INITIAL_S = 0.2
+_WAIT_MAX_S = 10.0
+_WAIT_JITTER_S = 0.5
+_USER_AGENT = "sync_pipeline/0.1 (+httpx)"
+
+
+class _Transient(Exception):
+    """One attempt failed in a way another attempt may not (internal to the retry loop)."""
+
+    def __init__(self, status: int | None, reason: str, retry_after_s: float | None) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+        self.retry_after_s = retry_after_s
+
+
+@dataclass
+class _RequestState:
+    """What the attempts of one logical request share."""
+
+    method: str
+    path: str
+    request_id: str
+    human_id: str | None
+    attempts: int = 0
+
+
+@dataclass(frozen=True)
+class _Answer:
+    response: httpx.Response
+    payload: Any  # decoded JSON for 2xx answers, None otherwise
+
+
+def _header_int(response: httpx.Response, name: str) -> int | None:
+    raw = response.headers.get(name)
+    if raw is None:
+        return None
+    try:
+        return int(float(raw))
+    except ValueError:
+        return None
+
+
+def _is_retryable_status(status: int) -> bool:
+    return status == 429 or 500 <= status <= 599
+
+
+class UpstreamClient:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        on_request: Callable[[RequestAudit], None] | None = None,
+        rate_budget: RateBudget | None = None,
+    ) -> None:
+        self._settings = settings
+        self._transport = transport
+        self._on_request = on_request
+        self._budget = rate_budget or RateBudget.from_settings(settings)
+        self._api_base = httpx.URL(settings.api_url)
+        self._tokens = TokenCache(self._request_token)
+        self._http: httpx.AsyncClient | None = None
+        self._slots: asyncio.Semaphore | None = None
+        self.request_count = 0
+        self.token_request_count = 0
+
+    async def __aenter__(self) -> Self:
+        concurrency = max(1, self._settings.http_concurrency)
+        self._slots = asyncio.Semaphore(concurrency)
+        # trust_env stays on (the default) so HTTP(S)_PROXY / NO_PROXY work as everywhere else;
+        # redirects are not followed: the contract has none, and one could carry the token away.
+        self._http = httpx.AsyncClient(
+            transport=self._transport,
+            timeout=httpx.Timeout(self._settings.http_timeout_s),
+            limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
+            headers={"User-Agent": _USER_AGENT, "Accept": "application/json"},
+            follow_redirects=False,
+        )
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._http is not None:
+            await self._http.aclose()
+        self._http = None
+
+    # ---- public API -------------------------------------------------------------------------
+
+    async def iter_pages(
+        self,
+        user: UserRef,
+        endpoint: Endpoint,
+        *,
+        updated_since: datetime | None = None,
+        created_since: datetime | None = None,
+        source: str | None = None,
+        page_size: int | None = None,
+    ) -> AsyncIterator[Page]:
+        """Every page of a list endpoint for one user, following `Link: rel="next"`."""
+        if endpoint.single_object:
+            raise ValueError(f"{endpoint.path} answers one object: use fetch_object")
+        limit = min(max(page_size or self._settings.page_size, 1), MAX_PAGE_SIZE)
+        params: dict[str, str | int] = {"limit": limit}
+        if updated_since is not None:
+            params["updated_since"] = format_upstream_time(updated_since)
+        if created_since is not None:
+            params["created_since"] = format_upstream_time(created_since)
+        if source is not None:
+            params["source"] = source
+        url = httpx.URL(self._data_url(endpoint.path), params=params)
+        visited = {url}
+        while True:
+            answer, request_id = await self._get_json(user, url)
+            records = self._as_records(answer.payload, url, request_id)
+            yield Page(records, _header_int(answer.response, "x-total-count"), request_id)
+            next_link = answer.response.links.get("next", {}).get("url")
+            if not next_link:
+                return
+            url, rebuilt = resolve_next_link(
+                next_link, current=answer.response.url, api_base=self._api_base
+            )
+            if rebuilt:
+                logger.warning(
+                    "next-page link of %s named another host; following its path on the "
+                    "configured API host instead (request %s)",
+                    raw_path(url),
+                    request_id,
+                )
+            if url in visited:
+                raise RequestFailed(
+                    path=raw_path(url),
+                    status=answer.response.status_code,
+                    request_id=request_id,
+                    reason="next-page link repeats an earlier page",
+                )
+            visited.add(url)
+
+    async def fetch_record(
+        self, user: UserRef, endpoint: Endpoint, record_id: str
+    ) -> dict[str, Any] | None:
+        """One record by id; None when the upstream answers 404 (deleted there)."""
+        url = httpx.URL(f"{self._data_url(endpoint.path)}/{quote_path_segment(record_id)}")
+        return await self._get_object(user, url)
+
+    async def fetch_object(self, user: UserRef, endpoint: Endpoint) -> dict[str, Any] | None:
+        """A single-object endpoint (`medical/profile`); None when the upstream answers 404."""
+        if not endpoint.single_object:
+            raise ValueError(f"{endpoint.path} is a list: use iter_pages")
+        return await self._get_object(user, httpx.URL(self._data_url(endpoint.path)))
+
+    async def list_sources(self, user: UserRef) -> list[dict[str, Any]]:
+        """The user's connected sources (`GET /v1/human/sources`)."""
+        url = httpx.URL(self._data_url(SOURCES_PATH))
+        answer, request_id = await self._get_json(user, url)
+        return self._as_records(answer.payload, url, request_id)
+
+    # ---- data requests ----------------------------------------------------------------------
+
+    def _data_url(self, path: str) -> str:
+        return f"{self._settings.api_url}/v1/human/{path}"
+
+    async def _get_object(self, user: UserRef, url: httpx.URL) -> dict[str, Any] | None:
+        answer, request_id = await self._get_json(user, url, absent_ok=True)
+        if answer.response.status_code == 404:
+            return None
+        if not isinstance(answer.payload, dict):
+            raise RequestFailed(
+                path=raw_path(url),
+                status=answer.response.status_code,
+                request_id=request_id,
+                reason="expected a JSON object",
+            )
+        return answer.payload
+
+    @staticmethod
+    def _as_records(payload: Any, url: httpx.URL, request_id: str) -> list[dict[str, Any]]:
+        if not isinstance(payload, list) or not all(isinstance(r, dict) for r in payload):
+            raise RequestFailed(
+                path=raw_path(url), status=200, request_id=request_id,
+                reason="expected a JSON array of objects",
+            )  # fmt: skip
+        return payload
+
+    async def _get_json(
+        self, user: UserRef, url: httpx.URL, *, absent_ok: bool = False
+    ) -> tuple[_Answer, str]:
+        state = _RequestState("GET", raw_path(url), uuid.uuid4().hex, user.human_id)
+        answer = await self._with_retries(state, lambda: self._data_attempt(state, user, url))
+        status = answer.response.status_code
+        if status == 404 and absent_ok:
+            return answer, state.request_id
+        if status >= 300:
+            raise RequestFailed(
+                path=state.path, status=status, request_id=state.request_id,
+                reason="the data API refused the request",
+            )  # fmt: skip
+        return answer, state.request_id
+
+    async def _data_attempt(self, state: _RequestState, user: UserRef, url: httpx.URL) -> _Answer:
+        token = await self._token_for(user)
+        answer = await self._send(state, self._data_request(url, token, state.request_id))
+        if answer.response.status_code == 401:
+            # The token may have expired early or been revoked: fetch a new one, once per request.
+            self._tokens.invalidate(user.client_user_id, token)
+            token = await self._token_for(user)
+            answer = await self._send(state, self._data_request(url, token, state.request_id))
+        return answer
+
+    def _data_request(self, url: httpx.URL, token: str, request_id: str) -> httpx.Request:
+        return self._client.build_request(
+            "GET",
+            url,
+            headers={"Authorization": f"Bearer {token}", "X-Request-Id": request_id},
+        )
+
+    # ---- tokens -----------------------------------------------------------------------------
+
+    async def _token_for(self, user: UserRef) -> str:
+        return await self._tokens.get(user)
+
+    async def _request_token(self, user: UserRef) -> IssuedToken:
+        client_user_id, human_id = user.client_user_id, user.human_id
+        url = httpx.URL(f"{self._settings.auth_url}{TOKEN_PATH}")
+        state = _RequestState("POST", raw_path(url), uuid.uuid4().hex, human_id)
+        body = {
+            "client_id": self._settings.client_id,
+            "client_secret": self._settings.client_secret,
+            "client_user_id": client_user_id,
+            "type": "access",
+        }
+
+        async def attempt() -> _Answer:
+            request = self._client.build_request(
+                "POST", url, json=body, headers={"X-Request-Id": state.request_id}
+            )
+            return await self._send(state, request, is_token=True)
+
+        answer = await self._with_retries(state, attempt)
+        status = answer.response.status_code
+        if status == 401:
+            raise ClientCredentialsRejected()
+        if status in (403, 404):
+            raise UserNeedsReconnect(
+                client_user_id=client_user_id, human_id=human_id, status=status
+            )
+        payload = answer.payload
+        token = payload.get("access_token") if isinstance(payload, dict) else None
+        if status >= 300 or not isinstance(token, str) or not token:
+            raise RequestFailed(
+                path=state.path, status=status, request_id=state.request_id,
+                reason="the auth service did not issue a token",
+            )  # fmt: skip
+        expires_in = payload.get("expires_in")
+        lifetime = (
+            float(expires_in)
+            if isinstance(expires_in, int | float) and not isinstance(expires_in, bool)
+            else _DEFAULT_TOKEN_LIFETIME_S
+        )
+        return IssuedToken(token, lifetime)
+
+    # ---- one request, its retries and its attempts ------------------------------------------
+
+    @property
+    def _client(self) -> httpx.AsyncClient:
+        if self._http is None:
+            raise RuntimeError("use UpstreamClient as `async with UpstreamClient(...) as client`")
+        return self._http
+
+    async def _with_retries(
+        self, state: _RequestState, attempt: Callable[[], Awaitable[_Answer]]
+    ) -> _Answer:
+        deadline_s = self._settings.http_deadline_s
+        deadline = time.monotonic() + deadline_s
+
+        def retry_wait(exc: Exception) -> bool | float:
+            if not isinstance(exc, _Transient):
+                return False
+            if exc.retry_after_s is None:
+                return True  # stamina's exponential backoff with jitter
+            if time.monotonic() + exc.retry_after_s >= deadline:
+                return False  # waiting that long would outlive the deadline: fail now
+            return exc.retry_after_s
+
+        try:
+            async with asyncio.timeout(deadline_s):
+                async for retry in stamina.retry_context(
+                    on=retry_wait,
+                    attempts=max(1, self._settings.http_max_attempts),
+                    timeout=deadline_s,
+                    wait_initial=_WAIT_INITIAL_S,
+                    wait_max=_WAIT_MAX_S,
+                    wait_jitter=_WAIT_JITTER_S,
+                ):
+                    with retry:
+                        return await attempt()
+        except TimeoutError:
+            raise RequestFailed(
+                path=state.path, status=None, request_id=state.request_id,
+                reason=f"no answer within the {deadline_s:g} s deadline",
+            ) from None  # fmt: skip
+        except _Transient as exc:
+            raise RequestFailed(
+                path=state.path, status=exc.status, request_id=state.request_id,
+                reason=f"gave up after {state.attempts} attempts: {exc.reason}",
+            ) from None  # fmt: skip
+        raise AssertionError("stamina.retry_context yields until success or raises")
+
+    async def _send(
+        self, state: _RequestState, request: httpx.Request, *, is_token: bool = False
+    ) -> _Answer:
+        """One HTTP exchange: slot, budget, send, audit, log; _Transient if worth retrying."""
+        if self._slots is None:
+            raise RuntimeError("use UpstreamClient as `async with UpstreamClient(...) as client`")
+        async with self._slots:
+            await self._budget.acquire()
+            state.attempts += 1
+            if is_token:
+                self.token_request_count += 1
+            else:
+                self.request_count += 1
+            started_at = datetime.now(UTC)
+            started = time.perf_counter()
+            logger.debug(
+                "-> %s %s (request %s, attempt %d)",
+                state.method, state.path, state.request_id, state.attempts,
+            )  # fmt: skip
+            try:
+                response = await self._client.send(request)
+            except (httpx.TransportError, httpx.DecodingError) as exc:
+                reason = type(exc).__name__
+                self._finish(state, started_at, started, None, reason)
+                raise _Transient(None, reason, None) from exc
+        return self._judge(state, response, started_at, started)
+
+    def _judge(
+        self,
+        state: _RequestState,
+        response: httpx.Response,
+        started_at: datetime,
+        started: float,
+    ) -> _Answer:
+        status = response.status_code
+        retry_after = parse_retry_after(response.headers.get("retry-after"), now=datetime.now(UTC))
+        self._budget.observe(status, response.headers, retry_after_s=retry_after)
+        if _is_retryable_status(status):
+            self._finish(state, started_at, started, response, f"HTTP {status}")
+            raise _Transient(status, f"HTTP {status}", retry_after)
+        if status >= 300:
+            self._finish(state, started_at, started, response, f"HTTP {status}")
+            return _Answer(response, None)
+        try:
+            payload = response.json()
+        except ValueError:
+            # A cut-off body behind a complete-looking read (proxies, dropped chunks): transient.
+            self._finish(state, started_at, started, response, "invalid JSON body")
+            raise _Transient(status, "invalid JSON body", None) from None
+        self._finish(state, started_at, started, response, None)
+        return _Answer(response, payload)
+
+    def _finish(
+        self,
+        state: _RequestState,
+        started_at: datetime,
+        started: float,
+        response: httpx.Response | None,
+        error: str | None,
+    ) -> None:
+        duration_ms = (time.perf_counter() - started) * 1000
+        status = response.status_code if response is not None else None
+        if logger.isEnabledFor(logging.DEBUG):
+            preview = (
+                body_preview(response.content, self._settings.debug_body_lines)
+                if response is not None
+                else "<no response>"
+            )
+            logger.debug(
+                "<- %s %s %s (request %s, attempt %d, %.0f ms)%s\n%s",
+                state.method, state.path, status if status is not None else "-",
+                state.request_id, state.attempts, duration_ms,
+                f" [{error}]" if error else "", preview,
+            )  # fmt: skip
+        if self._on_request is None:
+            return
+        self._on_request(
+            RequestAudit(
+                request_id=state.request_id,
+                method=state.method,
+                path=state.path,
+                status=status,
+                attempt=state.attempts,
+                duration_ms=duration_ms,
+                started_at=started_at,
+                rate_limit_limit=_header_int(response, "x-ratelimit-limit") if response else None,
+                rate_limit_remaining=(
+                    _header_int(response, "x-ratelimit-remaining") if response else None
+                ),
+                rate_limit_reset=_header_int(response, "x-ratelimit-reset") if response else None,
+                error=error,
+                human_id=state.human_id,
+            )
+        )

@@ -1,0 +1,41 @@
+"""Plain values the upstream client hands out: who is synced, what a page holds, what was sent."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+
+@dataclass(frozen=True)
+class UserRef:
+    client_user_id: str  # the app's own user id: what the token endpoint is asked for
+    human_id: str  # the upstream's 32-hex id: what notifications and warehouse rows carry
+
+
+@dataclass(frozen=True)
+class Page:
+    records: list[dict[str, Any]]
+    total_count: int | None  # X-Total-Count, when the upstream sent one
+    request_id: str  # our X-Request-Id for the request that returned this page
+
+
+@dataclass(frozen=True)
+class RequestAudit:
+    """One finished HTTP attempt, as stored in ops.http_requests.
+
+    Attempts of one request share its request_id; (request_id, attempt) is unique.
+    """
+
+    request_id: str
+    method: str
+    path: str  # percent-encoded path only: no host, no query string
+    status: int | None  # None when no response arrived (timeout, dropped connection)
+    attempt: int  # 1-based, counting every HTTP exchange of the request
+    duration_ms: float
+    started_at: datetime  # UTC
+    rate_limit_limit: int | None
+    rate_limit_remaining: int | None
+    rate_limit_reset: int | None
+    error: str | None  # short reason when the attempt did not succeed
+    human_id: str | None

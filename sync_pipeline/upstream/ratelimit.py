@@ -1,0 +1,151 @@
+"""A shared request-rate budget that paces requests to what the upstream says it allows.
+
+Three sources of truth, the strictest wins:
+
+- the configured ceiling (`SYNC_RATE_LIMIT_PER_S`), if any;
+- the upstream's own headers: `X-RateLimit-Remaining` requests left until `X-RateLimit-Reset`
+  give a pace that spends what is left evenly over the rest of the window, and `Remaining: 0`
+  pauses everyone until the reset;
+- 429s: each one halves the pace (measured from our own recent requests when no pace was set)
+  and pauses everyone for its `Retry-After`; successes then raise the pace back slowly (1% per
+  success), the usual additive-ish recovery that converges just under the real limit instead of
+  oscillating into a 429 storm.
+
+It is an async GCRA (virtual-scheduling token bucket) with a small burst, safe to share between
+clients and tasks in one event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+
+from sync_pipeline.settings import Settings
+
+# Reset values above this are absolute epoch seconds, below it a delay in seconds: upstreams
+# use both conventions and no real window is 30 years long.
+_EPOCH_THRESHOLD_S = 1_000_000_000
+_DEFAULT_PAUSE_S = 1.0
+_RECOVERY_FACTOR = 1.01
+_MEASURE_WINDOW_S = 2.0
+
+
+def _header_int(headers: Mapping[str, str], name: str) -> int | None:
+    raw = headers.get(name)
+    if raw is None:
+        return None
+    try:
+        return int(float(raw.strip()))
+    except ValueError:
+        return None
+
+
+class RateBudget:
+    def __init__(
+        self,
+        rate_per_s: float | None = None,
+        *,
+        burst: int = 4,
+        min_rate_per_s: float = 0.5,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        if rate_per_s is not None and rate_per_s <= 0:
+            raise ValueError("rate_per_s must be positive (or None for no ceiling)")
+        self._ceiling = rate_per_s
+        self._header_rate: float | None = None
+        self._backoff_rate: float | None = None
+        self._burst = max(1, burst)
+        self._min_rate = min_rate_per_s
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._tat = 0.0  # theoretical arrival time of the next request (GCRA)
+        self._paused_until = 0.0
+        self._recent: deque[float] = deque()
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RateBudget:
+        return cls(settings.rate_limit_per_s)
+
+    @property
+    def rate_per_s(self) -> float | None:
+        """The pace requests currently get, or None when nothing limits them."""
+        limits = [r for r in (self._ceiling, self._header_rate, self._backoff_rate) if r]
+        return min(limits) if limits else None
+
+    @property
+    def paused_until(self) -> float:
+        return self._paused_until
+
+    def _reserve(self) -> float:
+        """Book the next slot; returns when (on `clock`) the caller may send."""
+        now = self._clock()
+        start = max(now, self._paused_until)
+        rate = self.rate_per_s
+        if rate is None:
+            return start
+        interval = 1.0 / rate
+        allowed = max(start, self._tat - (self._burst - 1) * interval)
+        self._tat = max(self._tat, allowed) + interval
+        return allowed
+
+    async def acquire(self) -> None:
+        """Wait until one more request fits the budget."""
+        while True:
+            async with self._lock:
+                send_at = self._reserve()
+            delay = send_at - self._clock()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            # A 429 seen while we slept pauses us too; otherwise this slot is ours.
+            if self._clock() >= self._paused_until:
+                self._note_sent()
+                return
+
+    def _note_sent(self) -> None:
+        now = self._clock()
+        self._recent.append(now)
+        while self._recent and self._recent[0] < now - _MEASURE_WINDOW_S:
+            self._recent.popleft()
+
+    def _measured_rate(self) -> float | None:
+        if len(self._recent) < 2:
+            return None
+        span = max(self._recent[-1] - self._recent[0], 1e-3)
+        return (len(self._recent) - 1) / span
+
+    def observe(
+        self, status: int, headers: Mapping[str, str], *, retry_after_s: float | None = None
+    ) -> None:
+        """Adapt to one response: its rate-limit headers and whether it was a 429."""
+        self._observe_headers(headers)
+        if status == 429:
+            self._throttled(retry_after_s)
+        elif status < 400 and self._backoff_rate is not None:
+            self._backoff_rate *= _RECOVERY_FACTOR
+
+    def _observe_headers(self, headers: Mapping[str, str]) -> None:
+        headers = {name.lower(): value for name, value in headers.items()}
+        remaining = _header_int(headers, "x-ratelimit-remaining")
+        reset = _header_int(headers, "x-ratelimit-reset")
+        if remaining is None or reset is None:
+            return
+        reset_in = reset - self._wall_clock() if reset >= _EPOCH_THRESHOLD_S else float(reset)
+        reset_in = max(reset_in, 0.0)
+        if remaining <= 0:
+            self._pause_for(reset_in if reset_in > 0 else _DEFAULT_PAUSE_S)
+            return
+        if reset_in > 0:
+            self._header_rate = max(self._min_rate, remaining / reset_in)
+
+    def _throttled(self, retry_after_s: float | None) -> None:
+        current = self.rate_per_s or self._measured_rate()
+        if current is not None:
+            self._backoff_rate = max(self._min_rate, current / 2)
+        self._pause_for(retry_after_s if retry_after_s is not None else _DEFAULT_PAUSE_S)
+
+    def _pause_for(self, seconds: float) -> None:
+        self._paused_until = max(self._paused_until, self._clock() + seconds)

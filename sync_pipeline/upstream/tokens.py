@@ -1,0 +1,85 @@
+"""Per-user access tokens: cached until shortly before expiry, one request in flight per user.
+
+The sync runs one task per (user, endpoint); without single-flight, twenty endpoint tasks of a
+fresh user would ask the auth service for twenty tokens at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from sync_pipeline.upstream.models import UserRef
+
+# Renew this long before expiry, or 10% of the lifetime for short-lived tokens, so a token
+# never expires between being handed out and the request that uses it reaching the upstream.
+_MAX_MARGIN_S = 60.0
+_MARGIN_FRACTION = 0.1
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    access_token: str = field(repr=False)  # never in a repr, so never in a traceback or log
+    expires_in_s: float
+
+
+@dataclass
+class _Cached:
+    access_token: str = field(repr=False)
+    renew_at: float
+
+
+def renewal_margin_s(lifetime_s: float) -> float:
+    return min(_MAX_MARGIN_S, _MARGIN_FRACTION * max(lifetime_s, 0.0))
+
+
+class TokenCache:
+    def __init__(
+        self,
+        fetch: Callable[[UserRef], Awaitable[IssuedToken]],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """`fetch(user)` asks the auth service; it is called only on a miss."""
+        self._fetch = fetch
+        self._clock = clock
+        self._cached: dict[str, _Cached] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    async def get(self, user: UserRef) -> str:
+        """A valid token for the user, from cache or (once, however many callers wait) fetched."""
+        client_user_id = user.client_user_id
+        cached = self._fresh(client_user_id)
+        if cached is not None:
+            return cached
+        lock = self._locks.setdefault(client_user_id, asyncio.Lock())
+        async with lock:
+            # Whoever held the lock before us may have just fetched it.
+            cached = self._fresh(client_user_id)
+            if cached is not None:
+                return cached
+            issued = await self._fetch(user)
+            lifetime = issued.expires_in_s
+            self._cached[client_user_id] = _Cached(
+                issued.access_token, self._clock() + lifetime - renewal_margin_s(lifetime)
+            )
+            return issued.access_token
+
+    def invalidate(self, client_user_id: str, rejected_token: str) -> None:
+        """Forget the token the data API just refused (401).
+
+        Only if it is still the cached one: when several tasks see the same 401, the first
+        invalidates and refetches, and the others then reuse the new token instead of each
+        throwing it away again.
+        """
+        cached = self._cached.get(client_user_id)
+        if cached is not None and cached.access_token == rejected_token:
+            del self._cached[client_user_id]
+
+    def _fresh(self, client_user_id: str) -> str | None:
+        cached = self._cached.get(client_user_id)
+        if cached is None or self._clock() >= cached.renew_at:
+            return None
+        return cached.access_token
