@@ -1,0 +1,29 @@
+"""Connection state from Connect session responses (contract B2) and the upstream's /sources.
+
+Pure pandas functions, no Dagster, DuckDB or network: the connect assets call them and write
+the results to schema `connect` (and rejected deliveries to ops.rejected_records).
+
+- `sessions`: parse, deduplicate and order deliveries; `malformed_sessions` lists the rejected.
+- `history`: `connection_events` (what callbacks reported) and `connection_history` (SCD2).
+- `users`: one row per app user, with `needs_reconnect`.
+- `sources`: `source_status_rows` from `/sources`, and `reconcile` against current connections.
+"""
+
+from sync_pipeline.connect.history import (
+    connection_events,
+    connection_history,
+    current_connections,
+)
+from sync_pipeline.connect.sessions import malformed_sessions
+from sync_pipeline.connect.sources import reconcile, source_status_rows
+from sync_pipeline.connect.users import users
+
+__all__ = [
+    "connection_events",
+    "connection_history",
+    "current_connections",
+    "malformed_sessions",
+    "reconcile",
+    "source_status_rows",
+    "users",
+]

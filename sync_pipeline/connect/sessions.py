@@ -1,0 +1,265 @@
+"""Connect session responses (contract part B2) → parsed, deduplicated, ordered sessions.
+
+Everything derived from sessions (events, history, users) starts from `ordered_sessions`, so
+all of it depends only on the *set* of deliveries, never on the order they arrived in:
+
+- duplicates are dropped twice over: by `delivery_digest` (the same delivery landed twice), then
+  by content (the same callback posted again, so a new digest but the same human, session
+  instant, event, status and payload JSON; payloads are compared after `json.loads`, so
+  whitespace and key order do not matter). The smallest digest of a group represents it.
+- sessions are ordered by `(session_at, event rank, delivery_digest)`. The JWT `iat` has
+  one-second resolution, so a `connect_source` callback and the `close` of the same Connect
+  session usually share an instant; deltas rank before the `close`, whose `currentConnections`
+  is the full state at the end of the session. The digest breaks the remaining ties.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Hashable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from sync_pipeline.connect.frames import TEXT, typed_frame, utc_instants
+
+SUCCESS = "SUCCESS"
+CONNECTED_SOURCE = "CONNECTED_SOURCE"
+DISCONNECTED_SOURCE = "DISCONNECTED_SOURCE"
+# sessions that never reached the user's sources: kept for users.last_session_status only
+ABNORMAL_STATUSES = frozenset(
+    {"SESSION_TOKEN_INVALID", "SESSION_TOKEN_EXPIRED", "MISSING_SESSION_TOKEN"}
+)
+STATE_CHANGING_STATUSES = frozenset({SUCCESS, CONNECTED_SOURCE, DISCONNECTED_SOURCE})
+KNOWN_STATUSES = ABNORMAL_STATUSES | STATE_CHANGING_STATUSES
+
+_EPOCH = pd.Timestamp(0, tz="UTC")
+
+CLOSE = "close"
+EVENT_RANK = {"connect_source": 0, "disconnect_source": 0, CLOSE: 1}
+
+SESSION_COLUMNS = (
+    "delivery_digest",
+    "received_at",
+    "session_at",
+    "event",
+    "status",
+    "client_user_id",
+    "human_id",
+    "payload",
+)
+
+REJECTED_TABLE = "connect.session_responses"
+REJECTED_SCHEMA = {
+    "table_name": TEXT,
+    "human_id": TEXT,
+    "record_id": TEXT,
+    "reason": TEXT,
+    "raw": TEXT,
+}
+
+
+@dataclass(frozen=True)
+class SourceRef:
+    """One `{"name", "id"}` entry of a Connect payload; `id` is what connections are keyed on."""
+
+    id: str
+    name: str | None
+
+
+@dataclass(frozen=True)
+class Payload:
+    connected: tuple[SourceRef, ...]
+    disconnected: tuple[SourceRef, ...]
+    # None when the payload has no currentConnections at all: absent is not "no connections"
+    current: tuple[SourceRef, ...] | None
+
+
+class MalformedPayload(ValueError):
+    """The payload cannot be read as a Connect callback; its delivery changes nothing."""
+
+
+@dataclass(frozen=True)
+class Session:
+    delivery_digest: str
+    session_at: pd.Timestamp
+    event: str
+    status: str | None
+    client_user_id: str | None
+    human_id: str | None
+    payload: Payload | None  # None when malformed
+    problem: str | None  # why the delivery was not usable, for ops.rejected_records
+    raw_payload: str | None
+
+    @property
+    def order_key(self) -> tuple[bool, pd.Timestamp, int, str]:
+        # NaT does not compare, so sessions without a time sort last (they change nothing anyway)
+        undated = bool(pd.isna(self.session_at))
+        at = _EPOCH if undated else self.session_at
+        return (undated, at, EVENT_RANK.get(self.event, len(EVENT_RANK)), self.delivery_digest)
+
+    @property
+    def changes_state(self) -> bool:
+        return (
+            self.payload is not None
+            and self.human_id is not None
+            and self.status in STATE_CHANGING_STATUSES
+        )
+
+    @property
+    def current_is_authoritative(self) -> bool:
+        return self.event == CLOSE and self.status == SUCCESS
+
+
+def parse_payload(text: object) -> Payload:
+    """The source lists of one callback payload; raises MalformedPayload when unusable.
+
+    A payload is all-or-nothing: an entry without a usable id would make `currentConnections`
+    look shorter than it is and close a live connection, so one bad entry rejects the delivery.
+    """
+    if not isinstance(text, str):
+        raise MalformedPayload("payload is missing")
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise MalformedPayload(f"payload is not JSON: {error.msg}") from None
+    if not isinstance(document, dict):
+        raise MalformedPayload("payload is not a JSON object")
+    results = document.get("sessionResults")
+    if results is None:
+        results = {}
+    if not isinstance(results, dict):
+        raise MalformedPayload("sessionResults is not an object")
+    current = document.get("currentConnections")
+    return Payload(
+        connected=_source_list(results.get("connectedSources"), "connectedSources"),
+        disconnected=_source_list(results.get("disconnectedSources"), "disconnectedSources"),
+        current=None if current is None else _source_list(current, "currentConnections"),
+    )
+
+
+def _source_list(value: Any, field: str) -> tuple[SourceRef, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise MalformedPayload(f"{field} is not a list")
+    refs = []
+    for entry in value:
+        if not isinstance(entry, dict):
+            raise MalformedPayload(f"{field} has an entry that is not an object")
+        source_id = entry.get("id")
+        if not isinstance(source_id, str) or not source_id.strip():
+            raise MalformedPayload(f"{field} has an entry without a source id")
+        name = entry.get("name")
+        refs.append(SourceRef(id=source_id, name=name if isinstance(name, str) else None))
+    return tuple(refs)
+
+
+def ordered_sessions(sessions: pd.DataFrame) -> list[Session]:
+    """Every distinct session, deduplicated and in deterministic order (see module docstring)."""
+    missing = set(SESSION_COLUMNS) - set(sessions.columns)
+    if missing:
+        raise ValueError(f"session responses lack columns: {sorted(missing)}")
+    if sessions.empty:
+        return []
+    session_at = utc_instants(sessions["session_at"])
+    parsed: dict[tuple[Any, ...], Session] = {}
+    for row, at in zip(sessions.to_dict("records"), session_at, strict=True):
+        session = _session(row, at)
+        key = _content_key(session)
+        kept = parsed.get(key)
+        if kept is None or session.delivery_digest < kept.delivery_digest:
+            parsed[key] = session
+    # the same digest can only be the same delivery; after content dedup it can survive only if
+    # its rows disagree, so keep one of them by a rule that does not depend on row order
+    by_digest: dict[str, Session] = {}
+    for session in sorted(parsed.values(), key=_full_key):
+        by_digest.setdefault(session.delivery_digest, session)
+    return sorted(by_digest.values(), key=lambda s: s.order_key)
+
+
+def malformed_sessions(sessions: pd.DataFrame) -> pd.DataFrame:
+    """Deliveries whose payload or labels cannot be used, as ops.rejected_records rows."""
+    rows = [
+        {
+            "table_name": REJECTED_TABLE,
+            "human_id": s.human_id,
+            "record_id": s.delivery_digest,
+            "reason": s.problem,
+            "raw": s.raw_payload,
+        }
+        for s in ordered_sessions(sessions)
+        if s.problem is not None
+    ]
+    return typed_frame(rows, REJECTED_SCHEMA)
+
+
+def _session(row: Mapping[Hashable, Any], session_at: pd.Timestamp) -> Session:
+    raw = _text(row["payload"])
+    status = _text(row["status"])
+    event = _text(row["event"]) or ""
+    human_id = _text(row["human_id"])
+    payload: Payload | None = None
+    problem: str | None = None
+    try:
+        payload = parse_payload(raw)
+    except MalformedPayload as error:
+        problem = str(error)
+    if problem is None:
+        problem = _label_problem(event, status, human_id, session_at)
+        if problem is not None:
+            payload = None
+    return Session(
+        delivery_digest=str(row["delivery_digest"]),
+        session_at=session_at,
+        event=event,
+        status=status,
+        client_user_id=_text(row["client_user_id"]),
+        human_id=human_id,
+        payload=payload,
+        problem=problem,
+        raw_payload=raw,
+    )
+
+
+def _label_problem(
+    event: str, status: str | None, human_id: str | None, session_at: pd.Timestamp
+) -> str | None:
+    if event not in EVENT_RANK:
+        return f"unknown event {event!r}"
+    if status not in KNOWN_STATUSES:
+        return f"unknown status {status!r}"
+    if human_id is None:
+        return "no human_id"
+    if pd.isna(session_at):
+        return "no session time"
+    return None
+
+
+def _content_key(session: Session) -> tuple[Any, ...]:
+    canonical: str | None = session.raw_payload
+    if session.raw_payload is not None:
+        with contextlib.suppress(json.JSONDecodeError):
+            canonical = json.dumps(json.loads(session.raw_payload), sort_keys=True)
+    return (
+        session.human_id,
+        session.client_user_id,
+        session.session_at,
+        session.event,
+        session.status,
+        canonical,
+    )
+
+
+def _full_key(session: Session) -> tuple[str, ...]:
+    return tuple(
+        "" if v is None else str(v) for v in (*_content_key(session), session.delivery_digest)
+    )
+
+
+def _text(value: Any) -> str | None:
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return None
+    return str(value)
