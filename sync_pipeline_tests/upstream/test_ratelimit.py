@@ -35,7 +35,8 @@ async def test_unlimited_budget_does_not_wait() -> None:
     budget = RateBudget(None)
     started = time.monotonic()
     await asyncio.gather(*(budget.acquire() for _ in range(200)))
-    assert time.monotonic() - started < 0.1
+    # no pacing at all: even a 1/s budget would need minutes for this
+    assert time.monotonic() - started < 1.0
     assert budget.rate_per_s is None
 
 
