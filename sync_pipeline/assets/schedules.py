@@ -1,0 +1,44 @@
+"""Jobs and schedules: an hourly notification-driven sync and a daily catch-up."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from sync_pipeline.assets.intake import landing_days
+
+
+def _sync_config(mode: str) -> dict[str, object]:
+    return {"ops": {"record_sync": {"config": {"mode": mode}}}}
+
+
+RECORDS = dg.AssetSelection.assets(["medical", "allergies"]).required_multi_asset_neighbors()
+CONNECT = dg.AssetSelection.assets(["connect", "users"]).required_multi_asset_neighbors()
+
+intake_job = dg.define_asset_job(
+    "intake_job",
+    selection=dg.AssetSelection.groups("intake"),
+    partitions_def=landing_days,
+    description="Turn one day of landed deliveries into ops.notifications and "
+    "connect.session_responses.",
+)
+incremental_sync_job = dg.define_asset_job(
+    "incremental_sync_job",
+    selection=CONNECT | RECORDS,
+    config=_sync_config("incremental"),
+    description="Fetch what pending notifications name (no notifications → no requests).",
+)
+catchup_sync_job = dg.define_asset_job(
+    "catchup_sync_job",
+    selection=CONNECT | RECORDS,
+    config=_sync_config("catchup"),
+    description="Every connected user and endpoint from its updated_since cursor: "
+    "guarantees completeness when notifications were lost.",
+)
+
+JOBS = [intake_job, incremental_sync_job, catchup_sync_job]
+
+SCHEDULES = [
+    dg.build_schedule_from_partitioned_job(intake_job, minute_of_hour=55),
+    dg.ScheduleDefinition(job=incremental_sync_job, cron_schedule="5 * * * *"),
+    dg.ScheduleDefinition(job=catchup_sync_job, cron_schedule="30 2 * * *"),
+]

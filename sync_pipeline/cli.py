@@ -1,0 +1,93 @@
+"""sync-pipeline: demo | simulator | receiver | sync."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from sync_pipeline.settings import SettingsError, load_settings
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sync-pipeline", description=__doc__)
+    parser.add_argument("--log-level", default=os.environ.get("SYNC_LOG_LEVEL", "WARNING"))
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    demo = commands.add_parser("demo", help="run the whole product on the bundled simulator")
+    demo.add_argument("--users", type=int, default=8)
+    demo.add_argument("--seed", type=int, default=7)
+
+    sim = commands.add_parser("simulator", help="serve the bundled upstream (contract part A)")
+    sim.add_argument("--host", default="127.0.0.1")
+    sim.add_argument("--port", type=int, default=8700)
+    sim.add_argument("--users", type=int, default=10)
+    sim.add_argument("--seed", type=int, default=1)
+    sim.add_argument("--receiver-url", default=None, help="where time-moves deliver notifications")
+
+    receiver = commands.add_parser("receiver", help="serve intake (contract part B)")
+    receiver.add_argument("--host", default=None)
+    receiver.add_argument("--port", type=int, default=None)
+    receiver.add_argument("--workers", type=int, default=1)
+
+    sync = commands.add_parser(
+        "sync", help="one sync against the configured upstream, as a Dagster run"
+    )
+    sync.add_argument("--full", action="store_true", help="re-pull every record")
+    sync.add_argument(
+        "--mode",
+        choices=["incremental", "catchup"],
+        default="catchup",
+        help="incremental: only notified changes; catchup: every endpoint from its cursor",
+    )
+    sync.add_argument("--user", action="append", default=[], help="limit to a user (repeatable)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    os.umask(0o077)  # warehouse, lake and landing files hold PHI: owner-only
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "demo":
+        from sync_pipeline.demo import run_demo
+
+        return run_demo(settings, users=args.users, seed=args.seed)
+    if args.command == "simulator":
+        from sync_pipeline.simulator.server import run_simulator
+
+        run_simulator(
+            args.host,
+            args.port,
+            users=args.users,
+            seed=args.seed,
+            receiver_url=args.receiver_url,
+            client_id=settings.client_id,
+            client_secret=settings.client_secret,
+        )
+        return 0
+    if args.command == "receiver":
+        from sync_pipeline.intake.server import run_receiver
+
+        run_receiver(
+            settings,
+            args.host or settings.receiver_host,
+            args.port or settings.receiver_port,
+            workers=args.workers,
+        )
+        return 0
+    if args.command == "sync":
+        from sync_pipeline.demo import run_sync_command
+
+        return run_sync_command(settings, mode="full" if args.full else args.mode, users=args.user)
+    raise AssertionError(args.command)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,18 @@
+"""The one Definitions object of the sync_pipeline code location."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from sync_pipeline.assets.connect import connection_state
+from sync_pipeline.assets.intake import notification_log, session_responses
+from sync_pipeline.assets.records import record_sync
+from sync_pipeline.assets.resources import SyncSettings
+from sync_pipeline.assets.schedules import JOBS, SCHEDULES
+
+defs = dg.Definitions(
+    assets=[notification_log, session_responses, connection_state, record_sync],
+    jobs=JOBS,
+    schedules=SCHEDULES,
+    resources={"sync": SyncSettings()},
+)

@@ -1,0 +1,29 @@
+"""The local Dagster instance under the data directory (runs recorded there show in `dagster dev`
+started with the same DAGSTER_HOME)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from dagster import DagsterInstance
+
+# One warehouse pool slot: steps that open the DuckDB file run one at a time, across runs.
+# No network here, so no telemetry.
+LOCAL_INSTANCE_YAML = """\
+telemetry:
+  enabled: false
+concurrency:
+  pools:
+    default_limit: 1
+"""
+
+
+def ensure_local_instance(dagster_home: Path) -> DagsterInstance:
+    """Point DAGSTER_HOME at `dagster_home` (created with a default dagster.yaml if absent)."""
+    dagster_home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    config = dagster_home / "dagster.yaml"
+    if not config.exists():
+        config.write_text(LOCAL_INSTANCE_YAML)
+    os.environ["DAGSTER_HOME"] = str(dagster_home)
+    return DagsterInstance.get()

@@ -1,0 +1,241 @@
+"""Commit one sync run's staged batches into DuckDB in a single transaction.
+
+Everything a run changes (records, children, deleted_at, rejects, cursors, notification
+statuses, request audit, load log) becomes visible together or not at all, so a run killed
+at any point leaves the warehouse as it was and the next run redoes the work.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from sync_pipeline.normalize.schemas import PARENT_OF, TABLE_KEYS
+from sync_pipeline.sync.connection_state import rebuild_connection_state
+from sync_pipeline.sync.fetch import FetchResult
+from sync_pipeline.sync.plan import SyncPlan
+from sync_pipeline.upstream.endpoints import ENDPOINTS
+from sync_pipeline.warehouse import db
+
+
+@dataclass(frozen=True)
+class TableLoad:
+    table: str
+    received: int = 0
+    loaded: int = 0
+    rejected: int = 0
+    inserted: int = 0
+    updated: int = 0
+    deleted: int = 0
+
+
+@dataclass
+class CommitSummary:
+    run_id: str
+    tables: dict[str, TableLoad] = field(default_factory=dict)
+    cursors_advanced: int = 0
+    failed_items: list[tuple[str, str, str]] = field(default_factory=list)  # human, endpoint, why
+    refused_users: list[str] = field(default_factory=list)
+    requests: int = 0
+
+
+def commit_run(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    run_id: str,
+    plan: SyncPlan,
+    fetched: FetchResult,
+    now: datetime | None = None,
+) -> CommitSummary:
+    now = now or datetime.now(UTC)
+    summary = CommitSummary(run_id=run_id, requests=fetched.requests)
+    rejected_by_table = _rejects_per_table(fetched.rejected)
+    gone: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
+    for result in fetched.items:
+        if result.gone_ids:
+            gone[result.item.endpoint.table][result.item.user.human_id].extend(result.gone_ids)
+
+    code_files = fetched.staged.get("medical.record_codes")
+    codes = _read(con, code_files) if code_files else None
+    con.execute("BEGIN TRANSACTION")
+    try:
+        for endpoint in ENDPOINTS:
+            table = endpoint.table
+            files = fetched.staged.get(table, [])
+            counts = db.UpsertCounts()
+            if files:
+                children = {
+                    child: _read(con, fetched.staged[child])
+                    for child, parent in PARENT_OF.items()
+                    if parent == table and fetched.staged.get(child)
+                }
+                if codes is not None and endpoint.group == "medical":
+                    children["medical.record_codes"] = codes.filter(
+                        pc.equal(codes["table_name"], table)
+                    )
+                counts = db.upsert_latest(
+                    con, table, _read(con, files), TABLE_KEYS[table], children=children
+                )
+            deleted = sum(
+                db.mark_deleted(con, table, human_id, ids, now)
+                for human_id, ids in gone.get(table, {}).items()
+            )
+            received = fetched.received.get(table, 0)
+            rejected = rejected_by_table.get(table, 0)
+            if received or deleted:
+                summary.tables[table] = TableLoad(
+                    table=table,
+                    received=received,
+                    loaded=received - rejected,
+                    rejected=rejected,
+                    inserted=counts.inserted,
+                    updated=counts.updated,
+                    deleted=deleted,
+                )
+                db.append(
+                    con,
+                    "ops.load_log",
+                    pa.Table.from_pylist(
+                        [
+                            {
+                                "run_id": run_id,
+                                "table_name": table,
+                                "received": received,
+                                "loaded": received - rejected,
+                                "rejected": rejected,
+                                "inserted": counts.inserted,
+                                "updated": counts.updated,
+                                "deleted": deleted,
+                                "lake_files": "\n".join(str(p) for p in files),
+                                "committed_at": now,
+                            }
+                        ]
+                    ),
+                )
+        db.store_rejects(con, fetched.rejected, run_id, now)
+        summary.cursors_advanced = _advance_cursors(con, fetched, run_id, now)
+        _mark_notifications(con, plan, fetched, run_id, now)
+        _store_refusals(con, fetched.refused, run_id, now)
+        if fetched.refused:
+            rebuild_connection_state(con)  # needs_reconnect changes with the same commit
+        if len(fetched.source_status):
+            db.append(con, "connect.source_status", pa.Table.from_pandas(fetched.source_status))
+        _store_audits(con, fetched, run_id)
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    summary.failed_items = [
+        (r.item.user.human_id, r.item.endpoint.path, r.error or "")
+        for r in fetched.items
+        if not r.ok
+    ]
+    summary.refused_users = sorted(fetched.refused)
+    return summary
+
+
+def _read(con: duckdb.DuckDBPyConnection, files: list[Path]) -> pa.Table:
+    return con.read_parquet([str(f) for f in files]).fetch_arrow_table()
+
+
+def _rejects_per_table(rejected: pd.DataFrame) -> dict[str, int]:
+    if rejected.empty:
+        return {}
+    return {str(k): int(v) for k, v in rejected.groupby("table_name").size().items()}
+
+
+def _advance_cursors(
+    con: duckdb.DuckDBPyConnection, fetched: FetchResult, run_id: str, now: datetime
+) -> int:
+    """Advance a (user, endpoint) cursor only when its catch-up item finished without error and
+    saw records; the new cursor is the newest updatedAt it saw, floored to the filter's second."""
+    rows = [
+        {
+            "human_id": r.item.user.human_id,
+            "endpoint": r.item.endpoint.path,
+            "cursor_updated_since": r.newest_updated_at.replace(microsecond=0)
+            if r.newest_updated_at
+            else r.item.updated_since,
+            "last_synced_at": now,
+            "last_run_id": run_id,
+        }
+        for r in fetched.items
+        if r.ok and r.item.advances_cursor
+    ]
+    if rows:
+        db.upsert_by_key(
+            con, "ops.sync_state", pa.Table.from_pylist(rows), ("human_id", "endpoint")
+        )
+    return sum(1 for r in rows if r["cursor_updated_since"] is not None)
+
+
+def _mark_notifications(
+    con: duckdb.DuckDBPyConnection,
+    plan: SyncPlan,
+    fetched: FetchResult,
+    run_id: str,
+    now: datetime,
+) -> None:
+    statuses: dict[str, str] = dict(plan.unactionable)
+    for result in fetched.items:
+        status = "synced" if result.ok else "failed"
+        for notification_id in result.item.notification_ids:
+            statuses[notification_id] = status
+        if result.gone_ids and result.ok:
+            gone = set(result.gone_ids)
+            if gone == set(result.item.record_ids):
+                statuses.update(dict.fromkeys(result.item.notification_ids, "gone"))
+    if not statuses:
+        return
+    updates = pa.table(
+        {
+            "notification_id": pa.array(list(statuses), pa.string()),
+            "status": pa.array(list(statuses.values()), pa.string()),
+        }
+    )
+    db.update_notification_status(con, updates, run_id, now)
+
+
+def _store_refusals(
+    con: duckdb.DuckDBPyConnection, refused: dict[str, int], run_id: str, now: datetime
+) -> None:
+    if not refused:
+        return
+    rows = [
+        {"human_id": h, "refused_at": now, "status": status, "run_id": run_id}
+        for h, status in sorted(refused.items())
+    ]
+    db.append(con, "connect.token_refusals", pa.Table.from_pylist(rows))
+
+
+def _store_audits(con: duckdb.DuckDBPyConnection, fetched: FetchResult, run_id: str) -> None:
+    if not fetched.audits:
+        return
+    rows = [
+        {
+            "request_id": a.request_id,
+            "run_id": run_id,
+            "method": a.method,
+            "path": a.path,
+            "human_id": a.human_id,
+            "status": a.status,
+            "attempt": a.attempt,
+            "duration_ms": a.duration_ms,
+            "started_at": a.started_at,
+            "rate_limit_limit": a.rate_limit_limit,
+            "rate_limit_remaining": a.rate_limit_remaining,
+            "rate_limit_reset": a.rate_limit_reset,
+            "error": a.error,
+        }
+        for a in fetched.audits
+    ]
+    db.insert_absent(
+        con, "ops.http_requests", pa.Table.from_pylist(rows), ("request_id", "attempt")
+    )

@@ -1,0 +1,43 @@
+"""Rebuild schema `connect` from every landed session response and every token refusal.
+
+The result depends only on the set of inputs (not on arrival order), so a full rebuild inside
+one transaction is both the simplest and the idempotent choice; volumes are per user, small.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import duckdb
+import pyarrow as pa
+
+from sync_pipeline import connect as state
+from sync_pipeline.warehouse import db
+
+
+@dataclass(frozen=True)
+class ConnectionCounts:
+    users: int
+    events: int
+    history_rows: int
+    open_connections: int
+    needs_reconnect: int
+
+
+def rebuild_connection_state(con: duckdb.DuckDBPyConnection) -> ConnectionCounts:
+    """Replace connect.users, connection_events and connection_history. Call in a transaction."""
+    sessions = db.query_arrow(con, "connect.session_responses").to_pandas()
+    refusals = db.query_arrow(con, "connect.token_refusals").to_pandas()
+    events = state.connection_events(sessions)
+    history = state.connection_history(sessions)
+    users = state.users(sessions, refusals[["human_id", "refused_at"]] if len(refusals) else None)
+    db.replace_all(con, "connect.connection_events", pa.Table.from_pandas(events))
+    db.replace_all(con, "connect.connection_history", pa.Table.from_pandas(history))
+    db.replace_all(con, "connect.users", pa.Table.from_pandas(users))
+    return ConnectionCounts(
+        users=len(users),
+        events=len(events),
+        history_rows=len(history),
+        open_connections=int(history["valid_to"].isna().sum()) if len(history) else 0,
+        needs_reconnect=int(users["needs_reconnect"].sum()) if len(users) else 0,
+    )

@@ -1,0 +1,130 @@
+"""What a sync run fetches: pure planning from notifications, users and cursors (no I/O).
+
+Request-count rule for notified changes: k changed objects of one user on one endpoint cost k
+single GETs, or about ceil(k / page_size) list pages with `updated_since` = the earliest notified
+change. A list is never dearer once k >= 2, so singles are used only for a lone change, where a
+single GET also tells us precisely when the object is gone (404 → deleted_at).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Literal
+
+import pandas as pd
+
+from sync_pipeline.upstream.client import UserRef
+from sync_pipeline.upstream.endpoints import BY_PATH, ENDPOINTS, Endpoint
+
+SyncMode = Literal["incremental", "catchup", "full"]
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    """One (user, endpoint) fetch."""
+
+    user: UserRef
+    endpoint: Endpoint
+    # "list": pages with updated_since (None = whole history); "singles": GET by id;
+    # "object": a single-object endpoint (medical/profile)
+    how: Literal["list", "singles", "object"]
+    updated_since: datetime | None = None
+    record_ids: tuple[str, ...] = ()
+    # notifications this item answers; marked synced/gone/failed when it commits
+    notification_ids: tuple[str, ...] = ()
+    # catch-up items advance the (user, endpoint) cursor once their load commits
+    advances_cursor: bool = False
+
+
+@dataclass(frozen=True)
+class SyncPlan:
+    items: tuple[WorkItem, ...]
+    # notifications we cannot act on, with the status they get (unknown_user, skipped_reconnect)
+    unactionable: Mapping[str, str] = field(default_factory=dict)
+    skipped_reconnect: tuple[str, ...] = ()  # human_ids waiting for a new Connect session
+
+
+def floor_to_second(ts: datetime) -> datetime:
+    """The upstream filter has second precision; flooring never skips a change."""
+    return ts.replace(microsecond=0)
+
+
+def plan_sync(
+    *,
+    mode: SyncMode,
+    users: Iterable[UserRef],
+    needs_reconnect: set[str],
+    connected: set[str],
+    notifications: pd.DataFrame,
+    cursors: Mapping[tuple[str, str], datetime],
+    only_users: set[str] | None = None,
+) -> SyncPlan:
+    """Plan one run.
+
+    - incremental: only what pending notifications name (nothing pending → no requests);
+    - catchup: every endpoint of every connected user from its cursor, plus pending notifications;
+    - full: every endpoint of the selected users from the beginning of history.
+    `only_users` (human_ids or client_user_ids) narrows any mode to some users.
+    """
+    by_human = {u.human_id: u for u in users}
+    if only_users:
+        by_human = {
+            h: u for h, u in by_human.items() if h in only_users or u.client_user_id in only_users
+        }
+    syncable = {h: u for h, u in by_human.items() if h not in needs_reconnect and h in connected}
+    # one item per (user, endpoint); a catch-up list also answers that pair's notifications
+    items: dict[tuple[str, str], WorkItem] = {}
+    unactionable: dict[str, str] = {}
+
+    if mode in ("catchup", "full"):
+        for human_id in sorted(syncable):
+            for endpoint in ENDPOINTS:
+                since = None if mode == "full" else cursors.get((human_id, endpoint.path))
+                items[(human_id, endpoint.path)] = WorkItem(
+                    syncable[human_id],
+                    endpoint,
+                    "object" if endpoint.single_object else "list",
+                    updated_since=since,
+                    advances_cursor=True,
+                )
+
+    if len(notifications):
+        for (human_id, path), group in notifications.groupby(["human_id", "endpoint"], sort=True):
+            hid, ep_path = str(human_id), str(path)
+            ids = tuple(str(n) for n in group["notification_id"])
+            if only_users and hid not in by_human:
+                continue  # another user's notification: left pending for a later run
+            if hid not in by_human:
+                unactionable.update(dict.fromkeys(ids, "unknown_user"))
+                continue
+            if hid not in syncable:
+                unactionable.update(dict.fromkeys(ids, "skipped_reconnect"))
+                continue
+            existing = items.get((hid, ep_path))
+            if existing is not None:
+                items[(hid, ep_path)] = replace(
+                    existing, notification_ids=existing.notification_ids + ids
+                )
+                continue
+            items[(hid, ep_path)] = _notified_item(syncable[hid], BY_PATH[ep_path], group, ids)
+    return SyncPlan(
+        items=tuple(items.values()),
+        unactionable=unactionable,
+        skipped_reconnect=tuple(sorted(h for h in by_human if h in needs_reconnect)),
+    )
+
+
+def _notified_item(
+    user: UserRef, endpoint: Endpoint, group: pd.DataFrame, ids: tuple[str, ...]
+) -> WorkItem:
+    if endpoint.single_object:
+        return WorkItem(user, endpoint, "object", notification_ids=ids)
+    object_ids = tuple(sorted(set(group["object_id"].astype(str))))
+    if len(object_ids) == 1:
+        return WorkItem(user, endpoint, "singles", record_ids=object_ids, notification_ids=ids)
+    earliest = pd.Timestamp(group["updated_at"].min()).to_pydatetime()
+    return WorkItem(
+        user, endpoint, "list", updated_since=floor_to_second(earliest), notification_ids=ids
+    )

@@ -1,0 +1,114 @@
+"""One sync run end to end: read the plan's inputs, fetch and stage, commit.
+
+DuckDB is opened twice, briefly: to read the inputs, then to commit. The long network phase
+holds no database handle. Dagster assets and the CLI both call `run_sync`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+import pandas as pd
+
+from sync_pipeline.settings import Settings
+from sync_pipeline.sync.commit import CommitSummary, commit_run
+from sync_pipeline.sync.fetch import FetchResult, ItemResult, fetch_plan
+from sync_pipeline.sync.plan import SyncMode, SyncPlan, plan_sync
+from sync_pipeline.sync.stage import Stager
+from sync_pipeline.upstream.client import RequestAudit, UpstreamClient, UserRef
+from sync_pipeline.warehouse import db, lake
+
+log = logging.getLogger(__name__)
+
+# notifications still to act on: never fetched, or a previous attempt failed / was unactionable
+PENDING = "status NOT IN ('synced', 'gone')"
+
+
+@dataclass(frozen=True)
+class SyncInputs:
+    users: list[UserRef]
+    needs_reconnect: set[str]
+    connected: set[str]
+    notifications: pd.DataFrame
+    cursors: dict[tuple[str, str], datetime]
+
+
+@dataclass(frozen=True)
+class SyncReport:
+    plan: SyncPlan
+    fetched: FetchResult
+    summary: CommitSummary
+
+
+def read_inputs(settings: Settings) -> SyncInputs:
+    with db.connect(settings.warehouse_path) as con:
+        users = db.query_arrow(con, "connect.users").to_pandas()
+        connected = db.query_arrow(con, "connect.current_connections").to_pandas()
+        pending = db.query_arrow(con, "ops.notifications", PENDING).to_pandas()
+        state = db.query_arrow(con, "ops.sync_state").to_pandas()
+    cursors = {
+        (str(h), str(e)): pd.Timestamp(c).to_pydatetime()
+        for h, e, c in zip(
+            state["human_id"], state["endpoint"], state["cursor_updated_since"], strict=True
+        )
+        if not pd.isna(c)
+    }
+    return SyncInputs(
+        users=[
+            UserRef(client_user_id=str(c), human_id=str(h))
+            for c, h in zip(users["client_user_id"], users["human_id"], strict=True)
+        ],
+        needs_reconnect={str(h) for h in users.loc[users["needs_reconnect"], "human_id"]},
+        connected={str(h) for h in connected["human_id"]},
+        notifications=pending,
+        cursors=cursors,
+    )
+
+
+def run_sync(
+    settings: Settings,
+    *,
+    run_id: str,
+    mode: SyncMode,
+    only_users: set[str] | None = None,
+    progress: Callable[[ItemResult], None] | None = None,
+) -> SyncReport:
+    inputs = read_inputs(settings)
+    plan = plan_sync(
+        mode=mode,
+        users=inputs.users,
+        needs_reconnect=inputs.needs_reconnect,
+        connected=inputs.connected,
+        notifications=inputs.notifications,
+        cursors=inputs.cursors,
+        only_users=only_users,
+    )
+    if plan.skipped_reconnect:
+        log.warning(
+            "skipping %d user(s) waiting to reconnect: %s",
+            len(plan.skipped_reconnect),
+            ", ".join(plan.skipped_reconnect),
+        )
+    lake.remove_stray_temp_files(settings.lake_dir)
+    stager = Stager(settings.lake_dir, run_id)
+    snapshot_users = (
+        sorted({i.user for i in plan.items}, key=lambda u: u.human_id)
+        if mode != "incremental"
+        else []
+    )
+
+    async def fetch() -> FetchResult:
+        audits: list[RequestAudit] = []
+        async with UpstreamClient(settings, on_request=audits.append) as client:
+            return await fetch_plan(
+                client, plan, stager, audits, snapshot_sources_for=snapshot_users, progress=progress
+            )
+
+    fetched = asyncio.run(fetch())
+    with db.connect(settings.warehouse_path) as con:
+        summary = commit_run(con, run_id=run_id, plan=plan, fetched=fetched)
+    return SyncReport(plan=plan, fetched=fetched, summary=summary)

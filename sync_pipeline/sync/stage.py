@@ -1,0 +1,56 @@
+"""Staging normalised batches as Parquet chunks in the lake, in bounded memory.
+
+Rows are buffered per table and flushed to one lake file per chunk once a buffer passes
+`flush_rows`, so a run never holds a whole endpoint history in memory. The commit step reads
+the run's chunks back with DuckDB's read_parquet.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+
+from sync_pipeline.normalize import to_arrow
+from sync_pipeline.warehouse import lake
+
+
+class Stager:
+    def __init__(self, lake_dir: Path, run_id: str, *, flush_rows: int = 50_000) -> None:
+        self._lake_dir = lake_dir
+        self._run_id = run_id
+        self._flush_rows = flush_rows
+        self._buffers: dict[str, list[pa.Table]] = defaultdict(list)
+        self._buffered_rows: dict[str, int] = defaultdict(int)
+        self._chunks: dict[str, int] = defaultdict(int)
+        self.files: dict[str, list[Path]] = defaultdict(list)
+
+    def add(self, table: str, frame: pd.DataFrame) -> None:
+        if frame.empty:
+            return
+        self._buffers[table].append(to_arrow(table, frame))
+        self._buffered_rows[table] += len(frame)
+        if self._buffered_rows[table] >= self._flush_rows:
+            self._flush(table)
+
+    def finish(self) -> dict[str, list[Path]]:
+        for table in list(self._buffers):
+            self._flush(table)
+        return dict(self.files)
+
+    def _flush(self, table: str) -> None:
+        parts = self._buffers.pop(table, [])
+        self._buffered_rows.pop(table, None)
+        if not parts:
+            return
+        chunk = self._chunks[table]
+        self._chunks[table] += 1
+        path = lake.write_chunk(
+            self._lake_dir,
+            table,
+            pa.concat_tables(parts),
+            f"run={self._run_id}/part-{chunk:05d}",
+        )
+        self.files[table].append(path)

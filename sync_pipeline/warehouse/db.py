@@ -1,0 +1,333 @@
+"""All SQL against the DuckDB warehouse. Nothing else in the package writes SQL.
+
+Identifiers (schemas, tables, columns) only ever come from the table schemas (an allow-list);
+every value is a bound parameter or an Arrow relation registered on the connection.
+
+Keys are enforced by construction (batches are deduplicated, rows replaced by key inside one
+transaction) rather than by PRIMARY KEY constraints: DuckDB rejects a delete-then-insert of the
+same key in one transaction when an index exists, and asset checks verify uniqueness.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pyarrow as pa
+
+from sync_pipeline.warehouse.schemas import CONNECT_SCHEMAS, OPS_SCHEMAS, VIEWS
+
+
+def all_schemas() -> dict[str, pa.Schema]:
+    from sync_pipeline.normalize.schemas import TABLE_SCHEMAS
+
+    return {**TABLE_SCHEMAS, **OPS_SCHEMAS, **CONNECT_SCHEMAS}
+
+
+def quoted(table: str) -> str:
+    """Quote a schema-qualified table name after checking it against the allow-list."""
+    if table not in all_schemas() and table not in VIEWS:
+        raise ValueError(f"unknown table {table!r}")
+    schema, name = table.split(".", 1)
+    return f'"{schema}"."{name}"'
+
+
+def _col(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+@contextmanager
+def connect(path: Path, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+    """Open the warehouse. Writers are serialised by design (one Dagster pool slot), so this
+    never retries on a lock: a lock error here means that rule was broken and should surface."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    con = duckdb.connect(str(path), read_only=read_only)
+    try:
+        if not read_only:
+            ensure_tables(con)
+        yield con
+    finally:
+        con.close()
+
+
+def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
+    """Create every schema, table and view that does not exist yet; add columns a newer
+    version of a schema gained (never drop: analysts may rely on them)."""
+    schemas = all_schemas()
+    for schema in sorted({t.split(".", 1)[0] for t in schemas}):
+        con.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+    existing = {
+        f"{s}.{t}"
+        for s, t in con.execute(
+            "SELECT table_schema, table_name FROM information_schema.tables "
+            "WHERE table_type = 'BASE TABLE'"
+        ).fetchall()
+    }
+    for table, schema in schemas.items():
+        if table not in existing:
+            empty = schema.empty_table()  # noqa: F841 - read by DuckDB's replacement scan
+            con.execute(f"CREATE TABLE {quoted(table)} AS SELECT * FROM empty LIMIT 0")
+            continue
+        have = {
+            r[0]
+            for r in con.execute(
+                "SELECT column_name FROM information_schema.columns "
+                "WHERE table_schema = ? AND table_name = ?",
+                table.split(".", 1),
+            ).fetchall()
+        }
+        for field in schema:
+            if field.name not in have:
+                con.execute(
+                    f"ALTER TABLE {quoted(table)} ADD COLUMN {_col(field.name)} "
+                    f"{_duck_type(con, field)}"
+                )
+    for view, query in VIEWS.items():
+        con.execute(f"CREATE OR REPLACE VIEW {quoted(view)} AS {query}")
+
+
+def _duck_type(con: duckdb.DuckDBPyConnection, field: pa.Field) -> str:
+    probe = pa.schema([field]).empty_table()  # noqa: F841
+    row = con.execute("SELECT column_type FROM (DESCRIBE SELECT * FROM probe)").fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def conform(table: str, data: pa.Table) -> pa.Table:
+    """Cast an Arrow table to the table's schema: same columns, same order, same types."""
+    schema = all_schemas()[table]
+    columns = []
+    for field in schema:
+        if field.name in data.column_names:
+            columns.append(data.column(field.name).cast(field.type))
+        else:
+            columns.append(pa.nulls(data.num_rows, field.type))
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+@dataclass(frozen=True)
+class UpsertCounts:
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+
+
+def upsert_latest(
+    con: duckdb.DuckDBPyConnection,
+    table: str,
+    batch: pa.Table,
+    keys: Sequence[str],
+    children: Mapping[str, pa.Table] | None = None,
+) -> UpsertCounts:
+    """Upsert record rows where the batch's `updated_at` is at least the stored one (last
+    updatedAt wins; ties replace, so re-running a batch is a no-op in effect). Child rows of
+    every winning parent are replaced wholesale. Call inside a transaction."""
+    batch = conform(table, batch)
+    key_list = ", ".join(_col(k) for k in keys)
+    join = " AND ".join(f"s.{_col(k)} = t.{_col(k)}" for k in keys)
+    con.register("batch_in", batch)
+    try:
+        # newest version of each key inside the batch first
+        con.execute(
+            f"""CREATE OR REPLACE TEMP TABLE batch_latest AS
+            SELECT * FROM batch_in
+            QUALIFY row_number() OVER (
+                PARTITION BY {key_list} ORDER BY updated_at DESC NULLS LAST
+            ) = 1"""
+        )
+        con.execute(
+            f"""CREATE OR REPLACE TEMP TABLE winners AS
+            SELECT s.*, t.{_col(keys[0])} IS NOT NULL AS _existed
+            FROM batch_latest s LEFT JOIN {quoted(table)} t ON {join}
+            WHERE t.{_col(keys[0])} IS NULL
+               OR s.updated_at >= t.updated_at OR t.updated_at IS NULL"""
+        )
+        counts = con.execute(
+            "SELECT count(*) FILTER (WHERE NOT _existed), count(*) FILTER (WHERE _existed) "
+            "FROM winners"
+        ).fetchone()
+        assert counts is not None
+        total = con.execute("SELECT count(*) FROM batch_latest").fetchone()
+        assert total is not None
+        winner_keys = f"SELECT {key_list} FROM winners"
+        con.execute(f"DELETE FROM {quoted(table)} WHERE ({key_list}) IN ({winner_keys})")
+        con.execute(f"INSERT INTO {quoted(table)} BY NAME SELECT * EXCLUDE (_existed) FROM winners")
+        for child_table, child_rows in (children or {}).items():
+            _replace_children(con, table, child_table, conform(child_table, child_rows))
+    finally:
+        con.unregister("batch_in")
+    return UpsertCounts(
+        inserted=int(counts[0]),
+        updated=int(counts[1]),
+        unchanged=int(total[0]) - int(counts[0]) - int(counts[1]),
+    )
+
+
+def _replace_children(
+    con: duckdb.DuckDBPyConnection, parent: str, child: str, rows: pa.Table
+) -> None:
+    """Replace the child rows of every parent that won in `winners` (record_codes also scope by
+    the parent's table name)."""
+    scope = ""
+    params: list[object] = []
+    if "table_name" in rows.column_names:
+        scope = " AND table_name = ?"
+        params = [parent]
+    con.execute(
+        f"DELETE FROM {quoted(child)} WHERE (human_id, record_id) IN "
+        f"(SELECT human_id, record_id FROM winners){scope}",
+        params,
+    )
+    con.register("child_in", rows)
+    try:
+        con.execute(
+            f"INSERT INTO {quoted(child)} BY NAME SELECT c.* FROM child_in c "
+            "SEMI JOIN winners w ON c.human_id = w.human_id AND c.record_id = w.record_id"
+        )
+    finally:
+        con.unregister("child_in")
+
+
+def mark_deleted(
+    con: duckdb.DuckDBPyConnection,
+    table: str,
+    human_id: str,
+    record_ids: Sequence[str],
+    at: datetime,
+) -> int:
+    """Set deleted_at on rows the upstream answered 404 for; the rows stay."""
+    if not record_ids:
+        return 0
+    ids = pa.table({"record_id": pa.array(record_ids, pa.string())})
+    con.register("gone_ids", ids)
+    try:
+        row = con.execute(
+            f"""UPDATE {quoted(table)} SET deleted_at = ?
+            WHERE human_id = ? AND deleted_at IS NULL
+              AND record_id IN (SELECT record_id FROM gone_ids)
+            RETURNING 1""",
+            [at, human_id],
+        ).fetchall()
+    finally:
+        con.unregister("gone_ids")
+    return len(row)
+
+
+def insert_absent(
+    con: duckdb.DuckDBPyConnection, table: str, rows: pa.Table, keys: Sequence[str]
+) -> int:
+    """Insert rows whose key is not stored yet; stored rows are left as they are (first write
+    wins: landing-derived rows and rejects never change once recorded)."""
+    rows = conform(table, rows)
+    if rows.num_rows == 0:
+        return 0
+    key_list = ", ".join(_col(k) for k in keys)
+    join = " AND ".join(f"n.{_col(k)} = t.{_col(k)}" for k in keys)
+    con.register("new_rows", rows)
+    try:
+        inserted = con.execute(
+            f"""INSERT INTO {quoted(table)} BY NAME
+            SELECT * FROM (
+                SELECT * FROM new_rows QUALIFY row_number() OVER (PARTITION BY {key_list}) = 1
+            ) n WHERE NOT EXISTS (SELECT 1 FROM {quoted(table)} t WHERE {join})
+            RETURNING 1"""
+        ).fetchall()
+    finally:
+        con.unregister("new_rows")
+    return len(inserted)
+
+
+def replace_all(con: duckdb.DuckDBPyConnection, table: str, rows: pa.Table) -> int:
+    """Replace a derived table's whole content (tables rebuilt from a full input set)."""
+    rows = conform(table, rows)
+    con.execute(f"DELETE FROM {quoted(table)}")
+    con.register("all_rows", rows)
+    try:
+        con.execute(f"INSERT INTO {quoted(table)} BY NAME SELECT * FROM all_rows")
+    finally:
+        con.unregister("all_rows")
+    return rows.num_rows
+
+
+def append(con: duckdb.DuckDBPyConnection, table: str, rows: pa.Table) -> int:
+    rows = conform(table, rows)
+    con.register("append_rows", rows)
+    try:
+        con.execute(f"INSERT INTO {quoted(table)} BY NAME SELECT * FROM append_rows")
+    finally:
+        con.unregister("append_rows")
+    return rows.num_rows
+
+
+def upsert_by_key(
+    con: duckdb.DuckDBPyConnection, table: str, rows: pa.Table, keys: Sequence[str]
+) -> None:
+    """Replace rows by key (state tables such as ops.sync_state)."""
+    rows = conform(table, rows)
+    key_list = ", ".join(_col(k) for k in keys)
+    con.register("keyed_rows", rows)
+    try:
+        con.execute(
+            f"DELETE FROM {quoted(table)} WHERE ({key_list}) IN (SELECT {key_list} FROM keyed_rows)"
+        )
+        con.execute(f"INSERT INTO {quoted(table)} BY NAME SELECT * FROM keyed_rows")
+    finally:
+        con.unregister("keyed_rows")
+
+
+def query_arrow(
+    con: duckdb.DuckDBPyConnection, table: str, where: str = "", params: Sequence[object] = ()
+) -> pa.Table:
+    """Read a whole allow-listed table (optionally filtered by a fixed predicate written in this
+    package, with bound values)."""
+    sql = f"SELECT * FROM {quoted(table)}"
+    if where:
+        sql += f" WHERE {where}"
+    return con.execute(sql, list(params)).fetch_arrow_table()
+
+
+def reject_id(table_name: str, reason: str, raw: str) -> str:
+    return hashlib.sha256(f"{table_name}\x00{reason}\x00{raw}".encode()).hexdigest()
+
+
+def store_rejects(
+    con: duckdb.DuckDBPyConnection, rejected: pd.DataFrame, run_id: str, at: datetime
+) -> int:
+    """Record rejected inputs in ops.rejected_records; the same reject from a re-run lands once."""
+    if rejected.empty:
+        return 0
+    frame = rejected.copy()
+    frame["reject_id"] = [
+        reject_id(str(t), str(r), str(raw))
+        for t, r, raw in zip(frame["table_name"], frame["reason"], frame["raw"], strict=True)
+    ]
+    frame["rejected_at"] = at
+    frame["run_id"] = run_id
+    return insert_absent(
+        con,
+        "ops.rejected_records",
+        pa.Table.from_pandas(frame, preserve_index=False),
+        ("reject_id",),
+    )
+
+
+def update_notification_status(
+    con: duckdb.DuckDBPyConnection, updates: pa.Table, run_id: str, at: datetime
+) -> None:
+    """Set the processing status of notifications a sync run handled."""
+    con.register("status_updates", updates)
+    try:
+        con.execute(
+            """UPDATE ops.notifications AS n
+            SET status = u.status, synced_at = ?, sync_run_id = ?
+            FROM status_updates u WHERE n.notification_id = u.notification_id""",
+            [at, run_id],
+        )
+    finally:
+        con.unregister("status_updates")
