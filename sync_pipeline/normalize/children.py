@@ -1,0 +1,197 @@
+"""Child tables: one row per element of a list inside a record (components, vital results, codes).
+
+Each builder walks a page's kept records once to explode the list into flat Python lists,
+then types the columns with the same page-wide converters as the record tables. `position`
+is the element's 0-based index in the list as sent, so a reload replaces rows one for one;
+elements that are not JSON objects are skipped (their record's `raw` still has them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+
+from .common import ChildSpec, extract, text_series, to_bool, to_float, to_text
+from .components import parse_ref_range, parse_value_numeric
+
+_KEY_COLUMNS = (
+    pa.field("human_id", pa.string()),
+    pa.field("record_id", pa.string()),
+    pa.field("position", pa.int64()),
+)
+_LOINC_SYSTEM_OID = "2.16.840.1.113883.6.1"
+
+
+def _explode(
+    record_ids: Sequence[str], records: Sequence[Mapping[str, Any]], key: str
+) -> tuple[list[str], list[int], list[dict[str, Any]]]:
+    ids: list[str] = []
+    positions: list[int] = []
+    items: list[dict[str, Any]] = []
+    for record_id, record in zip(record_ids, records, strict=True):
+        elements = record.get(key)
+        if not isinstance(elements, list):
+            continue
+        for position, element in enumerate(elements):
+            if isinstance(element, dict):
+                ids.append(record_id)
+                positions.append(position)
+                items.append(element)
+    return ids, positions, items
+
+
+def _keys(human_id: str, ids: list[str], positions: list[int]) -> dict[str, pd.Series]:
+    return {
+        "human_id": text_series([human_id] * len(ids)),
+        "record_id": text_series(ids),
+        "position": pd.Series(positions, dtype="Int64"),
+    }
+
+
+def _loinc_code(codes: Any) -> str | None:
+    """The code a list of codes gives in LOINC (by system name, or by LOINC's OID)."""
+    if not isinstance(codes, list):
+        return None
+    for code in codes:
+        if not isinstance(code, dict) or not isinstance(code.get("code"), str):
+            continue
+        system_name = code.get("codeSystemName")
+        if (isinstance(system_name, str) and system_name.strip().upper() == "LOINC") or code.get(
+            "codeSystem"
+        ) == _LOINC_SYSTEM_OID:
+            return str(code["code"])
+    return None
+
+
+def _value_text(values: list[Any]) -> list[Any]:
+    # a value or code sent as a JSON number is kept as its JSON text, not dropped
+    return [str(v) if isinstance(v, int | float) and not isinstance(v, bool) else v for v in values]
+
+
+TEST_RESULT_COMPONENTS_SCHEMA = pa.schema(
+    [
+        *_KEY_COLUMNS,
+        pa.field("name", pa.string()),
+        pa.field("value", pa.string()),
+        pa.field("value_numeric", pa.float64()),
+        pa.field("unit", pa.string()),
+        pa.field("ref_low", pa.float64()),
+        pa.field("ref_high", pa.float64()),
+        pa.field("ref_range", pa.string()),
+        pa.field("loinc_code", pa.string()),
+        pa.field("comments", pa.string()),
+    ]
+)
+
+
+def build_test_result_components(
+    parent_table: str,
+    human_id: str,
+    record_ids: Sequence[str],
+    records: Sequence[Mapping[str, Any]],
+) -> pd.DataFrame:
+    ids, positions, items = _explode(record_ids, records, "components")
+    raw_values = extract(items, ("value",))
+    value = to_text(_value_text(raw_values))
+    # a number sent as a number is taken as is; text goes through the value parser
+    value_numeric = to_float(
+        [v if isinstance(v, int | float) else None for v in raw_values]
+    ).fillna(parse_value_numeric(value))
+    ref_range = to_text(extract(items, ("refRange",)))
+    parsed_range = parse_ref_range(ref_range)
+    # explicit bounds, where an upstream sends them, beat bounds read from the text
+    ref_low = to_float(extract(items, ("low",))).fillna(parsed_range["ref_low"])
+    ref_high = to_float(extract(items, ("high",))).fillna(parsed_range["ref_high"])
+    return pd.DataFrame(
+        {
+            **_keys(human_id, ids, positions),
+            "name": to_text(extract(items, ("name",))),
+            "value": value,
+            "value_numeric": value_numeric,
+            "unit": to_text(extract(items, ("unit",))),
+            "ref_low": ref_low,
+            "ref_high": ref_high,
+            "ref_range": ref_range,
+            "loinc_code": to_text([_loinc_code(i.get("codes")) for i in items]),
+            "comments": to_text(extract(items, ("componentComments",))),
+        }
+    )
+
+
+VITAL_RESULTS_SCHEMA = pa.schema(
+    [
+        *_KEY_COLUMNS,
+        pa.field("name", pa.string()),
+        pa.field("normalized_name", pa.string()),
+        pa.field("value", pa.float64()),
+        pa.field("unit", pa.string()),
+        pa.field("loinc_code", pa.string()),
+    ]
+)
+
+
+def build_vital_results(
+    parent_table: str,
+    human_id: str,
+    record_ids: Sequence[str],
+    records: Sequence[Mapping[str, Any]],
+) -> pd.DataFrame:
+    ids, positions, items = _explode(record_ids, records, "results")
+    raw_values = extract(items, ("value",))
+    # pre-2020 records send "136"; a trailing unit ("136 mmHg") is tolerated like in labs
+    value = to_float([v if isinstance(v, int | float) else None for v in raw_values]).fillna(
+        parse_value_numeric(to_text(raw_values))
+    )
+    return pd.DataFrame(
+        {
+            **_keys(human_id, ids, positions),
+            "name": to_text(extract(items, ("name",))),
+            "normalized_name": to_text(extract(items, ("normalizedName",))),
+            "value": value,
+            "unit": to_text(extract(items, ("unit",))),
+            "loinc_code": to_text([_loinc_code(i.get("codes")) for i in items]),
+        }
+    )
+
+
+RECORD_CODES_SCHEMA = pa.schema(
+    [
+        pa.field("table_name", pa.string()),
+        *_KEY_COLUMNS,
+        pa.field("code", pa.string()),
+        pa.field("code_system", pa.string()),
+        pa.field("code_system_name", pa.string()),
+        pa.field("name", pa.string()),
+        pa.field("inferred", pa.bool_()),
+    ]
+)
+
+
+def build_record_codes(
+    parent_table: str,
+    human_id: str,
+    record_ids: Sequence[str],
+    records: Sequence[Mapping[str, Any]],
+) -> pd.DataFrame:
+    ids, positions, items = _explode(record_ids, records, "codes")
+    return pd.DataFrame(
+        {
+            "table_name": text_series([parent_table] * len(ids)),
+            **_keys(human_id, ids, positions),
+            "code": to_text(_value_text(extract(items, ("code",)))),
+            "code_system": to_text(extract(items, ("codeSystem",))),
+            "code_system_name": to_text(extract(items, ("codeSystemName",))),
+            "name": to_text(extract(items, ("name",))),
+            "inferred": to_bool(extract(items, ("inferred",))),
+        }
+    )
+
+
+TEST_RESULT_COMPONENTS = ChildSpec(
+    "medical.test_result_components", TEST_RESULT_COMPONENTS_SCHEMA, build_test_result_components
+)
+VITAL_RESULTS = ChildSpec("medical.vital_results", VITAL_RESULTS_SCHEMA, build_vital_results)
+RECORD_CODES = ChildSpec("medical.record_codes", RECORD_CODES_SCHEMA, build_record_codes)

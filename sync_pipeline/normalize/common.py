@@ -1,0 +1,270 @@
+"""Building blocks shared by every table: field specs, page-wide converters, raw JSON.
+
+A table is described by a `TableSpec` (a tuple of `Field`s), not by code. Each field is
+pulled out of every record of a page once (a list comprehension walking its path), then
+converted for the whole page at once with pandas/pyarrow. Converters never raise on bad
+input: a value of the wrong shape becomes NULL and the record's `raw` keeps what was sent.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import pandas as pd
+import pyarrow as pa
+
+Kind = Literal["text", "float", "int", "bool", "instant", "date", "text_list"]
+Step = str | int  # a mapping key, or a list index (e.g. the first of `dates`)
+WILDCARD = "*"  # a path step meaning "every element of this list"
+
+ARROW_TYPES: dict[Kind, pa.DataType] = {
+    "text": pa.string(),
+    "float": pa.float64(),
+    "int": pa.int64(),
+    "bool": pa.bool_(),
+    "instant": pa.timestamp("us", tz="UTC"),
+    "date": pa.date32(),
+    "text_list": pa.list_(pa.string()),
+}
+
+
+@dataclass(frozen=True)
+class Field:
+    """One typed column of a table: where its value sits in a record and how to type it."""
+
+    column: str
+    path: tuple[Step, ...]
+    kind: Kind
+
+
+def snake_case(name: str) -> str:
+    """camelCase → snake_case: "refillsTotal" → "refills_total", "vitaminA" → "vitamin_a"."""
+    return re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", name).lower()
+
+
+def _field(kind: Kind, path: str, column: str | None) -> Field:
+    steps: tuple[Step, ...] = tuple(int(s) if s.isdigit() else s for s in path.split("."))
+    named = [s for s in steps if isinstance(s, str) and s != WILDCARD]
+    return Field(column or "_".join(snake_case(s) for s in named), steps, kind)
+
+
+# Spec helpers: `text("organization.name")` is the column organization_name. Dotted paths
+# flatten nested objects; digits index lists; "*" maps over a list (text_list only).
+def text(path: str, column: str | None = None) -> Field:
+    return _field("text", path, column)
+
+
+def number(path: str, column: str | None = None) -> Field:
+    return _field("float", path, column)
+
+
+def integer(path: str, column: str | None = None) -> Field:
+    return _field("int", path, column)
+
+
+def boolean(path: str, column: str | None = None) -> Field:
+    return _field("bool", path, column)
+
+
+def instant(path: str, column: str) -> Field:
+    # always named explicitly: the contract renames instants to *_at
+    return _field("instant", path, column)
+
+
+def date(path: str, column: str | None = None) -> Field:
+    return _field("date", path, column)
+
+
+def text_list(path: str, column: str | None = None) -> Field:
+    return _field("text_list", path, column)
+
+
+ChildBuilder = Callable[[str, str, Sequence[str], Sequence[Mapping[str, Any]]], pd.DataFrame]
+"""(parent table, human_id, record ids, records) → rows of one child table."""
+
+
+@dataclass(frozen=True)
+class ChildSpec:
+    table: str
+    schema: pa.Schema
+    build: ChildBuilder
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """How one endpoint's records become rows of its warehouse table."""
+
+    table: str
+    fields: tuple[Field, ...]
+    # columns that must be non-NULL after typing, else the record is rejected
+    required: tuple[str, ...] = ()
+    children: tuple[ChildSpec, ...] = field(default=())
+
+
+# Columns every record table starts with, in this order (contract part C).
+COMMON_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
+    ("human_id", pa.string()),
+    ("record_id", pa.string()),
+    ("source_id", pa.string()),
+    ("created_at", pa.timestamp("us", tz="UTC")),
+    ("updated_at", pa.timestamp("us", tz="UTC")),
+    ("deleted_at", pa.timestamp("us", tz="UTC")),
+    ("raw", pa.string()),
+)
+
+
+def record_schema(spec: TableSpec) -> pa.Schema:
+    return pa.schema(
+        [pa.field(n, t) for n, t in COMMON_COLUMNS]
+        + [pa.field(f.column, ARROW_TYPES[f.kind]) for f in spec.fields]
+    )
+
+
+# ---------------------------------------------------------------- extraction
+
+
+def get_path(value: Any, path: Sequence[Step]) -> Any:
+    """The value at `path`, or None as soon as a step does not fit the data's shape."""
+    for i, step in enumerate(path):
+        if step == WILDCARD:
+            if not isinstance(value, list):
+                return None
+            rest = path[i + 1 :]
+            return [get_path(item, rest) for item in value]
+        if isinstance(step, int):
+            if not isinstance(value, list) or step >= len(value):
+                return None
+            value = value[step]
+        elif isinstance(value, dict):
+            value = value.get(step)
+        else:
+            return None
+    return value
+
+
+def extract(records: Sequence[Any], path: Sequence[Step]) -> list[Any]:
+    if len(path) == 1 and isinstance(path[0], str) and path[0] != WILDCARD:
+        key = path[0]  # the common case, kept cheap
+        return [r.get(key) if isinstance(r, dict) else None for r in records]
+    return [get_path(r, path) for r in records]
+
+
+def raw_json(value: Any) -> str:
+    """The record as received, as compact JSON text (non-ASCII kept as is)."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+# ---------------------------------------------------------------- page-wide converters
+
+
+def text_series(texts: Sequence[str | None]) -> pd.Series:
+    # built through Arrow: several times faster than pandas' own list → string conversion
+    return pd.Series(pd.arrays.ArrowStringArray(pa.array(texts, type=pa.string())))
+
+
+def to_text(values: Sequence[Any]) -> pd.Series:
+    # Fast path: a column of strings and nulls goes to Arrow as is. JSON has no bytes, so
+    # the only way this fails is a non-string value, which the slow path turns into NULL:
+    # a dict or list where text belongs is a shape we do not understand; raw keeps it.
+    try:
+        return text_series(values)
+    except (pa.ArrowTypeError, pa.ArrowInvalid):
+        return text_series([v if isinstance(v, str) else None for v in values])
+
+
+def _numeric_candidates(values: Sequence[Any]) -> pd.Series:
+    """float64 Series of the values that are numbers or numeric text; NaN elsewhere."""
+    try:
+        inferred = pa.array(values, from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        inferred = None  # mixed types, or an integer beyond int64
+    if inferred is not None and (
+        pa.types.is_integer(inferred.type)
+        or pa.types.is_floating(inferred.type)
+        or pa.types.is_null(inferred.type)
+    ):
+        # fast path: a column of JSON numbers and nulls
+        as_double = inferred.cast(pa.float64()).to_numpy(zero_copy_only=False)
+        return pd.Series(as_double, dtype="float64")
+    # bools are ints to Python but never a measurement
+    kept = [
+        v.strip()
+        if isinstance(v, str)
+        else v
+        if isinstance(v, int | float) and not isinstance(v, bool)
+        else None
+        for v in values
+    ]
+    return pd.to_numeric(pd.Series(kept, dtype=object), errors="coerce").astype("float64")
+
+
+def to_float(values: Sequence[Any]) -> pd.Series:
+    numbers = pd.Series(_numeric_candidates(values), dtype="float64")
+    # "inf" parses, but is no measurement
+    return numbers.where(numbers.abs() != math.inf).astype("Float64")
+
+
+def to_int(values: Sequence[Any]) -> pd.Series:
+    numbers = pd.Series(_numeric_candidates(values), dtype="float64")
+    # "3.0" is 3; 2.5 or anything beyond int64 is not an integer: NULL
+    whole = numbers.where((numbers % 1 == 0) & (numbers.abs() < 2**63))
+    return whole.astype("Int64")
+
+
+def to_bool(values: Sequence[Any]) -> pd.Series:
+    flags = {"true": True, "false": False}
+    return pd.Series(
+        [
+            v
+            if isinstance(v, bool)
+            else flags.get(v.strip().lower())
+            if isinstance(v, str)
+            else None
+            for v in values
+        ],
+        dtype="boolean",
+    )
+
+
+def to_instant(values: Sequence[Any]) -> pd.Series:
+    """ISO-8601 text → UTC instants: naive means UTC; Z and offset forms of one instant agree."""
+    texts = pd.Series([v if isinstance(v, str) else None for v in values], dtype=object)
+    parsed = pd.to_datetime(texts, utc=True, errors="coerce", format="ISO8601")
+    return parsed.dt.as_unit("us")
+
+
+_DATE_TYPE = pd.ArrowDtype(pa.date32())
+
+
+def to_date(values: Sequence[Any]) -> pd.Series:
+    """Calendar dates: ISO "2014-09-28" (or an instant's date), or US "01/27/1958"."""
+    texts = pd.Series([v if isinstance(v, str) else None for v in values], dtype=object)
+    iso = pd.to_datetime(texts, errors="coerce", format="ISO8601", utc=True)
+    us = pd.to_datetime(texts, errors="coerce", format="%m/%d/%Y", utc=True)
+    midnights = iso.fillna(us).dt.tz_convert(None).dt.floor("D")
+    days = pa.Array.from_pandas(midnights).cast(pa.date32())
+    return pd.Series(days, dtype=_DATE_TYPE, index=texts.index)
+
+
+_TEXT_LIST_TYPE = pd.ArrowDtype(pa.list_(pa.string()))
+
+
+def to_text_list(values: Sequence[Any]) -> pd.Series:
+    lists = [[x for x in v if isinstance(x, str)] if isinstance(v, list) else None for v in values]
+    return pd.Series(pa.array(lists, type=pa.list_(pa.string())), dtype=_TEXT_LIST_TYPE)
+
+
+CONVERTERS: dict[Kind, Callable[[Sequence[Any]], pd.Series]] = {
+    "text": to_text,
+    "float": to_float,
+    "int": to_int,
+    "bool": to_bool,
+    "instant": to_instant,
+    "date": to_date,
+    "text_list": to_text_list,
+}
