@@ -142,7 +142,7 @@ def commit_run(
 
 
 def _read(con: duckdb.DuckDBPyConnection, files: list[Path]) -> pa.Table:
-    return con.read_parquet([str(f) for f in files]).fetch_arrow_table()
+    return con.read_parquet([str(f) for f in files]).to_arrow_table()
 
 
 def _rejects_per_table(rejected: pd.DataFrame) -> dict[str, int]:

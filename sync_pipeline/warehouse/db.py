@@ -289,7 +289,7 @@ def query_arrow(
     sql = f"SELECT * FROM {quoted(table)}"
     if where:
         sql += f" WHERE {where}"
-    return con.execute(sql, list(params)).fetch_arrow_table()
+    return con.execute(sql, list(params)).to_arrow_table()
 
 
 def reject_id(table_name: str, reason: str, raw: str) -> str:

@@ -1,0 +1,189 @@
+"""The warehouse SQL against real DuckDB files."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pytest
+
+from sync_pipeline.normalize.schemas import TABLE_SCHEMAS
+from sync_pipeline.warehouse import db, lake
+
+T0 = dt.datetime(2020, 3, 9, 16, 52, tzinfo=dt.UTC)
+
+
+def _results(*rows: tuple[str, str, dt.datetime, str]) -> pa.Table:
+    return pa.Table.from_pylist(
+        [
+            {
+                "human_id": h,
+                "record_id": r,
+                "updated_at": u,
+                "created_at": T0,
+                "name": n,
+                "raw": "{}",
+            }
+            for h, r, u, n in rows
+        ]
+    )
+
+
+def _components(*rows: tuple[str, str, int, str]) -> pa.Table:
+    return pa.Table.from_pylist(
+        [{"human_id": h, "record_id": r, "position": p, "name": n} for h, r, p, n in rows]
+    )
+
+
+@pytest.fixture
+def con(tmp_path: Path):  # type: ignore[no-untyped-def]
+    with db.connect(tmp_path / "warehouse.duckdb") as connection:
+        yield connection
+
+
+def _names(con, table: str) -> list[tuple]:  # type: ignore[no-untyped-def]
+    return con.execute(f"SELECT * EXCLUDE (raw) FROM {db.quoted(table)} ORDER BY ALL").fetchall()
+
+
+def test_every_contract_table_exists(con) -> None:  # type: ignore[no-untyped-def]
+    tables = {
+        f"{s}.{t}"
+        for s, t in con.execute(
+            "SELECT table_schema, table_name FROM information_schema.tables"
+        ).fetchall()
+    }
+    for required in (
+        "medical.test_results",
+        "medical.test_result_components",
+        "medical.vital_results",
+        "medical.record_codes",
+        "wellness.activities",
+        "wellness.blood_pressure",
+        "connect.users",
+        "connect.connection_history",
+        "connect.current_connections",
+        "ops.notifications",
+        "ops.rejected_records",
+    ):
+        assert required in tables
+    assert set(TABLE_SCHEMAS) <= tables
+
+
+def test_last_updated_at_wins_and_rerun_is_a_no_op(con) -> None:  # type: ignore[no-untyped-def]
+    later = T0 + dt.timedelta(hours=1)
+    first = db.upsert_latest(
+        con,
+        "medical.test_results",
+        _results(("h", "a", later, "new"), ("h", "b", T0, "b")),
+        ("human_id", "record_id"),
+    )
+    assert (first.inserted, first.updated) == (2, 0)
+    # an older version arriving late loses; a duplicate inside one batch keeps the newest
+    second = db.upsert_latest(
+        con,
+        "medical.test_results",
+        _results(("h", "a", T0, "old"), ("h", "b", later, "b1"), ("h", "b", T0, "b0")),
+        ("human_id", "record_id"),
+    )
+    assert (second.inserted, second.updated, second.unchanged) == (0, 1, 1)
+    rows = con.execute("SELECT record_id, name FROM medical.test_results ORDER BY 1").fetchall()
+    assert rows == [("a", "new"), ("b", "b1")]
+    before = _names(con, "medical.test_results")
+    db.upsert_latest(
+        con,
+        "medical.test_results",
+        _results(("h", "a", later, "new"), ("h", "b", later, "b1")),
+        ("human_id", "record_id"),
+    )
+    assert _names(con, "medical.test_results") == before
+
+
+def test_children_of_winning_parents_are_replaced_wholesale(con) -> None:  # type: ignore[no-untyped-def]
+    keys = ("human_id", "record_id")
+    db.upsert_latest(
+        con,
+        "medical.test_results",
+        _results(("h", "a", T0, "x")),
+        keys,
+        children={
+            "medical.test_result_components": _components(("h", "a", 0, "c0"), ("h", "a", 1, "c1"))
+        },
+    )
+    later = T0 + dt.timedelta(minutes=1)
+    db.upsert_latest(
+        con,
+        "medical.test_results",
+        _results(("h", "a", later, "x")),
+        keys,
+        children={"medical.test_result_components": _components(("h", "a", 0, "only"))},
+    )
+    assert con.execute("SELECT position, name FROM medical.test_result_components").fetchall() == [
+        (0, "only")
+    ]
+    # a losing (older) parent does not touch the children
+    db.upsert_latest(
+        con,
+        "medical.test_results",
+        _results(("h", "a", T0, "x")),
+        keys,
+        children={"medical.test_result_components": _components(("h", "a", 5, "stale"))},
+    )
+    assert con.execute("SELECT name FROM medical.test_result_components").fetchall() == [("only",)]
+
+
+def test_mark_deleted_keeps_the_row(con) -> None:  # type: ignore[no-untyped-def]
+    db.upsert_latest(
+        con, "medical.test_results", _results(("h", "a", T0, "x")), ("human_id", "record_id")
+    )
+    gone_at = T0 + dt.timedelta(days=1)
+    assert db.mark_deleted(con, "medical.test_results", "h", ["a", "missing"], gone_at) == 1
+    assert con.execute("SELECT record_id, deleted_at FROM medical.test_results").fetchall() == [
+        ("a", gone_at)
+    ]
+
+
+def test_insert_absent_is_first_write_wins(con) -> None:  # type: ignore[no-untyped-def]
+    rows = pa.Table.from_pylist(
+        [{"delivery_digest": "d1", "status": "SUCCESS"}, {"delivery_digest": "d1", "status": "X"}]
+    )
+    assert db.insert_absent(con, "connect.session_responses", rows, ("delivery_digest",)) == 1
+    assert db.insert_absent(con, "connect.session_responses", rows, ("delivery_digest",)) == 0
+    assert con.execute("SELECT count(*) FROM connect.session_responses").fetchone() == (1,)
+
+
+def test_hostile_values_are_bound_not_interpolated(con) -> None:  # type: ignore[no-untyped-def]
+    hostile = "x'); DROP TABLE medical.test_results;--"
+    db.upsert_latest(
+        con,
+        "medical.test_results",
+        _results((hostile, hostile, T0, hostile)),
+        ("human_id", "record_id"),
+    )
+    db.mark_deleted(con, "medical.test_results", hostile, [hostile], T0)
+    assert con.execute("SELECT human_id, record_id FROM medical.test_results").fetchall() == [
+        (hostile, hostile)
+    ]
+
+
+def test_unknown_table_names_are_refused() -> None:
+    with pytest.raises(ValueError, match="unknown table"):
+        db.quoted('medical.x"; DROP TABLE y; --')
+
+
+def test_lake_chunks_are_atomic_and_readable(tmp_path: Path) -> None:
+    data = _results(("h", "a", T0, "x"))
+    path = lake.write_chunk(tmp_path, "medical.test_results", data, "run=r1/part-00000")
+    assert path == tmp_path / "medical" / "test_results" / "run=r1" / "part-00000.parquet"
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    # a writer killed mid-write leaves only a temp file, which readers never match and the next
+    # run removes
+    (path.parent / "part-00001.parquet.tmp-dead").write_bytes(b"PAR1 partial")
+    rows = (
+        duckdb.connect()
+        .execute("SELECT count(*) FROM read_parquet(?)", [f"{tmp_path}/**/*.parquet"])
+        .fetchone()
+    )
+    assert rows == (1,)
+    assert lake.remove_stray_temp_files(tmp_path) == 1
