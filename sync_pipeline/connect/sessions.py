@@ -159,29 +159,38 @@ def _source_list(value: Any, field: str) -> tuple[SourceRef, ...]:
 
 def ordered_sessions(sessions: pd.DataFrame) -> list[Session]:
     """Every distinct session, deduplicated and in deterministic order (see module docstring)."""
+    by_content: dict[tuple[Any, ...], Session] = {}
+    # deliveries come in digest order, so the first of a content group has the smallest digest
+    for session in sorted(distinct_deliveries(sessions), key=lambda s: s.delivery_digest):
+        by_content.setdefault(_content_key(session), session)
+    return sorted(by_content.values(), key=lambda s: s.order_key)
+
+
+def distinct_deliveries(sessions: pd.DataFrame) -> list[Session]:
+    """One parsed Session per delivery_digest, in order_key order (content duplicates kept)."""
     missing = set(SESSION_COLUMNS) - set(sessions.columns)
     if missing:
         raise ValueError(f"session responses lack columns: {sorted(missing)}")
     if sessions.empty:
         return []
     session_at = utc_instants(sessions["session_at"])
-    parsed: dict[tuple[Any, ...], Session] = {}
-    for row, at in zip(sessions.to_dict("records"), session_at, strict=True):
-        session = _session(row, at)
-        key = _content_key(session)
-        kept = parsed.get(key)
-        if kept is None or session.delivery_digest < kept.delivery_digest:
-            parsed[key] = session
-    # the same digest can only be the same delivery; after content dedup it can survive only if
-    # its rows disagree, so keep one of them by a rule that does not depend on row order
+    parsed = [
+        _session(row, at) for row, at in zip(sessions.to_dict("records"), session_at, strict=True)
+    ]
+    # one digest is one delivery landed more than once; should its rows ever disagree, keep one
+    # by a rule that does not depend on row order
     by_digest: dict[str, Session] = {}
-    for session in sorted(parsed.values(), key=_full_key):
+    for session in sorted(parsed, key=_full_key):
         by_digest.setdefault(session.delivery_digest, session)
     return sorted(by_digest.values(), key=lambda s: s.order_key)
 
 
 def malformed_sessions(sessions: pd.DataFrame) -> pd.DataFrame:
-    """Deliveries whose payload or labels cannot be used, as ops.rejected_records rows."""
+    """Deliveries whose payload or labels cannot be used, as ops.rejected_records rows.
+
+    One row per delivery_digest (a payload posted twice is two received deliveries), so that
+    received = loaded + rejected holds per delivery.
+    """
     rows = [
         {
             "table_name": REJECTED_TABLE,
@@ -190,7 +199,7 @@ def malformed_sessions(sessions: pd.DataFrame) -> pd.DataFrame:
             "reason": s.problem,
             "raw": s.raw_payload,
         }
-        for s in ordered_sessions(sessions)
+        for s in distinct_deliveries(sessions)
         if s.problem is not None
     ]
     return typed_frame(rows, REJECTED_SCHEMA)

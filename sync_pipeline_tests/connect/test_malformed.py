@@ -100,3 +100,12 @@ def test_well_formed_and_abnormal_sessions_are_not_rejected() -> None:
 
     assert rejected.empty
     assert list(rejected.columns) == ["table_name", "human_id", "record_id", "reason", "raw"]
+
+
+def test_rejections_are_per_delivery_digest() -> None:
+    bad = delivery("bad", "11:00", "close", raw="{not json")
+    rows = [bad, bad, {**bad, "delivery_digest": "bad-reposted"}]
+
+    rejected = malformed_sessions(sessions_frame(rows))
+
+    assert rejected["record_id"].tolist() == ["bad", "bad-reposted"]
