@@ -1,0 +1,117 @@
+"""The receiver as a real process: an acknowledged delivery survives SIGKILL."""
+
+import datetime as dt
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+from sync_pipeline.intake.landing import iter_landed, landed_days
+from sync_pipeline_tests.intake.conftest import SECRET, signed_headers
+
+RUN = (
+    "from sync_pipeline.settings import load_settings;"
+    "from sync_pipeline.intake.server import run_receiver;"
+    "run_receiver(load_settings(), '127.0.0.1', {port}, workers={workers})"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def receiver_process(
+    data_dir: Path, workers: int = 1
+) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    port = free_port()
+    env = {
+        **os.environ,
+        "SYNC_DATA_DIR": str(data_dir),
+        "SYNC_CLIENT_SECRET": SECRET,
+        "SYNC_SESSION_PUBLIC_KEY": "",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-c", RUN.format(port=port, workers=workers)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if httpx.get(f"{base_url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert process.poll() is None, "the receiver exited"
+            assert time.monotonic() < deadline, "the receiver did not become healthy"
+            time.sleep(0.05)
+        yield process, base_url
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(10)
+
+
+def batch(n: int) -> bytes:
+    return (
+        '[{"humanId":"2f8b6c3a9d4e5f60718293a4b5c6d7e8","updatedAt":"2024-05-01T11:59:58.250Z",'
+        '"endpoint":"https://api.humanapi.co/v1/human/sleeps","type":"wellness","model":"sleep",'
+        f'"action":"created","objectId":"{n:024x}"}}]'
+    ).encode()
+
+
+def landed_bodies(data_dir: Path) -> list[str]:
+    return [
+        delivery.body
+        for day in landed_days(data_dir, "notifications")
+        for delivery in iter_landed(data_dir, "notifications", day)
+    ]
+
+
+@pytest.mark.slow
+def test_an_acknowledged_delivery_survives_sigkill_and_a_restart(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    first_headers = signed_headers(batch(1))
+    with receiver_process(data_dir) as (process, base_url):
+        response = httpx.post(f"{base_url}/notifications", content=batch(1), headers=first_headers)
+        assert response.status_code == 200
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(10)
+    assert landed_bodies(data_dir) == [batch(1).decode()]
+    with receiver_process(data_dir) as (_, base_url):
+        again = httpx.post(f"{base_url}/notifications", content=batch(1), headers=first_headers)
+        fresh = httpx.post(
+            f"{base_url}/notifications", content=batch(2), headers=signed_headers(batch(2))
+        )
+    assert (again.json()["duplicate"], fresh.json()["duplicate"]) == (True, False)
+    assert sorted(landed_bodies(data_dir)) == [batch(1).decode(), batch(2).decode()]
+    assert dt.datetime.now(dt.UTC).date() in landed_days(data_dir, "notifications")
+
+
+@pytest.mark.slow
+def test_several_worker_processes_land_each_delivery_once(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    with receiver_process(data_dir, workers=2) as (_, base_url):
+        for n in range(20):
+            headers = signed_headers(batch(n), nonce=str(n))
+            for _ in range(2):  # each delivery twice, on fresh connections (any worker)
+                response = httpx.post(
+                    f"{base_url}/notifications", content=batch(n), headers=headers
+                )
+                assert response.status_code == 200
+    assert sorted(landed_bodies(data_dir)) == sorted(batch(n).decode() for n in range(20))
