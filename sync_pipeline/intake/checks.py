@@ -93,6 +93,8 @@ def decode_json(body: bytes) -> Any:
         return json.loads(text)
     except ValueError:
         raise Rejected(400, "body is not valid JSON") from None
+    except RecursionError:
+        raise Rejected(400, "body is nested too deeply") from None
 
 
 def check_notification_batch(document: Any) -> None:

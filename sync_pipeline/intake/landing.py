@@ -161,6 +161,10 @@ class LandingLog:
         with self._lock:
             day_file = self._files.get(day)
             if day_file is None:
+                # a new day: yesterday's file is done (a late straggler just opens a new one)
+                for stale in self._files.values():
+                    stale.close()
+                self._files.clear()
                 day_file = self._files[day] = _DayFile(self.root / day.isoformat())
             try:
                 day_file.append(line)

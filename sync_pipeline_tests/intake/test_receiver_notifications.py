@@ -201,6 +201,7 @@ def test_a_wrong_signature_is_refused(client: httpx.Client) -> None:
         (b"[{", "body is not valid JSON"),
         (b'{"a":1}', "body must be a JSON array of objects"),
         (b"[1, 2]", "body must be a JSON array of objects"),
+        (b"[" * 30_000 + b"]" * 30_000, "body is nested too deeply"),
     ],
 )
 def test_signed_but_unusable_bodies_are_refused(
@@ -245,3 +246,16 @@ def test_answers_arrive_well_within_three_seconds(client: httpx.Client) -> None:
         headers = signed_headers(BATCH, nonce=str(nonce))
         assert client.post("/notifications", content=BATCH, headers=headers).status_code == 200
     assert (time.perf_counter() - started) / 20 < 0.5
+
+
+def test_a_landing_failure_is_a_logged_503_without_the_body(
+    client: httpx.Client, settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    # the day folder is a file: appending fails with an OSError inside the handler
+    (settings.data_dir / "landing" / "notifications" / today().isoformat()).write_text("")
+    response = client.post("/notifications", content=BATCH, headers=signed_headers(BATCH))
+    assert response.status_code == 503
+    assert "error" in response.json()
+    assert "NotADirectoryError" in caplog.text
+    assert "testResult" not in caplog.text
+    assert client.get("/healthz").status_code == 200
