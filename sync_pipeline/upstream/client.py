@@ -67,9 +67,11 @@ __all__ = [
 
 logger = logging.getLogger("sync_pipeline.upstream")
 
-# httpx logs "HTTP Request: GET <full URL>" at INFO, query string included, and our filters
-# and paging offsets have no business in logs; our own DEBUG lines say the same without it.
+# httpx logs "HTTP Request: GET <full URL>" at INFO, query string included, and httpcore logs
+# raw response headers (Link URLs with their queries) at DEBUG: filters and paging offsets have
+# no business in logs, and our own DEBUG lines say what matters without them.
 logging.getLogger("httpx").setLevel(logging.WARNING)
+logging.getLogger("httpcore").setLevel(logging.WARNING)
 
 TOKEN_PATH = "/v1/connect/token"
 MAX_PAGE_SIZE = 500

@@ -80,30 +80,34 @@ class RateBudget:
     def paused_until(self) -> float:
         return self._paused_until
 
-    def _reserve(self) -> float:
-        """Book the next slot; returns when (on `clock`) the caller may send."""
+    def _try_take(self) -> float:
+        """Take a slot if one is free now (returns 0), else how long until one may be.
+
+        Nothing is booked ahead: a waiter re-checks after sleeping, so a pace that changed
+        meanwhile (headers, a 429, a pause) applies to requests already waiting.
+        """
         now = self._clock()
-        start = max(now, self._paused_until)
+        if now < self._paused_until:
+            return self._paused_until - now
         rate = self.rate_per_s
         if rate is None:
-            return start
+            return 0.0
         interval = 1.0 / rate
-        allowed = max(start, self._tat - (self._burst - 1) * interval)
-        self._tat = max(self._tat, allowed) + interval
-        return allowed
+        allowed = max(now, self._tat - (self._burst - 1) * interval)
+        if allowed > now:
+            return allowed - now
+        self._tat = max(self._tat, now) + interval
+        return 0.0
 
     async def acquire(self) -> None:
         """Wait until one more request fits the budget."""
         while True:
             async with self._lock:
-                send_at = self._reserve()
-            delay = send_at - self._clock()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            # A 429 seen while we slept pauses us too; otherwise this slot is ours.
-            if self._clock() >= self._paused_until:
-                self._note_sent()
-                return
+                delay = self._try_take()
+                if delay <= 0:
+                    self._note_sent()
+                    return
+            await asyncio.sleep(delay)
 
     def _note_sent(self) -> None:
         now = self._clock()
@@ -142,9 +146,12 @@ class RateBudget:
             self._header_rate = max(self._min_rate, remaining / reset_in)
 
     def _throttled(self, retry_after_s: float | None) -> None:
-        current = self.rate_per_s or self._measured_rate()
-        if current is not None:
-            self._backoff_rate = max(self._min_rate, current / 2)
+        # 429s from one burst arrive together: slow down once per pause, not once per 429,
+        # or a burst of ten would cut the pace a thousandfold.
+        if self._clock() >= self._paused_until:
+            current = self.rate_per_s or self._measured_rate()
+            if current is not None:
+                self._backoff_rate = max(self._min_rate, current / 2)
         self._pause_for(retry_after_s if retry_after_s is not None else _DEFAULT_PAUSE_S)
 
     def _pause_for(self, seconds: float) -> None:

@@ -225,9 +225,10 @@ async def test_token_refused_for_a_user_means_reconnect(
     upstream = FakeUpstream(paged([{"id": "1"}]))
     upstream.token_status[BOB.client_user_id] = status
     async with UpstreamClient(make_settings(), transport=upstream.transport()) as client:
-        bob, alice = await asyncio.gather(
+        outcomes = await asyncio.gather(
             collect(client, BOB), collect(client, ALICE), return_exceptions=True
         )
+    bob, alice = outcomes
     assert alice == [{"id": "1"}]
     assert isinstance(bob, UserNeedsReconnect)
     assert (bob.client_user_id, bob.human_id, bob.status) == (

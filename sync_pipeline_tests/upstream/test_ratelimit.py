@@ -75,17 +75,20 @@ def test_exhausted_window_pauses_until_reset() -> None:
     assert budget.paused_until == pytest.approx(clock.now + 7)
 
 
-def test_429_halves_the_pace_pauses_for_retry_after_then_recovers_slowly() -> None:
+def test_429_halves_the_pace_once_per_pause_then_recovers_slowly() -> None:
     clock = FakeClock()
     budget = RateBudget(10, clock=clock)
     budget.observe(429, {}, retry_after_s=3)
     assert budget.rate_per_s == 5
     assert budget.paused_until == pytest.approx(clock.now + 3)
-    budget.observe(429, {}, retry_after_s=None)
+    budget.observe(429, {}, retry_after_s=1)  # same burst, still paused: no second cut
+    assert budget.rate_per_s == 5
+    clock.now += 3
+    budget.observe(429, {}, retry_after_s=None)  # a new episode after the pause: cut again
     assert budget.rate_per_s == 2.5
     for _ in range(10):
         budget.observe(200, {})
-    assert 2.5 < budget.rate_per_s < 3  # type: ignore[operator]
+    assert 2.5 < budget.rate_per_s < 3
 
 
 @pytest.mark.anyio
