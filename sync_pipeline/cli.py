@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 
 from sync_pipeline.settings import SettingsError, load_settings
@@ -48,6 +49,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    # Dagster flags its own beta parameters at import; that is for us, not for the operator
+    warnings.filterwarnings("ignore", module="dagster")
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     os.umask(0o077)  # warehouse, lake and landing files hold PHI: owner-only
     try:

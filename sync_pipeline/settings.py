@@ -109,9 +109,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     auth_url = (env.get("SYNC_AUTH_URL") or preset_auth).rstrip("/")
     api_url = (env.get("SYNC_API_URL") or preset_api).rstrip("/")
     embedded = (
-        preset_name == "simulator"
-        and not env.get("SYNC_AUTH_URL")
-        and not env.get("SYNC_API_URL")
+        preset_name == "simulator" and not env.get("SYNC_AUTH_URL") and not env.get("SYNC_API_URL")
     )
     page_size = _int(env, "SYNC_PAGE_SIZE", 500)
     if not 1 <= page_size <= 500:

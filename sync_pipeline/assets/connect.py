@@ -1,6 +1,5 @@
 """Connect group: connection state rebuilt from every landed session response."""
 
-
 import dagster as dg
 
 from sync_pipeline.assets.intake import POOL

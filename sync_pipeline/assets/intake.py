@@ -1,6 +1,5 @@
 """Intake group: what the receiver landed, as rows (one run handles one day or a range)."""
 
-
 import datetime as dt
 
 import dagster as dg

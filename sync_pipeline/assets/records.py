@@ -5,7 +5,6 @@ everything in one DuckDB transaction; it holds the single warehouse pool slot fo
 so no other step opens the file meanwhile.
 """
 
-
 from collections.abc import Iterator
 from typing import Literal
 
@@ -56,7 +55,7 @@ SOURCE_STATUS_SPEC = dg.AssetSpec(
 )
 
 
-class SyncRunConfig(dg.Config):  # type: ignore[misc]
+class SyncRunConfig(dg.Config):
     mode: Literal["incremental", "catchup", "full"] = "incremental"
     # narrow the run to these users (human_id or client_user_id); empty = everyone
     users: list[str] = []  # noqa: RUF012 - pydantic copies field defaults

@@ -1,6 +1,5 @@
 """Dagster resources: settings come from the environment when a run starts."""
 
-
 from dataclasses import replace
 from pathlib import Path
 
@@ -9,7 +8,7 @@ import dagster as dg
 from sync_pipeline.settings import Settings, load_settings
 
 
-class SyncSettings(dg.ConfigurableResource):  # type: ignore[misc]
+class SyncSettings(dg.ConfigurableResource):
     """Typed settings for a run. Secrets (client secret, session key) are read from the
     environment only, never from run config, so they never show in the UI or event log."""
 

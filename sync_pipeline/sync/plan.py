@@ -91,8 +91,8 @@ def plan_sync(
                 )
 
     if len(notifications):
-        for (human_id, path), group in notifications.groupby(["human_id", "endpoint"], sort=True):
-            hid, ep_path = str(human_id), str(path)
+        for key, group in notifications.groupby(["human_id", "endpoint"], sort=True):
+            hid, ep_path = (str(part) for part in key)
             ids = tuple(str(n) for n in group["notification_id"])
             if only_users and hid not in by_human:
                 continue  # another user's notification: left pending for a later run

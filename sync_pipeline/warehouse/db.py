@@ -252,7 +252,7 @@ def replace_all(con: duckdb.DuckDBPyConnection, table: str, rows: pa.Table) -> i
         con.execute(f"INSERT INTO {quoted(table)} BY NAME SELECT * FROM all_rows")
     finally:
         con.unregister("all_rows")
-    return rows.num_rows
+    return int(rows.num_rows)
 
 
 def append(con: duckdb.DuckDBPyConnection, table: str, rows: pa.Table) -> int:
@@ -262,7 +262,7 @@ def append(con: duckdb.DuckDBPyConnection, table: str, rows: pa.Table) -> int:
         con.execute(f"INSERT INTO {quoted(table)} BY NAME SELECT * FROM append_rows")
     finally:
         con.unregister("append_rows")
-    return rows.num_rows
+    return int(rows.num_rows)
 
 
 def upsert_by_key(
@@ -289,7 +289,7 @@ def query_arrow(
     sql = f"SELECT * FROM {quoted(table)}"
     if where:
         sql += f" WHERE {where}"
-    return con.execute(sql, list(params)).to_arrow_table()
+    return con.sql(sql, params=list(params)).to_arrow_table()
 
 
 def reject_id(table_name: str, reason: str, raw: str) -> str:
