@@ -44,6 +44,11 @@ def _parser() -> argparse.ArgumentParser:
         help="incremental: only notified changes; catchup: every endpoint from its cursor",
     )
     sync.add_argument("--user", action="append", default=[], help="limit to a user (repeatable)")
+
+    bench = commands.add_parser("bench", help="measure sync and intake throughput (see README)")
+    from sync_pipeline.bench import add_bench_arguments
+
+    add_bench_arguments(bench)
     return parser
 
 
@@ -89,6 +94,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from sync_pipeline.demo import run_sync_command
 
         return run_sync_command(settings, mode="full" if args.full else args.mode, users=args.user)
+    if args.command == "bench":
+        from sync_pipeline.bench import run_bench
+
+        return run_bench(settings, args)
     raise AssertionError(args.command)
 
 

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import dagster as dg
 
+from sync_pipeline.assets.checks import CHECKS
 from sync_pipeline.assets.connect import connection_state
 from sync_pipeline.assets.intake import notification_log, session_responses
 from sync_pipeline.assets.records import record_sync
 from sync_pipeline.assets.resources import SyncSettings
 from sync_pipeline.assets.schedules import JOBS, SCHEDULES
+from sync_pipeline.assets.sensors import SENSORS
 
 defs = dg.Definitions(
     assets=[notification_log, session_responses, connection_state, record_sync],
+    asset_checks=CHECKS,
     jobs=JOBS,
     schedules=SCHEDULES,
+    sensors=SENSORS,
     resources={"sync": SyncSettings()},
 )

@@ -3,7 +3,6 @@ progress display and a summary of what landed."""
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import shutil
 import time
@@ -20,19 +19,11 @@ from rich.console import Console
 from rich.table import Table
 
 from sync_pipeline.instance import ensure_local_instance
+from sync_pipeline.runs import RunFailed, export_settings, run_job, sync_config, today_partition
 from sync_pipeline.settings import Settings
 from sync_pipeline.warehouse import db
 
 console = Console()
-
-
-def _export(settings: Settings) -> None:
-    """Dagster resources read settings from the environment at run start: make it say ours."""
-    os.environ["SYNC_DATA_DIR"] = str(settings.data_dir)
-    os.environ["SYNC_AUTH_URL"] = settings.auth_url
-    os.environ["SYNC_API_URL"] = settings.api_url
-    if settings.session_public_key:
-        os.environ["SYNC_SESSION_PUBLIC_KEY"] = settings.session_public_key
 
 
 def demo_session_keys(folder: Path) -> tuple[str, str]:
@@ -72,26 +63,11 @@ def _step(title: str) -> Iterator[dict[str, Any]]:
 def _run_job(
     name: str, *, partition_key: str | None = None, config: dict[str, Any] | None = None
 ) -> str:
-    from sync_pipeline.definitions import defs
-
-    job = defs.resolve_job_def(name)
     instance = ensure_local_instance(Path(os.environ["DAGSTER_HOME"]))
-    # the progress display is the console; Dagster's own event stream stays in the instance
-    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-    result = job.execute_in_process(
-        instance=instance, partition_key=partition_key, run_config={**(config or {}), **quiet}
-    )
-    if not result.success:
-        raise SystemExit(f"Dagster run {result.run_id} of {name} failed: see `dagster dev`")
-    return result.run_id
-
-
-def _sync_config(mode: str, users: list[str]) -> dict[str, Any]:
-    return {"ops": {"record_sync": {"config": {"mode": mode, "users": users}}}}
-
-
-def today_partition() -> str:
-    return dt.datetime.now(dt.UTC).date().isoformat()
+    try:
+        return run_job(name, instance=instance, partition_key=partition_key, config=config).run_id
+    except RunFailed as exc:
+        raise SystemExit(f"{exc}: see `dagster dev`") from exc
 
 
 def table_counts(settings: Settings) -> list[tuple[str, int]]:
@@ -141,23 +117,23 @@ def run_demo(settings: Settings, *, users: int, seed: int) -> int:
         ) as sim,
     ):
         settings = settings.with_upstream(sim.base_url)
-        _export(settings)
+        export_settings(settings)
         console.print(f"  simulator {sim.base_url}   receiver {receiver.base_url}")
         http = httpx.Client(base_url=sim.base_url, timeout=30)
         with _step("Users connect their sources (Connect sessions → receiver)") as facts:
             facts["sessions"] = len(sim.post_initial_sessions())
         with _step("Dagster run: intake (landing log → tables) and connection state"):
             _run_job("intake_job", partition_key=today_partition())
-            _run_job("incremental_sync_job", config=_sync_config("incremental", []))
+            _run_job("incremental_sync_job", config=sync_config("incremental", []))
         with _step("Dagster run: catch-up sync of every connected user") as facts:
-            _run_job("catchup_sync_job", config=_sync_config("catchup", []))
+            _run_job("catchup_sync_job", config=sync_config("catchup", []))
             facts["upstream requests"] = http.get("/_sim/stats").json().get("total")
         with _step("Time passes upstream: records change, signed notifications arrive") as facts:
             facts["notified changes"] = len(sim.advance(created=30, updated=20)["items"])
         with _step("Dagster run: intake + incremental sync of the notified changes") as facts:
             before = http.get("/_sim/stats").json().get("total", 0)
             _run_job("intake_job", partition_key=today_partition())
-            _run_job("incremental_sync_job", config=_sync_config("incremental", []))
+            _run_job("incremental_sync_job", config=sync_config("incremental", []))
             facts["upstream requests"] = http.get("/_sim/stats").json().get("total", 0) - before
     _print_summary(settings)
     console.print(
@@ -169,12 +145,12 @@ def run_demo(settings: Settings, *, users: int, seed: int) -> int:
 
 def run_sync_command(settings: Settings, *, mode: str, users: list[str]) -> int:
     ensure_local_instance(settings.dagster_home)
-    _export(settings)
+    export_settings(settings)
     console.print(f"sync ({mode}) against {settings.api_url}, data in {settings.data_dir}")
     with _step("Dagster run: intake of today's landing log"):
         _run_job("intake_job", partition_key=today_partition())
     job = "incremental_sync_job" if mode == "incremental" else "catchup_sync_job"
     with _step(f"Dagster run: {mode} sync"):
-        _run_job(job, config=_sync_config(mode, users))
+        _run_job(job, config=sync_config(mode, users))
     _print_summary(settings)
     return 0

@@ -52,7 +52,7 @@ def notification_log(context: dg.AssetExecutionContext, sync: SyncSettings) -> d
             pa.Table.from_pandas(rows, preserve_index=False),
             ("notification_id",),
         )
-        rejected_new = db.store_rejects(con, rejected, context.run_id, _now())
+        rejected_new = db.store_rejects(con, rejected, context.run.run_id, _now())
         con.execute("COMMIT")
     return dg.MaterializeResult(
         metadata={
@@ -93,7 +93,7 @@ def session_responses(
             pa.Table.from_pandas(rows, preserve_index=False),
             ("delivery_digest",),
         )
-        db.store_rejects(con, rejected, context.run_id, _now())
+        db.store_rejects(con, rejected, context.run.run_id, _now())
         con.execute("COMMIT")
     return dg.MaterializeResult(
         metadata={

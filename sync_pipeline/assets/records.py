@@ -75,7 +75,7 @@ def record_sync(
     settings = sync.load()
     report = run_sync(
         settings,
-        run_id=context.run_id,
+        run_id=context.run.run_id,
         mode=config.mode,
         only_users=set(config.users) or None,
     )

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import dagster as dg
 
-from sync_pipeline.assets.intake import landing_days
-
 
 def _sync_config(mode: str) -> dict[str, object]:
     return {"ops": {"record_sync": {"config": {"mode": mode}}}}
@@ -17,7 +15,6 @@ CONNECT = dg.AssetSelection.assets(["connect", "users"]).required_multi_asset_ne
 intake_job = dg.define_asset_job(
     "intake_job",
     selection=dg.AssetSelection.groups("intake"),
-    partitions_def=landing_days,
     description="Turn one day of landed deliveries into ops.notifications and "
     "connect.session_responses.",
 )
@@ -35,7 +32,14 @@ catchup_sync_job = dg.define_asset_job(
     "guarantees completeness when notifications were lost.",
 )
 
-JOBS = [intake_job, incremental_sync_job, catchup_sync_job]
+connection_state_job = dg.define_asset_job(
+    "connection_state_job",
+    selection=CONNECT,
+    description="Rebuild connect.users, connection_events and connection_history from every "
+    "landed session response.",
+)
+
+JOBS = [intake_job, connection_state_job, incremental_sync_job, catchup_sync_job]
 
 SCHEDULES = [
     dg.build_schedule_from_partitioned_job(intake_job, minute_of_hour=55),

@@ -1,0 +1,5 @@
+"""Asset checks on the warehouse tables."""
+
+import dagster as dg
+
+CHECKS: list[dg.AssetChecksDefinition] = []

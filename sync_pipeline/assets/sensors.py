@@ -1,0 +1,5 @@
+"""Sensors that start runs when new data lands."""
+
+import dagster as dg
+
+SENSORS: list[dg.SensorDefinition] = []
