@@ -15,6 +15,7 @@ from sync_pipeline.settings import SettingsError, load_settings
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sync-pipeline", description=__doc__)
     parser.add_argument("--log-level", default=os.environ.get("SYNC_LOG_LEVEL", "WARNING"))
+    parser.add_argument("--data-dir", default=None, help="overrides SYNC_DATA_DIR")
     commands = parser.add_subparsers(dest="command", required=True)
 
     demo = commands.add_parser("demo", help="run the whole product on the bundled simulator")
@@ -58,6 +59,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.filterwarnings("ignore", module="dagster")
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     os.umask(0o077)  # warehouse, lake and landing files hold PHI: owner-only
+    if args.data_dir:
+        os.environ["SYNC_DATA_DIR"] = args.data_dir
     try:
         settings = load_settings()
     except SettingsError as exc:
