@@ -5,7 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from sync_pipeline.assets.checks import CHECKS
-from sync_pipeline.assets.connect import connection_state
+from sync_pipeline.assets.connect import CONNECT_CHECKS, connection_state
 from sync_pipeline.assets.intake import notification_log, session_responses
 from sync_pipeline.assets.records import record_sync
 from sync_pipeline.assets.resources import SyncSettings
@@ -14,7 +14,7 @@ from sync_pipeline.assets.sensors import SENSORS
 
 defs = dg.Definitions(
     assets=[notification_log, session_responses, connection_state, record_sync],
-    asset_checks=CHECKS,
+    asset_checks=[*CHECKS, *CONNECT_CHECKS],
     jobs=JOBS,
     schedules=SCHEDULES,
     sensors=SENSORS,

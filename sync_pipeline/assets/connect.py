@@ -1,7 +1,9 @@
 """Connect group: connection state rebuilt from every landed session response."""
 
 import dagster as dg
+import pandas as pd
 
+from sync_pipeline import connect as state
 from sync_pipeline.assets.intake import POOL
 from sync_pipeline.assets.resources import SyncSettings
 from sync_pipeline.sync.connection_state import rebuild_connection_state
@@ -58,3 +60,56 @@ def connection_state(context: dg.AssetExecutionContext, sync: SyncSettings):  # 
         asset_key=["connect", "connection_history"],
         metadata={"rows": counts.history_rows, "open_connections": counts.open_connections},
     )
+
+
+@dg.asset_check(
+    asset=["connect", "source_status"],
+    name="sources_agree_with_connections",
+    blocking=False,
+    pool=POOL,
+    description="Users whose latest /sources snapshot disagrees with connect.current_connections "
+    "(connected upstream but not here, or the reverse). Users whose connections changed after "
+    "their latest snapshot are not judged until the next catch-up snapshots them again.",
+)
+def sources_agree_with_connections(sync: SyncSettings) -> dg.AssetCheckResult:
+    settings = sync.load()
+    with db.connect(settings.warehouse_path, read_only=True) as con:
+        history = db.query_arrow(con, "connect.connection_history", "valid_to IS NULL")
+        snapshots = db.query_arrow(con, "connect.source_status")
+        sessions = db.query_arrow(con, "connect.session_responses")
+    snapshots_df = snapshots.to_pandas()
+    fresh = state.fresh_snapshots(snapshots_df, sessions.to_pandas())
+    problems = state.reconcile(history.to_pandas(), fresh)
+    users = sorted(set(problems["human_id"]))
+    return dg.AssetCheckResult(
+        passed=problems.empty,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=None
+        if problems.empty
+        else f"{len(users)} user(s) disagree: {', '.join(users)}",
+        metadata={
+            "users_disagreeing": len(users),
+            "users_checked": fresh["human_id"].nunique() if len(fresh) else 0,
+            "users_with_stale_snapshot": int(snapshots_df["human_id"].nunique())
+            - (fresh["human_id"].nunique() if len(fresh) else 0),
+            "disagreements": dg.MetadataValue.md(_markdown(problems)),
+        },
+    )
+
+
+def _markdown(problems: pd.DataFrame, limit: int = 50) -> str:
+    if problems.empty:
+        return "none"
+    lines = ["| human_id | source | problem |", "|---|---|---|"]
+    lines += [
+        f"| {h} | {s} | {p} |"
+        for h, s, p in problems[["human_id", "source", "problem"]]
+        .head(limit)
+        .itertuples(index=False)
+    ]
+    if len(problems) > limit:
+        lines.append(f"| … | {len(problems) - limit} more | |")
+    return "\n".join(lines)
+
+
+CONNECT_CHECKS = [sources_agree_with_connections]

@@ -6,7 +6,8 @@ the results to schema `connect` (and rejected deliveries to ops.rejected_records
 - `sessions`: parse, deduplicate and order deliveries; `malformed_sessions` lists the rejected.
 - `history`: `connection_events` (what callbacks reported) and `connection_history` (SCD2).
 - `users`: one row per app user, with `needs_reconnect`.
-- `sources`: `source_status_rows` from `/sources`, and `reconcile` against current connections.
+- `sources`: `source_status_rows` from `/sources`, and `reconcile` against current connections
+  (`fresh_snapshots`: only snapshots taken after the user's last connection change).
 """
 
 from sync_pipeline.connect.history import (
@@ -15,13 +16,14 @@ from sync_pipeline.connect.history import (
     current_connections,
 )
 from sync_pipeline.connect.sessions import malformed_sessions
-from sync_pipeline.connect.sources import reconcile, source_status_rows
+from sync_pipeline.connect.sources import fresh_snapshots, reconcile, source_status_rows
 from sync_pipeline.connect.users import users
 
 __all__ = [
     "connection_events",
     "connection_history",
     "current_connections",
+    "fresh_snapshots",
     "malformed_sessions",
     "reconcile",
     "source_status_rows",

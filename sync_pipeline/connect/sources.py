@@ -22,6 +22,7 @@ from typing import Any
 import pandas as pd
 
 from sync_pipeline.connect.frames import TEXT, UTC_INSTANT, typed_frame
+from sync_pipeline.connect.sessions import ordered_sessions
 
 SOURCE_STATUS_SCHEMA = {
     "human_id": TEXT,
@@ -69,6 +70,28 @@ def reconcile(current: pd.DataFrame, source_status: pd.DataFrame) -> pd.DataFram
         rows.extend(_disagreements(str(human_id), here, snapshot))
     answer = typed_frame(rows, RECONCILE_SCHEMA).drop_duplicates()
     return answer.sort_values(["human_id", "problem", "source"], ignore_index=True)
+
+
+def fresh_snapshots(source_status: pd.DataFrame, sessions: pd.DataFrame) -> pd.DataFrame:
+    """The snapshot rows of humans whose latest snapshot is not older than their latest
+    state-changing Connect session.
+
+    A snapshot taken before the user connected or disconnected something describes a state that
+    no longer exists; reconciling it would report the change itself as a disagreement until the
+    next catch-up takes a new snapshot. Such humans have no current evidence and are left out.
+    """
+    changed_at: dict[str, pd.Timestamp] = {}
+    for session in ordered_sessions(sessions):
+        if session.changes_state and session.human_id is not None:
+            changed_at[session.human_id] = session.session_at  # ordered: the last one wins
+    latest = _latest_snapshots(source_status)
+    if latest.empty:
+        return latest
+    keep = [
+        human_id not in changed_at or snapshot_at >= changed_at[human_id]
+        for human_id, snapshot_at in zip(latest["human_id"], latest["snapshot_at"], strict=True)
+    ]
+    return latest[keep].reset_index(drop=True)
 
 
 def _status_row(human_id: str, entry: Any, snapshot_at: datetime) -> dict[str, Any]:
