@@ -1,0 +1,147 @@
+"""What the benchmark reports: the machine, the issue's target ratios, and a printed table."""
+
+from __future__ import annotations
+
+import os
+import platform
+from importlib import metadata
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+PACKAGES = ("dagster", "duckdb", "pyarrow", "httpx", "pandas", "dlt")
+
+
+def environment() -> dict[str, Any]:
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return {"cores": os.cpu_count(), "platform": platform.platform(), "versions": versions}
+
+
+def _div(a: Any, b: Any) -> float | None:
+    if a is None or b is None or not b:
+        return None
+    return float(a) / float(b)
+
+
+def _target(value: float | None, target: str, met: bool | None) -> dict[str, Any]:
+    return {"value": value, "target": target, "met": met}
+
+
+def ratios(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The issue's targets, each with its value from this invocation and whether it was met."""
+    runs = result["runs"]
+    full, dlt, read_json = runs["ours_full"], runs["dlt"], runs["read_json"]
+    incremental, nothing = runs["ours_incremental"], runs["ours_nothing_new"]
+    receiver = result["receiver"]
+
+    def at_least(value: float | None, bound: float) -> bool | None:
+        return None if value is None else value >= bound
+
+    fetch = full["requests_per_s_over_limit"]
+    vs_dlt = _div(full["records_per_s"], dlt.get("records_per_s"))
+    vs_read_json = _div(full["normalise_load_records_per_s"], read_json["records_per_s"])
+    rss = max(full["peak_rss_mib"], incremental["peak_rss_mib"], nothing["peak_rss_mib"])
+    return {
+        "fetch_requests_per_s_over_limit": _target(fetch, ">= 0.9", at_least(fetch, 0.9)),
+        "fetch_share_429": _target(full["share_429"], "<= 0.01", full["share_429"] <= 0.01),
+        "ours_over_dlt_records_per_s": _target(vs_dlt, ">= 3", at_least(vs_dlt, 3.0)),
+        "normalise_load_over_read_json": _target(
+            vs_read_json, ">= 0.5", at_least(vs_read_json, 0.5)
+        ),
+        "nothing_new_data_requests": _target(
+            nothing["data_requests"], "== 0", nothing["data_requests"] == 0
+        ),
+        "incremental_data_requests_per_notification": _target(
+            incremental["data_requests_per_notification"],
+            "scales with notifications (about 1)",
+            None,
+        ),
+        "peak_rss_mib": _target(rss, f"< 1024 at 1M records (ran {full['records']:,})", rss < 1024),
+        "receiver_deliveries_per_s": _target(
+            receiver["deliveries_per_s"], ">= 500", at_least(receiver["deliveries_per_s"], 500)
+        ),
+        "receiver_p99_ms": _target(receiver["p99_ms"], "< 100", receiver["p99_ms"] < 100),
+        "receiver_lost": _target(receiver["lost"], "== 0", receiver["lost"] == 0),
+    }
+
+
+def _fmt(value: Any, digits: int = 1) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}" if abs(value) >= 0.01 or value == 0 else f"{value:.4f}"
+    return str(value)
+
+
+def print_report(result: dict[str, Any], console: Console | None = None) -> None:
+    console = console or Console(width=180)
+    workload = result["workload"]
+    env = result["environment"]
+    console.print(
+        f"[bold]sync-pipeline bench[/bold]: {workload.get('records', 0):,} records, "
+        f"{workload['users']} users, +{workload['latency_ms']:g} ms/request, "
+        f"limit {workload['rate_limit_per_s']:g} req/s; {env['cores']} cores, "
+        + ", ".join(f"{k} {v}" for k, v in env["versions"].items() if v)
+    )
+    runs = Table(title="Runs (same data, same invocation)")
+    for column in (
+        "run",
+        "records",
+        "wall s",
+        "records/s",
+        "req",
+        "req/s",
+        "÷ limit",
+        "429s",
+        "p95 ms",
+        "fetch s",
+        "normalise s",
+        "load s",
+        "peak RSS MiB",
+    ):
+        runs.add_column(column, justify="left" if column == "run" else "right")
+    for name, run in result["runs"].items():
+        if "not_run" in run:
+            runs.add_row(name, f"[dim]{run['not_run']}[/dim]")
+            continue
+        stages = run.get("stages_s", {})
+        runs.add_row(
+            name,
+            _fmt(run.get("records")),
+            _fmt(run.get("wall_s"), 2),
+            _fmt(run.get("records_per_s"), 0),
+            _fmt(run.get("requests")),
+            _fmt(run.get("requests_per_s")),
+            _fmt(run.get("requests_per_s_over_limit"), 2),
+            _fmt(run.get("rate_limited_429")),
+            _fmt(run.get("p95_request_ms")),
+            _fmt(stages.get("fetch"), 2),
+            _fmt(stages.get("normalise"), 2),
+            _fmt(stages.get("load"), 2),
+            _fmt(run.get("peak_rss_mib")),
+        )
+    console.print(runs)
+    receiver = result["receiver"]
+    console.print(
+        f"receiver: {_fmt(receiver['deliveries_per_s'])} deliveries/s, "
+        f"p50 {_fmt(receiver['p50_ms'], 2)} ms, p99 {_fmt(receiver['p99_ms'], 2)} ms, "
+        f"{receiver['acknowledged']:,} acknowledged, {receiver['landed']:,} landed"
+    )
+    targets = Table(title="Targets")
+    for column in ("ratio", "value", "target", "met"):
+        targets.add_column(column)
+    for name, row in result["ratios"].items():
+        met = row["met"]
+        mark = "–" if met is None else ("[green]yes[/green]" if met else "[red]no[/red]")
+        targets.add_row(name, _fmt(row["value"], 3), row["target"], mark)
+    console.print(targets)
