@@ -1,5 +1,236 @@
-"""Asset checks on the warehouse tables."""
+"""Asset checks on the warehouse tables, generated from the table lists.
+
+One multi-asset check op per producing step (intake, connect, records), so each op runs right
+after the step that wrote its tables, in the same single-slot "warehouse" pool: a check never
+opens the DuckDB file while a writer has it. Key checks are blocking: a table with a duplicated
+or NULL key stops the assets downstream of it in the same run.
+
+Freshness threshold: SYNC_FRESHNESS_HOURS (default 26: a daily catch-up plus slack).
+"""
+
+import datetime as dt
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import dagster as dg
+import duckdb
 
-CHECKS: list[dg.AssetChecksDefinition] = []
+from sync_pipeline.assets.intake import POOL
+from sync_pipeline.assets.resources import SyncSettings
+from sync_pipeline.normalize.schemas import TABLE_KEYS
+from sync_pipeline.upstream.endpoints import ENDPOINTS
+from sync_pipeline.warehouse import db
+from sync_pipeline.warehouse.schemas import OWNED_KEYS
+
+DEFAULT_FRESHNESS_HOURS = 26.0
+UNIQUE = "unique_key"
+NON_NULL = "non_null_key"
+LEDGER = "received_equals_loaded_plus_rejected"
+FRESH = "fresh"
+
+INTAKE_TABLES = ("ops.notifications", "connect.session_responses")
+CONNECT_TABLES = ("connect.users", "connect.connection_history")
+RECORD_TABLES = tuple(e.table for e in ENDPOINTS)
+# record tables, their children and medical.record_codes
+RECORD_FAMILY = tuple(sorted(TABLE_KEYS))
+KEYS: dict[str, tuple[str, ...]] = {**TABLE_KEYS, **OWNED_KEYS}
+
+
+def freshness_limit() -> dt.timedelta:
+    return dt.timedelta(
+        hours=float(os.environ.get("SYNC_FRESHNESS_HOURS", DEFAULT_FRESHNESS_HOURS))
+    )
+
+
+def _key(table: str) -> dg.AssetKey:
+    return dg.AssetKey(table.split("."))
+
+
+def _key_specs(tables: Sequence[str]) -> list[dg.AssetCheckSpec]:
+    specs = []
+    for table in tables:
+        keys = ", ".join(KEYS[table])
+        specs.append(
+            dg.AssetCheckSpec(
+                UNIQUE,
+                asset=_key(table),
+                blocking=True,
+                description=f"No two rows of {table} share the key ({keys}).",
+            )
+        )
+        specs.append(
+            dg.AssetCheckSpec(
+                NON_NULL,
+                asset=_key(table),
+                blocking=True,
+                description=f"No row of {table} has a NULL in its key ({keys}).",
+            )
+        )
+    return specs
+
+
+def _record_specs() -> list[dg.AssetCheckSpec]:
+    specs = _key_specs(RECORD_FAMILY)
+    for table in RECORD_TABLES:
+        specs.append(
+            dg.AssetCheckSpec(
+                LEDGER,
+                asset=_key(table),
+                description="The latest load of the table (ops.load_log): received = loaded + "
+                "rejected, and every rejected record is on record in ops.rejected_records.",
+            )
+        )
+        specs.append(
+            dg.AssetCheckSpec(
+                FRESH,
+                asset=_key(table),
+                description="The table's endpoint was last synced without error (or loaded) "
+                "less than SYNC_FRESHNESS_HOURS (default 26) ago.",
+            )
+        )
+    return specs
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    passed: bool
+    severity: dg.AssetCheckSeverity
+    description: str
+    metadata: dict[str, Any]
+
+
+def _key_outcomes(con: duckdb.DuckDBPyConnection, table: str) -> dict[str, _Outcome]:
+    health = db.key_health(con, table, KEYS[table])
+    meta: dict[str, Any] = {
+        "rows": health.rows,
+        "null_key_rows": health.null_keys,
+        "duplicate_keys": health.duplicate_keys,
+        "duplicate_rows": health.duplicate_rows,
+    }
+    error = dg.AssetCheckSeverity.ERROR
+    return {
+        UNIQUE: _Outcome(
+            health.duplicate_keys == 0,
+            error,
+            f"{health.duplicate_keys} key(s) of {table} held by more than one row",
+            meta,
+        ),
+        NON_NULL: _Outcome(
+            health.null_keys == 0, error, f"{health.null_keys} row(s) with a NULL key", meta
+        ),
+    }
+
+
+def _ledger_outcome(load: db.LatestLoad | None) -> _Outcome:
+    error = dg.AssetCheckSeverity.ERROR
+    if load is None:
+        return _Outcome(True, error, "no load recorded yet", {})
+    balanced = load.received == load.loaded + load.rejected and min(load.loaded, load.rejected) >= 0
+    on_record = load.rejected <= load.rejects_on_record
+    return _Outcome(
+        balanced and on_record,
+        error,
+        f"run {load.run_id}: received {load.received}, loaded {load.loaded}, "
+        f"rejected {load.rejected} ({load.rejects_on_record} rejects on record)",
+        {
+            "run_id": load.run_id,
+            "received": load.received,
+            "loaded": load.loaded,
+            "rejected": load.rejected,
+            "rejects_on_record": load.rejects_on_record,
+        },
+    )
+
+
+def _fresh_outcome(last: dt.datetime | None, now: dt.datetime, limit: dt.timedelta) -> _Outcome:
+    warn = dg.AssetCheckSeverity.WARN
+    if last is None:
+        return _Outcome(False, warn, "never synced", {"limit_hours": limit / dt.timedelta(hours=1)})
+    age = now - last
+    return _Outcome(
+        age <= limit,
+        warn,
+        f"last synced {age} ago (limit {limit})",
+        {
+            "last_synced_at": last.isoformat(),
+            "age_hours": round(age / dt.timedelta(hours=1), 2),
+            "limit_hours": limit / dt.timedelta(hours=1),
+        },
+    )
+
+
+def _evaluate(
+    context: dg.AssetCheckExecutionContext,
+    sync: SyncSettings,
+    tables: Sequence[str],
+    with_ledger: bool,
+) -> Iterator[dg.AssetCheckResult]:
+    selected = context.selected_asset_check_keys
+    path = sync.load().warehouse_path
+    if not path.exists():
+        # nothing written yet: the producing step failed or has not run
+        for check in sorted(selected, key=str):
+            yield dg.AssetCheckResult(
+                asset_key=check.asset_key,
+                check_name=check.name,
+                passed=False,
+                description=f"no warehouse at {path}",
+            )
+        return
+    outcomes: dict[dg.AssetCheckKey, _Outcome] = {}
+    with db.connect(path, read_only=True) as con:
+        for table in tables:
+            if any(c.asset_key == _key(table) for c in selected):
+                for name, outcome in _key_outcomes(con, table).items():
+                    outcomes[dg.AssetCheckKey(_key(table), name)] = outcome
+        if with_ledger:
+            loads = db.latest_loads(con)
+            synced = db.last_synced(con)
+            now, limit = dt.datetime.now(dt.UTC), freshness_limit()
+            for endpoint in ENDPOINTS:
+                load = loads.get(endpoint.table)
+                times = [t for t in (synced.get(endpoint.path), load and load.committed_at) if t]
+                outcomes[dg.AssetCheckKey(_key(endpoint.table), LEDGER)] = _ledger_outcome(load)
+                outcomes[dg.AssetCheckKey(_key(endpoint.table), FRESH)] = _fresh_outcome(
+                    max(times) if times else None, now, limit
+                )
+    for check in sorted(selected, key=str):
+        outcome = outcomes[check]
+        yield dg.AssetCheckResult(
+            asset_key=check.asset_key,
+            check_name=check.name,
+            passed=outcome.passed,
+            severity=outcome.severity,
+            description=None if outcome.passed else outcome.description,
+            metadata=outcome.metadata,
+        )
+
+
+@dg.multi_asset_check(
+    specs=_key_specs(INTAKE_TABLES), name="intake_checks", can_subset=True, pool=POOL
+)
+def intake_checks(
+    context: dg.AssetCheckExecutionContext, sync: SyncSettings
+) -> Iterator[dg.AssetCheckResult]:
+    yield from _evaluate(context, sync, INTAKE_TABLES, with_ledger=False)
+
+
+@dg.multi_asset_check(
+    specs=_key_specs(CONNECT_TABLES), name="connect_checks", can_subset=True, pool=POOL
+)
+def connect_checks(
+    context: dg.AssetCheckExecutionContext, sync: SyncSettings
+) -> Iterator[dg.AssetCheckResult]:
+    yield from _evaluate(context, sync, CONNECT_TABLES, with_ledger=False)
+
+
+@dg.multi_asset_check(specs=_record_specs(), name="record_checks", can_subset=True, pool=POOL)
+def record_checks(
+    context: dg.AssetCheckExecutionContext, sync: SyncSettings
+) -> Iterator[dg.AssetCheckResult]:
+    yield from _evaluate(context, sync, RECORD_FAMILY, with_ledger=True)
+
+
+CHECKS: list[dg.AssetChecksDefinition] = [intake_checks, connect_checks, record_checks]

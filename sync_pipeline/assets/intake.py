@@ -1,8 +1,11 @@
 """Intake group: what the receiver landed, as rows (one run handles one day or a range)."""
 
 import datetime as dt
+from collections.abc import Sequence
+from typing import Any
 
 import dagster as dg
+import duckdb
 import pyarrow as pa
 
 from sync_pipeline.assets.resources import SyncSettings
@@ -14,6 +17,59 @@ from sync_pipeline.warehouse import db
 # can be processed before midnight.
 landing_days = dg.DailyPartitionsDefinition(start_date="2025-01-01", end_offset=1)
 POOL = "warehouse"  # one slot: only one step at a time opens the DuckDB file
+
+
+# Preview columns: ids, times, names and statuses only, never payloads (raw, values, notes).
+PREVIEW_COLUMNS = (
+    "table_name",
+    "human_id",
+    "record_id",
+    "position",
+    "notification_id",
+    "object_id",
+    "action",
+    "event",
+    "status",
+    "source_id",
+    "name",
+    "created_at",
+    "updated_at",
+    "deleted_at",
+    "received_at",
+)
+PREVIEW_ROWS = 5
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, dt.datetime):
+        return value.isoformat(timespec="seconds")
+    return str(value).replace("|", "\\|").replace("\n", " ")[:40]
+
+
+def markdown_preview(head: pa.Table) -> str:
+    names = head.column_names
+    lines = ["| " + " | ".join(names) + " |", "|" + "---|" * len(names)]
+    lines += ["| " + " | ".join(_cell(row[n]) for n in names) + " |" for row in head.to_pylist()]
+    return "\n".join(lines)
+
+
+def table_metadata(
+    con: duckdb.DuckDBPyConnection, table: str, columns: Sequence[str] = PREVIEW_COLUMNS
+) -> dict[str, Any]:
+    """Row count, column schema (from the table's Arrow schema) and a small preview of one
+    warehouse table: one read of the table, taken after the commit."""
+    rows, head = db.table_head(con, table, columns, PREVIEW_ROWS)
+    schema = db.all_schemas()[table]
+    # the keys Dagster's UI reads for a table's row count and columns
+    return {
+        "dagster/row_count": dg.MetadataValue.int(rows),
+        "dagster/column_schema": dg.MetadataValue.table_schema(
+            dg.TableSchema(columns=[dg.TableColumn(f.name, str(f.type)) for f in schema])
+        ),
+        "preview": dg.MetadataValue.md(markdown_preview(head)),
+    }
 
 
 def _now() -> dt.datetime:
@@ -54,8 +110,10 @@ def notification_log(context: dg.AssetExecutionContext, sync: SyncSettings) -> d
         )
         rejected_new = db.store_rejects(con, rejected, context.run.run_id, _now())
         con.execute("COMMIT")
+        table = table_metadata(con, "ops.notifications")
     return dg.MaterializeResult(
         metadata={
+            **table,
             "days": f"{days[0]} .. {days[-1]}",
             "deliveries": len(deliveries),
             "items": len(rows) + len(rejected),
@@ -95,8 +153,10 @@ def session_responses(
         )
         db.store_rejects(con, rejected, context.run.run_id, _now())
         con.execute("COMMIT")
+        table = table_metadata(con, "connect.session_responses")
     return dg.MaterializeResult(
         metadata={
+            **table,
             "days": f"{days[0]} .. {days[-1]}",
             "deliveries": len(deliveries),
             "inserted": inserted,

@@ -10,11 +10,12 @@ from typing import Literal
 
 import dagster as dg
 
-from sync_pipeline.assets.intake import POOL
+from sync_pipeline.assets.intake import POOL, table_metadata
 from sync_pipeline.assets.resources import SyncSettings
 from sync_pipeline.normalize.schemas import PARENT_OF
 from sync_pipeline.sync.run import run_sync
 from sync_pipeline.upstream.endpoints import ENDPOINTS
+from sync_pipeline.warehouse import db
 
 RECORD_SPECS = [
     dg.AssetSpec(
@@ -55,6 +56,10 @@ SOURCE_STATUS_SPEC = dg.AssetSpec(
 )
 
 
+ALL_SPECS = [*RECORD_SPECS, *CHILD_SPECS, CODES_SPEC, SOURCE_STATUS_SPEC]
+_ALL_TABLES = [".".join(spec.key.path) for spec in ALL_SPECS]
+
+
 class SyncRunConfig(dg.Config):
     mode: Literal["incremental", "catchup", "full"] = "incremental"
     # narrow the run to these users (human_id or client_user_id); empty = everyone
@@ -62,7 +67,7 @@ class SyncRunConfig(dg.Config):
 
 
 @dg.multi_asset(
-    specs=[*RECORD_SPECS, *CHILD_SPECS, CODES_SPEC, SOURCE_STATUS_SPEC],
+    specs=ALL_SPECS,
     pool=POOL,
     name="record_sync",
     retry_policy=dg.RetryPolicy(
@@ -87,10 +92,19 @@ def record_sync(
             "token refused (user must reconnect): %s", ", ".join(summary.refused_users)
         )
     loads = summary.tables
-    for spec in [*RECORD_SPECS, *CHILD_SPECS, CODES_SPEC, SOURCE_STATUS_SPEC]:
+    paths = {e.table: e.path for e in ENDPOINTS}
+    # one read-only look per table after the commit (the step still holds the pool slot)
+    with db.connect(settings.warehouse_path, read_only=True) as con:
+        cursors = db.cursors_by_run(con, context.run.run_id)
+        tables = {table: table_metadata(con, table) for table in _ALL_TABLES}
+    for spec in ALL_SPECS:
         table = ".".join(spec.key.path)
         load = loads.get(table)
-        metadata: dict[str, object] = {"mode": config.mode, "requests": summary.requests}
+        metadata: dict[str, object] = {
+            "mode": config.mode,
+            "requests": summary.requests,  # the whole run's requests, every table
+            **tables[table],
+        }
         if load is not None:
             metadata.update(
                 received=load.received,
@@ -100,6 +114,11 @@ def record_sync(
                 updated=load.updated,
                 deleted=load.deleted,
             )
+        if table in paths:
+            advanced, newest = cursors.get(paths[table], (0, None))
+            metadata["cursors_advanced"] = advanced
+            if newest is not None:
+                metadata["newest_cursor"] = newest.isoformat()
         metadata["failed_items"] = len(summary.failed_items)
         metadata["users_needing_reconnect"] = len(summary.refused_users)
         yield dg.MaterializeResult(asset_key=spec.key, metadata=metadata)  # type: ignore[arg-type]

@@ -331,3 +331,90 @@ def update_notification_status(
         )
     finally:
         con.unregister("status_updates")
+
+
+# --- read-only queries for asset checks and materialisation metadata -------------------------
+
+
+@dataclass(frozen=True)
+class KeyHealth:
+    rows: int
+    null_keys: int  # rows with any key column NULL
+    duplicate_keys: int  # distinct keys held by more than one row
+    duplicate_rows: int  # rows beyond the first of each duplicated key
+
+
+def key_health(con: duckdb.DuckDBPyConnection, table: str, keys: Sequence[str]) -> KeyHealth:
+    """Key integrity of one table in one scan (keys are enforced by construction, see above)."""
+    key_list = ", ".join(_col(k) for k in keys)
+    any_null = " OR ".join(f"{_col(k)} IS NULL" for k in keys)
+    row = con.execute(
+        f"""WITH per_key AS (
+            SELECT count(*) AS n, bool_or({any_null}) AS has_null
+            FROM {quoted(table)} GROUP BY {key_list}
+        )
+        SELECT coalesce(sum(n), 0),
+               coalesce(sum(n) FILTER (WHERE has_null), 0),
+               count(*) FILTER (WHERE n > 1 AND NOT has_null),
+               coalesce(sum(n - 1) FILTER (WHERE n > 1 AND NOT has_null), 0)
+        FROM per_key"""
+    ).fetchall()[0]
+    return KeyHealth(*(int(v) for v in row))
+
+
+@dataclass(frozen=True)
+class LatestLoad:
+    run_id: str
+    received: int
+    loaded: int
+    rejected: int
+    committed_at: datetime
+    rejects_on_record: int  # ops.rejected_records rows for the table (rejects land once, any run)
+
+
+def latest_loads(con: duckdb.DuckDBPyConnection) -> dict[str, LatestLoad]:
+    """The newest ops.load_log row per table, with the table's recorded rejects."""
+    rows = con.execute(
+        """SELECT l.table_name, l.run_id, l.received, l.loaded, l.rejected, l.committed_at,
+                  (SELECT count(*) FROM ops.rejected_records r WHERE r.table_name = l.table_name)
+        FROM ops.load_log l
+        QUALIFY row_number() OVER (PARTITION BY l.table_name ORDER BY l.committed_at DESC) = 1"""
+    ).fetchall()
+    return {
+        str(t): LatestLoad(str(r), int(rc), int(lo), int(rj), c, int(rec))
+        for t, r, rc, lo, rj, c, rec in rows
+    }
+
+
+def last_synced(con: duckdb.DuckDBPyConnection) -> dict[str, datetime]:
+    """Per endpoint path: the last time a sync finished it without error (ops.sync_state)."""
+    rows = con.execute(
+        "SELECT endpoint, max(last_synced_at) FROM ops.sync_state GROUP BY endpoint"
+    ).fetchall()
+    return {str(e): t for e, t in rows if t is not None}
+
+
+def table_head(
+    con: duckdb.DuckDBPyConnection, table: str, columns: Sequence[str], limit: int = 5
+) -> tuple[int, pa.Table]:
+    """Row count and the first `limit` rows of `columns` (newest updated_at first when the
+    table has one), in one read of the table."""
+    names = all_schemas()[table].names
+    wanted = [c for c in columns if c in names]
+    order = " ORDER BY updated_at DESC NULLS LAST" if "updated_at" in names else ""
+    count = con.execute(f"SELECT count(*) FROM {quoted(table)}").fetchall()[0]
+    head = con.sql(
+        f"SELECT {', '.join(_col(c) for c in wanted)} FROM {quoted(table)}{order} LIMIT ?",
+        params=[limit],
+    ).to_arrow_table()
+    return int(count[0]), head
+
+
+def cursors_by_run(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, tuple[int, datetime]]:
+    """Per endpoint path: how many (user, endpoint) cursors `run_id` advanced, and the newest."""
+    rows = con.execute(
+        "SELECT endpoint, count(*), max(cursor_updated_since) FROM ops.sync_state "
+        "WHERE last_run_id = ? GROUP BY endpoint",
+        [run_id],
+    ).fetchall()
+    return {str(e): (int(n), c) for e, n, c in rows}

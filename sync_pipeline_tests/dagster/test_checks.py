@@ -1,0 +1,110 @@
+"""Asset checks: they pass on a warehouse the pipeline wrote, and a bad key inserted by SQL fails
+its check and (blocking checks) stops what is downstream of the table in the same run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from sync_pipeline.assets.checks import CHECKS, FRESH, LEDGER, NON_NULL, UNIQUE
+from sync_pipeline.assets.intake import notification_log
+from sync_pipeline.assets.records import record_sync
+from sync_pipeline.assets.resources import SyncSettings
+from sync_pipeline.warehouse import db
+from sync_pipeline_tests.e2e.harness import running_stack
+
+pytestmark = pytest.mark.slow
+
+
+def test_checks_pass_on_a_synced_warehouse(tmp_path: Path) -> None:
+    with running_stack(tmp_path / "data", users=2, min_records=3, max_records=6) as stack:
+        stack.sim.post_initial_sessions()
+        evaluations = [
+            *stack.intake().get_asset_check_evaluations(),
+            *stack.sync("catchup").get_asset_check_evaluations(),
+        ]
+        by_name: dict[str, list[dg.AssetCheckEvaluation]] = {}
+        for evaluation in evaluations:
+            by_name.setdefault(evaluation.check_name, []).append(evaluation)
+        # intake (2 tables) + connect (2) + record tables, children and codes (31)
+        assert len(by_name[UNIQUE]) == len(by_name[NON_NULL]) == 35
+        assert len(by_name[LEDGER]) == len(by_name[FRESH]) == 21
+        failed = [e.asset_check_key.to_user_string() for e in evaluations if not e.passed]
+        # a table never synced (an endpoint none of the users has data for) may be stale;
+        # everything the catch-up just synced is fresh, and nothing else may fail
+        assert all(name.endswith(f":{FRESH}") for name in failed), failed
+        fresh = [e for e in by_name[FRESH] if e.passed]
+        assert len(fresh) >= 10
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path / "data"
+
+
+@dg.asset(deps=[["medical", "allergies"], ["ops", "notifications"]])
+def downstream_probe() -> None:
+    """Stands for anything built on the checked tables."""
+
+
+@dataclass(frozen=True)
+class BadLoad:
+    sql: str
+    check: str  # asset:check expected to fail
+    blocks: bool
+
+
+BAD_LOADS = {
+    "duplicate record key": BadLoad(
+        "INSERT INTO medical.allergies (human_id, record_id) VALUES ('h', 'r'), ('h', 'r')",
+        f"medical/allergies:{UNIQUE}",
+        blocks=True,
+    ),
+    "null child key": BadLoad(
+        "INSERT INTO medical.test_result_components (human_id, record_id, position) "
+        "VALUES ('h', NULL, 0)",
+        f"medical/test_result_components:{NON_NULL}",
+        blocks=True,
+    ),
+    "duplicate notification": BadLoad(
+        "INSERT INTO ops.notifications (notification_id, status) VALUES ('n', 'synced'), "
+        "('n', 'synced')",
+        f"ops/notifications:{UNIQUE}",
+        blocks=True,
+    ),
+    "unbalanced load log": BadLoad(
+        "INSERT INTO ops.load_log (run_id, table_name, received, loaded, rejected, committed_at) "
+        "VALUES ('r', 'medical.allergies', 5, 3, 1, now())",
+        f"medical/allergies:{LEDGER}",
+        blocks=False,
+    ),
+}
+
+
+@pytest.mark.parametrize("bad", BAD_LOADS.values(), ids=BAD_LOADS.keys())
+def test_bad_load_fails_its_check(data_dir: Path, bad: BadLoad) -> None:
+    with db.connect(data_dir / "warehouse.duckdb") as con:
+        con.execute(bad.sql)
+    with dg.instance_for_test() as instance:
+        # an incremental sync with nothing pending makes no requests: no upstream needed
+        result = dg.materialize(
+            [notification_log, record_sync, downstream_probe, *CHECKS],
+            selection=dg.AssetSelection.assets(["ops", "notifications"], downstream_probe)
+            | dg.AssetSelection.assets(["medical", "allergies"]).required_multi_asset_neighbors(),
+            partition_key="2025-03-01",
+            resources={"sync": SyncSettings(data_dir=str(data_dir))},
+            instance=instance,
+            raise_on_error=False,
+        )
+    failed = [
+        e.asset_check_key.to_user_string()
+        for e in result.get_asset_check_evaluations()
+        if not e.passed and e.check_name != FRESH
+    ]
+    assert failed == [bad.check]
+    probe_ran = bool(result.asset_materializations_for_node("downstream_probe"))
+    assert probe_ran is not bad.blocks
+    assert result.success is not bad.blocks
