@@ -107,6 +107,7 @@ def assert_no_secrets(caplog: pytest.LogCaptureFixture, tokens: list[str]) -> No
     assert tokens, "the simulator issued no tokens: nothing was checked"
     text = caplog.text
     assert "-> GET /v1/human/" in text  # the client's DEBUG lines were captured
+    assert '"access_token": "[redacted]"' in text  # token bodies were logged, redacted
     leaked = [t for t in tokens if t in text]
     assert not leaked, f"{len(leaked)} issued tokens appear in the logs"
     assert CLIENT_SECRET not in text

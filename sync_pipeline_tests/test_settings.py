@@ -1,0 +1,72 @@
+"""Upstream presets and explicit URLs in `load_settings` (pure: an explicit env mapping)."""
+
+from __future__ import annotations
+
+import pytest
+
+from sync_pipeline.settings import UPSTREAM_PRESETS, SettingsError, load_settings
+
+
+@pytest.mark.parametrize(
+    ("env", "auth_url", "api_url", "embedded"),
+    [
+        ({}, "http://127.0.0.1:8700", "http://127.0.0.1:8700", True),
+        ({"SYNC_UPSTREAM": "simulator"}, "http://127.0.0.1:8700", "http://127.0.0.1:8700", True),
+        (
+            {"SYNC_UPSTREAM": "humanapi"},
+            "https://auth.humanapi.co",
+            "https://api.humanapi.co",
+            False,
+        ),
+        # an explicit URL wins over its preset; the other one still comes from the preset
+        (
+            {"SYNC_UPSTREAM": "humanapi", "SYNC_API_URL": "https://proxy.example/humanapi/"},
+            "https://auth.humanapi.co",
+            "https://proxy.example/humanapi",
+            False,
+        ),
+        (
+            {"SYNC_AUTH_URL": "http://127.0.0.1:9000", "SYNC_API_URL": "http://127.0.0.1:9001"},
+            "http://127.0.0.1:9000",
+            "http://127.0.0.1:9001",
+            False,  # explicit URLs are someone else's upstream, even on the simulator preset
+        ),
+        # empty means unset, as for every other variable
+        (
+            {"SYNC_UPSTREAM": "humanapi", "SYNC_AUTH_URL": ""},
+            "https://auth.humanapi.co",
+            "https://api.humanapi.co",
+            False,
+        ),
+    ],
+    ids=[
+        "default",
+        "simulator",
+        "humanapi",
+        "explicit-api-wins",
+        "explicit-both",
+        "empty-is-unset",
+    ],
+)
+def test_upstream_presets_and_explicit_urls(
+    env: dict[str, str], auth_url: str, api_url: str, embedded: bool
+) -> None:
+    settings = load_settings(env)
+    assert (settings.auth_url, settings.api_url) == (auth_url, api_url)
+    assert settings.uses_embedded_simulator is embedded
+
+
+def test_humanapi_preset_is_the_production_hosts() -> None:
+    assert UPSTREAM_PRESETS["humanapi"] == ("https://auth.humanapi.co", "https://api.humanapi.co")
+
+
+@pytest.mark.parametrize("name", ["staging", "HumanAPI", " humanapi"])
+def test_unknown_preset_is_a_settings_error(name: str) -> None:
+    with pytest.raises(SettingsError, match=r"SYNC_UPSTREAM must be one of \['humanapi', "):
+        load_settings({"SYNC_UPSTREAM": name})
+
+
+def test_with_upstream_points_both_urls_at_one_server() -> None:
+    settings = load_settings({"SYNC_UPSTREAM": "humanapi"}).with_upstream("http://127.0.0.1:1234")
+    assert (settings.auth_url, settings.api_url) == ("http://127.0.0.1:1234",) * 2
+    assert settings.uses_embedded_simulator is False
