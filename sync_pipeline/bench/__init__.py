@@ -22,9 +22,21 @@ from sync_pipeline.settings import Settings
 
 PRESETS: dict[str, dict[str, int]] = {
     # ~200,000 records: 200 users x 27 list endpoints x 20..55 records (+ profiles)
-    "full": {"users": 200, "min_records": 20, "max_records": 55, "deliveries": 2000},
+    "full": {
+        "users": 200,
+        "min_records": 20,
+        "max_records": 55,
+        "deliveries": 2000,
+        "dlt_users": 40,
+    },
     # ~20,000 records: a laptop minute
-    "quick": {"users": 20, "min_records": 20, "max_records": 55, "deliveries": 500},
+    "quick": {
+        "users": 20,
+        "min_records": 20,
+        "max_records": 55,
+        "deliveries": 500,
+        "dlt_users": 20,
+    },
 }
 
 
@@ -43,6 +55,13 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch", type=int, default=100, help="changes before the incremental")
     parser.add_argument("--deliveries", type=int, default=None, help="receiver load deliveries")
     parser.add_argument("--senders", type=int, default=8, help="receiver load senders")
+    parser.add_argument(
+        "--dlt-users",
+        type=int,
+        default=None,
+        help="users the dlt run syncs (its records/s is compared; the full preset uses a "
+        "subset to stay within minutes)",
+    )
     parser.add_argument("--no-dlt", action="store_true", help="skip the dlt comparison")
     parser.add_argument(
         "--profile",
@@ -72,7 +91,7 @@ def run_bench(settings: Settings, args: argparse.Namespace) -> int:
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="sync-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
-        result = _bench(settings, args, size, deliveries, work)
+        result = _bench(settings, args, size, deliveries, preset["dlt_users"], work)
     finally:
         if args.work_dir is None:
             shutil.rmtree(work, ignore_errors=True)
@@ -83,7 +102,12 @@ def run_bench(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _bench(
-    settings: Settings, args: argparse.Namespace, size: Any, deliveries: int, work: Path
+    settings: Settings,
+    args: argparse.Namespace,
+    size: Any,
+    deliveries: int,
+    preset_dlt_users: int,
+    work: Path,
 ) -> dict[str, Any]:
     from sync_pipeline.bench import runs
     from sync_pipeline.bench.dlt_run import NOT_INSTALLED, dlt_available
@@ -141,7 +165,10 @@ def _bench(
         elif not dlt_available():
             run_results["dlt"] = {"not_run": NOT_INSTALLED}
         else:
-            run_results["dlt"] = runs.dlt_sync(sim, settings, work / "dlt", limit=limit)
+            dlt_users = args.dlt_users if args.dlt_users is not None else preset_dlt_users
+            run_results["dlt"] = runs.dlt_sync(
+                sim, settings, work / "dlt", limit=limit, users=dlt_users
+            )
         run_results["read_json"] = runs.read_json_load(
             work / "jsonl", sim.records_by_path, work / "read_json"
         )
@@ -162,7 +189,7 @@ def _command(args: argparse.Namespace) -> str:
     parts = ["sync-pipeline bench"]
     if args.quick:
         parts.append("--quick")
-    for name in ("users", "min_records", "max_records", "deliveries"):
+    for name in ("users", "min_records", "max_records", "deliveries", "dlt_users"):
         value = getattr(args, name)
         if value is not None:
             parts.append(f"--{name.replace('_', '-')} {value}")

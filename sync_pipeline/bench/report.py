@@ -131,6 +131,12 @@ def print_report(result: dict[str, Any], console: Console | None = None) -> None
             _fmt(run.get("peak_rss_mib")),
         )
     console.print(runs)
+    for name, run in result["runs"].items():
+        if run.get("failed_items"):
+            console.print(
+                f"[red]{name}: {run['failed_items']:,} (user, endpoint) items failed: its "
+                "records/s counts only what arrived[/red]"
+            )
     receiver = result["receiver"]
     console.print(
         f"receiver: {_fmt(receiver['deliveries_per_s'])} deliveries/s, "

@@ -152,7 +152,7 @@ def incremental_after_batch(
 
 
 def dlt_sync(
-    sim: SimProcess, settings: Settings, workdir: Path, *, limit: float | None
+    sim: SimProcess, settings: Settings, workdir: Path, *, limit: float | None, users: int
 ) -> dict[str, Any]:
     from sync_pipeline.bench.dlt_run import run_dlt
 
@@ -163,7 +163,7 @@ def dlt_sync(
         auth_url=settings.auth_url,
         client_id=settings.client_id,
         client_secret=settings.client_secret,
-        client_user_ids=[u["client_user_id"] for u in sim.users_list()],
+        client_user_ids=[u["client_user_id"] for u in sim.users_list()][:users],
         workdir=workdir,
         page_size=settings.page_size,
         workers=settings.http_concurrency,
@@ -183,6 +183,7 @@ def dlt_sync(
         "p95_request_ms": None,  # dlt keeps no per-request audit
         "peak_rss_mib": peak_rss_mib(),
         "tables": len(out["tables"]),
+        "users": users,
     }
 
 
