@@ -61,15 +61,16 @@ class NormalizedBatch:
 
 
 def normalize_records(
-    endpoint: Endpoint, human_id: str, records: Sequence[Mapping[str, Any]]
+    endpoint: Endpoint, human_id: str | Sequence[str], records: Sequence[Mapping[str, Any]]
 ) -> NormalizedBatch:
-    """Type one page of `endpoint`'s records for the user `human_id` (never taken from records)."""
-    if not isinstance(human_id, str) or not human_id:
-        raise ValueError("human_id must be a non-empty string")
+    """Type a batch of `endpoint`'s records. `human_id` is the user they were fetched for (never
+    taken from the records): one id for the whole batch, or one per record, so pages of many
+    users can be typed in one call (pandas' fixed cost per call dominates small pages)."""
     spec = SPECS.get(endpoint.table)
     if spec is None:
         raise KeyError(f"no table spec for {endpoint.table}")
     page: list[Any] = list(records)
+    owners = _owners(human_id, len(page))
     # non-objects are read as {} so every field list lines up with the page
     objects: list[Mapping[str, Any]] = [r if isinstance(r, Mapping) else {} for r in page]
 
@@ -86,13 +87,13 @@ def normalize_records(
     )
     for column in spec.required:
         valid &= typed[column].notna().to_numpy()
-    duplicate = _superseded_duplicates(ids, updated_at, valid)
+    duplicate = _superseded_duplicates(owners, ids, updated_at, valid)
     kept = valid & ~duplicate
 
     raws = [raw_json(r) for r in page]
     main = pd.DataFrame(
         {
-            "human_id": text_series([human_id] * len(page)),
+            "human_id": text_series(owners),
             "record_id": to_text(ids),
             "source_id": to_text(extract(objects, ("source",))),
             "created_at": created_at,
@@ -106,15 +107,16 @@ def normalize_records(
     kept_positions = np.flatnonzero(kept)
     kept_objects = [objects[i] for i in kept_positions]
     kept_ids = [str(ids[i]) for i in kept_positions]
+    kept_owners = [owners[i] for i in kept_positions]
     tables = {spec.table: main}
     for child in spec.children:
-        tables[child.table] = child.build(spec.table, human_id, kept_ids, kept_objects)
+        tables[child.table] = child.build(spec.table, kept_owners, kept_ids, kept_objects)
 
     rejected_positions = np.flatnonzero(~kept)
     rejected = pd.DataFrame(
         {
             "table_name": [spec.table] * len(rejected_positions),
-            "human_id": [human_id] * len(rejected_positions),
+            "human_id": [owners[i] for i in rejected_positions],
             "record_id": [_id_text(ids[i]) for i in rejected_positions],
             "reason": [
                 DUPLICATE_REASON if duplicate[i] else _reason(spec, page[i])
@@ -137,6 +139,23 @@ def to_arrow(table: str, df: pd.DataFrame) -> pa.Table:
     )
 
 
+def _owners(human_id: str | Sequence[str], count: int) -> list[str]:
+    """The user of each record: every one a non-empty string."""
+    if isinstance(human_id, str):
+        owners = [human_id] * count
+    elif isinstance(human_id, Sequence):
+        owners = list(human_id)
+        if len(owners) != count:
+            raise ValueError("one human_id per record, or one for the batch")
+    else:
+        raise ValueError("human_id must be a non-empty string")
+    if (isinstance(human_id, str) and not human_id) or not all(
+        isinstance(h, str) and h for h in set(owners)
+    ):
+        raise ValueError("human_id must be a non-empty string")
+    return owners
+
+
 def _usable_id(value: Any) -> bool:
     return isinstance(value, str) and bool(value.strip())
 
@@ -149,12 +168,18 @@ def _id_text(value: Any) -> str | None:
     return None
 
 
-def _superseded_duplicates(ids: list[Any], updated_at: pd.Series, valid: np.ndarray) -> np.ndarray:
-    """Valid rows whose id reappears in the page with a later updated_at (ties: later row wins)."""
-    candidates = pd.DataFrame({"id": ids, "updated_at": updated_at})[valid]
-    latest_last = candidates.sort_values("updated_at", kind="stable")
-    losers = latest_last.index[latest_last.duplicated("id", keep="last")]
+def _superseded_duplicates(
+    owners: list[str], ids: list[Any], updated_at: pd.Series, valid: np.ndarray
+) -> np.ndarray:
+    """Valid rows whose (user, id) reappears in the batch with a later updated_at (ties: the
+    later row wins)."""
     duplicate = np.zeros(len(ids), dtype=bool)
+    keys = list(zip(owners, ids, strict=True))
+    if len(set(keys)) == len(keys):
+        return duplicate  # the usual page: nothing to sort
+    candidates = pd.DataFrame({"key": keys, "updated_at": updated_at})[valid]
+    latest_last = candidates.sort_values("updated_at", kind="stable")
+    losers = latest_last.index[latest_last.duplicated("key", keep="last")]
     duplicate[losers] = True
     return duplicate
 

@@ -9,6 +9,7 @@ elements that are not JSON objects are skipped (their record's `raw` still has t
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
@@ -25,30 +26,41 @@ _KEY_COLUMNS = (
 _LOINC_SYSTEM_OID = "2.16.840.1.113883.6.1"
 
 
+@dataclass
+class _Exploded:
+    """One list inside each record, flattened: the parent's keys and position per element."""
+
+    human_ids: list[str] = field(default_factory=list)
+    ids: list[str] = field(default_factory=list)
+    positions: list[int] = field(default_factory=list)
+    items: list[dict[str, Any]] = field(default_factory=list)
+
+    def keys(self) -> dict[str, pd.Series]:
+        return {
+            "human_id": text_series(self.human_ids),
+            "record_id": text_series(self.ids),
+            "position": pd.Series(self.positions, dtype="Int64"),
+        }
+
+
 def _explode(
-    record_ids: Sequence[str], records: Sequence[Mapping[str, Any]], key: str
-) -> tuple[list[str], list[int], list[dict[str, Any]]]:
-    ids: list[str] = []
-    positions: list[int] = []
-    items: list[dict[str, Any]] = []
-    for record_id, record in zip(record_ids, records, strict=True):
+    human_ids: Sequence[str],
+    record_ids: Sequence[str],
+    records: Sequence[Mapping[str, Any]],
+    key: str,
+) -> _Exploded:
+    out = _Exploded()
+    for human_id, record_id, record in zip(human_ids, record_ids, records, strict=True):
         elements = record.get(key)
         if not isinstance(elements, list):
             continue
         for position, element in enumerate(elements):
             if isinstance(element, dict):
-                ids.append(record_id)
-                positions.append(position)
-                items.append(element)
-    return ids, positions, items
-
-
-def _keys(human_id: str, ids: list[str], positions: list[int]) -> dict[str, pd.Series]:
-    return {
-        "human_id": text_series([human_id] * len(ids)),
-        "record_id": text_series(ids),
-        "position": pd.Series(positions, dtype="Int64"),
-    }
+                out.human_ids.append(human_id)
+                out.ids.append(record_id)
+                out.positions.append(position)
+                out.items.append(element)
+    return out
 
 
 def _loinc_code(codes: Any) -> str | None:
@@ -89,11 +101,12 @@ TEST_RESULT_COMPONENTS_SCHEMA = pa.schema(
 
 def build_test_result_components(
     parent_table: str,
-    human_id: str,
+    human_ids: Sequence[str],
     record_ids: Sequence[str],
     records: Sequence[Mapping[str, Any]],
 ) -> pd.DataFrame:
-    ids, positions, items = _explode(record_ids, records, "components")
+    exploded = _explode(human_ids, record_ids, records, "components")
+    items = exploded.items
     raw_values = extract(items, ("value",))
     value = to_text(_value_text(raw_values))
     # a number sent as a number is taken as is; text goes through the value parser
@@ -107,7 +120,7 @@ def build_test_result_components(
     ref_high = to_float(extract(items, ("high",))).fillna(parsed_range["ref_high"])
     return pd.DataFrame(
         {
-            **_keys(human_id, ids, positions),
+            **exploded.keys(),
             "name": to_text(extract(items, ("name",))),
             "value": value,
             "value_numeric": value_numeric,
@@ -135,11 +148,12 @@ VITAL_RESULTS_SCHEMA = pa.schema(
 
 def build_vital_results(
     parent_table: str,
-    human_id: str,
+    human_ids: Sequence[str],
     record_ids: Sequence[str],
     records: Sequence[Mapping[str, Any]],
 ) -> pd.DataFrame:
-    ids, positions, items = _explode(record_ids, records, "results")
+    exploded = _explode(human_ids, record_ids, records, "results")
+    items = exploded.items
     raw_values = extract(items, ("value",))
     # pre-2020 records send "136"; a trailing unit ("136 mmHg") is tolerated like in labs
     value = to_float([v if isinstance(v, int | float) else None for v in raw_values]).fillna(
@@ -147,7 +161,7 @@ def build_vital_results(
     )
     return pd.DataFrame(
         {
-            **_keys(human_id, ids, positions),
+            **exploded.keys(),
             "name": to_text(extract(items, ("name",))),
             "normalized_name": to_text(extract(items, ("normalizedName",))),
             "value": value,
@@ -172,15 +186,16 @@ RECORD_CODES_SCHEMA = pa.schema(
 
 def build_record_codes(
     parent_table: str,
-    human_id: str,
+    human_ids: Sequence[str],
     record_ids: Sequence[str],
     records: Sequence[Mapping[str, Any]],
 ) -> pd.DataFrame:
-    ids, positions, items = _explode(record_ids, records, "codes")
+    exploded = _explode(human_ids, record_ids, records, "codes")
+    items = exploded.items
     return pd.DataFrame(
         {
-            "table_name": text_series([parent_table] * len(ids)),
-            **_keys(human_id, ids, positions),
+            "table_name": text_series([parent_table] * len(items)),
+            **exploded.keys(),
             "code": to_text(_value_text(extract(items, ("code",)))),
             "code_system": to_text(extract(items, ("codeSystem",))),
             "code_system_name": to_text(extract(items, ("codeSystemName",))),

@@ -84,8 +84,10 @@ def text_list(path: str, column: str | None = None) -> Field:
     return _field("text_list", path, column)
 
 
-ChildBuilder = Callable[[str, str, Sequence[str], Sequence[Mapping[str, Any]]], pd.DataFrame]
-"""(parent table, human_id, record ids, records) → rows of one child table."""
+ChildBuilder = Callable[
+    [str, Sequence[str], Sequence[str], Sequence[Mapping[str, Any]]], pd.DataFrame
+]
+"""(parent table, human_id per record, record ids, records) → rows of one child table."""
 
 
 @dataclass(frozen=True)
