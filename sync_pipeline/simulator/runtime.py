@@ -52,35 +52,38 @@ class RateDecision:
     allowed: bool
     limit: int
     remaining: int
-    reset_epoch_s: int  # when the bucket is full again
+    reset_epoch_s: int  # when the current window ends and `limit` requests are allowed again
     retry_after_s: int  # whole seconds until one request is allowed (0 when allowed)
 
 
-class TokenBucket:
-    """One bucket over all upstream requests: `rate` per second, bursts up to one second's worth."""
+class FixedWindow:
+    """One limit over all upstream requests: `limit` per window aligned to the wall clock, the
+    convention of `X-RateLimit-*` headers (Remaining left in this window, Reset when it ends),
+    so a client may spend Remaining evenly until Reset."""
 
     def __init__(self, rate: float) -> None:
-        self.rate = rate
-        self.capacity = max(1.0, rate)
-        self._tokens = self.capacity
-        self._at = time.monotonic()
+        self.window_s = 1.0 if rate >= 1 else 1.0 / rate
+        self.limit = max(1, round(rate * self.window_s))
+        self._window = -1
+        self._used = 0
         self._lock = threading.Lock()
 
     def take(self) -> RateDecision:
         with self._lock:
-            now = time.monotonic()
-            self._tokens = min(self.capacity, self._tokens + (now - self._at) * self.rate)
-            self._at = now
-            allowed = self._tokens >= 1.0
+            now = time.time()
+            window = math.floor(now / self.window_s)
+            if window != self._window:
+                self._window, self._used = window, 0
+            allowed = self._used < self.limit
             if allowed:
-                self._tokens -= 1.0
-            missing = 0.0 if allowed else 1.0 - self._tokens
+                self._used += 1
+            window_end = (window + 1) * self.window_s
             return RateDecision(
                 allowed=allowed,
-                limit=math.floor(self.capacity),
-                remaining=math.floor(self._tokens),
-                reset_epoch_s=math.ceil(time.time() + (self.capacity - self._tokens) / self.rate),
-                retry_after_s=0 if allowed else max(1, math.ceil(missing / self.rate)),
+                limit=self.limit,
+                remaining=self.limit - self._used,
+                reset_epoch_s=math.ceil(window_end),
+                retry_after_s=0 if allowed else max(1, math.ceil(window_end - now)),
             )
 
 
@@ -90,7 +93,7 @@ class FaultDice:
     def __init__(self, faults: SimFaults) -> None:
         self.faults = faults
         self.rng = random.Random(faults.seed)
-        self.bucket = TokenBucket(faults.rate_limit_per_s) if faults.rate_limit_per_s else None
+        self.bucket = FixedWindow(faults.rate_limit_per_s) if faults.rate_limit_per_s else None
         self._served_by_path: Counter[str] = Counter()
         self._lock = threading.Lock()
 

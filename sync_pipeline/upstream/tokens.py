@@ -11,6 +11,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from sync_pipeline.upstream.errors import UserNeedsReconnect
 from sync_pipeline.upstream.models import UserRef
 
 # Renew this long before expiry, or 10% of the lifetime for short-lived tokens, so a token
@@ -47,6 +48,9 @@ class TokenCache:
         self._clock = clock
         self._cached: dict[str, _Cached] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        # a refusal (403/404) stands for the rest of the run: asking again per endpoint would
+        # only repeat it
+        self._refused: dict[str, UserNeedsReconnect] = {}
 
     async def get(self, user: UserRef) -> str:
         """A valid token for the user, from cache or (once, however many callers wait) fetched."""
@@ -56,11 +60,17 @@ class TokenCache:
             return cached
         lock = self._locks.setdefault(client_user_id, asyncio.Lock())
         async with lock:
-            # Whoever held the lock before us may have just fetched it.
+            # Whoever held the lock before us may have just fetched it, or been refused.
             cached = self._fresh(client_user_id)
             if cached is not None:
                 return cached
-            issued = await self._fetch(user)
+            if client_user_id in self._refused:
+                raise self._refused[client_user_id]
+            try:
+                issued = await self._fetch(user)
+            except UserNeedsReconnect as refusal:
+                self._refused[client_user_id] = refusal
+                raise
             lifetime = issued.expires_in_s
             self._cached[client_user_id] = _Cached(
                 issued.access_token, self._clock() + lifetime - renewal_margin_s(lifetime)
