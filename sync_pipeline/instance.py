@@ -26,4 +26,8 @@ def ensure_local_instance(dagster_home: Path) -> DagsterInstance:
     if not config.exists():
         config.write_text(LOCAL_INSTANCE_YAML)
     os.environ["DAGSTER_HOME"] = str(dagster_home)
-    return DagsterInstance.get()
+    instance = DagsterInstance.get()
+    # create the storage now: several processes creating an empty SQLite home at once race
+    # on its schema migration
+    instance.get_run_records(limit=1)
+    return instance
