@@ -9,6 +9,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 
+from sync_pipeline.private import owner_only_files
 from sync_pipeline.settings import SettingsError, load_settings
 
 
@@ -58,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Dagster flags its own beta parameters at import; that is for us, not for the operator
     warnings.filterwarnings("ignore", module="dagster")
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
-    os.umask(0o077)  # warehouse, lake and landing files hold PHI: owner-only
+    owner_only_files()  # warehouse, lake and landing files hold PHI
     if args.data_dir:
         os.environ["SYNC_DATA_DIR"] = args.data_dir
     try:

@@ -131,6 +131,6 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         http_deadline_s=_float(env, "SYNC_HTTP_DEADLINE_S", 120.0) or 120.0,
         page_size=page_size,
         rate_limit_per_s=_float(env, "SYNC_RATE_LIMIT_PER_S", None),
-        debug_body_lines=_int(env, "SYNC_DEBUG_BODY_LINES", 20),
+        debug_body_lines=_int(env, "SYNC_DEBUG_BODY_LINES", 0),
         uses_embedded_simulator=embedded,
     )

@@ -19,7 +19,8 @@ landing_days = dg.DailyPartitionsDefinition(start_date="2025-01-01", end_offset=
 POOL = "warehouse"  # one slot: only one step at a time opens the DuckDB file
 
 
-# Preview columns: ids, times, names and statuses only, never payloads (raw, values, notes).
+# Preview columns: ids, times and statuses only. Never names, values or payloads: metadata is
+# stored in the Dagster instance, which is not PHI storage (a medication's name is PHI).
 PREVIEW_COLUMNS = (
     "table_name",
     "human_id",
@@ -31,7 +32,6 @@ PREVIEW_COLUMNS = (
     "event",
     "status",
     "source_id",
-    "name",
     "created_at",
     "updated_at",
     "deleted_at",

@@ -21,6 +21,7 @@ import duckdb
 import pandas as pd
 import pyarrow as pa
 
+from sync_pipeline.private import owner_only_files
 from sync_pipeline.warehouse.schemas import CONNECT_SCHEMAS, OPS_SCHEMAS, VIEWS
 
 
@@ -46,6 +47,7 @@ def _col(name: str) -> str:
 def connect(path: Path, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
     """Open the warehouse. Writers are serialised by design (one Dagster pool slot), so this
     never retries on a lock: a lock error here means that rule was broken and should surface."""
+    owner_only_files()
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     con = duckdb.connect(str(path), read_only=read_only)
     try:
