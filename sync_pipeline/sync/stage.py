@@ -3,6 +3,9 @@
 Rows are buffered per table and flushed to one lake file per chunk once a buffer passes
 `flush_rows`, so a run never holds a whole endpoint history in memory. The commit step reads
 the run's chunks back with DuckDB's read_parquet.
+
+The lake is the local `lake_dir` unless SYNC_LAKE_URL names an object store (read when the
+stager is made, i.e. when the run starts); then staged files are s3:// URLs, not paths.
 """
 
 from __future__ import annotations
@@ -20,12 +23,14 @@ from sync_pipeline.warehouse import lake
 class Stager:
     def __init__(self, lake_dir: Path, run_id: str, *, flush_rows: int = 50_000) -> None:
         self._lake_dir = lake_dir
+        self._url = lake.lake_url(lake_dir)
+        self._store = lake.object_store() if lake.is_remote(self._url) else None
         self._run_id = run_id
         self._flush_rows = flush_rows
         self._buffers: dict[str, list[pa.Table]] = defaultdict(list)
         self._buffered_rows: dict[str, int] = defaultdict(int)
         self._chunks: dict[str, int] = defaultdict(int)
-        self.files: dict[str, list[Path]] = defaultdict(list)
+        self.files: dict[str, list[Path | str]] = defaultdict(list)
 
     def add(self, table: str, frame: pd.DataFrame) -> None:
         if frame.empty:
@@ -35,7 +40,7 @@ class Stager:
         if self._buffered_rows[table] >= self._flush_rows:
             self._flush(table)
 
-    def finish(self) -> dict[str, list[Path]]:
+    def finish(self) -> dict[str, list[Path | str]]:
         for table in list(self._buffers):
             self._flush(table)
         return dict(self.files)
@@ -47,10 +52,10 @@ class Stager:
             return
         chunk = self._chunks[table]
         self._chunks[table] += 1
-        path = lake.write_chunk(
-            self._lake_dir,
-            table,
-            pa.concat_tables(parts),
-            f"run={self._run_id}/part-{chunk:05d}",
-        )
-        self.files[table].append(path)
+        data = pa.concat_tables(parts)
+        chunk_name = f"run={self._run_id}/part-{chunk:05d}"
+        if self._store is not None:
+            url = lake.write_object_chunk(self._store, self._url, table, data, chunk_name)
+            self.files[table].append(url)
+        else:
+            self.files[table].append(lake.write_chunk(self._lake_dir, table, data, chunk_name))

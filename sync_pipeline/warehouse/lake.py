@@ -1,20 +1,38 @@
-"""The Parquet lake: one file per run (or partition) chunk under lake/<schema>/<table>/.
+"""The Parquet lake: one file per run (or partition) chunk under <lake>/<schema>/<table>/.
 
-Readers never see a partial file: each file is written under a temporary name in the same
-folder, fsync'd, then renamed into place (rename is atomic on a POSIX filesystem). Names are
-deterministic per (run, chunk), so re-writing a chunk replaces it instead of adding a copy.
+The lake lives on the local filesystem (default: <data_dir>/lake) or on S3-compatible object
+storage named by SYNC_LAKE_URL (s3://bucket/prefix; SYNC_LAKE_ENDPOINT_URL for a non-AWS
+endpoint, credentials from the usual AWS_* environment). Either way readers never see a
+partial file, by different means:
+
+- Local: each file is written under a temporary name in the same folder, fsync'd, then renamed
+  into place (rename is atomic on a POSIX filesystem). Names are deterministic per (run, chunk),
+  so re-writing a chunk replaces it instead of adding a copy.
+- Object store: there is no rename (a "rename" is copy + delete, and a reader can list the key
+  in between). Instead, (1) each chunk is serialised in memory and sent in one PUT (or one
+  multipart upload, which S3 makes visible only on completion) - never through a streaming file
+  handle, whose close() on an exception would publish a truncated object; (2) every key is
+  unique (run id + chunk number + uuid), so no write ever overwrites an object a reader might
+  be reading, and a retried chunk adds a new key rather than racing an old one; (3) the commit
+  step records the keys it loaded in ops.load_log.lake_files in the same DuckDB transaction as
+  the rows - that is the manifest. Objects of a run that died before committing exist but are
+  in no manifest: readers list the lake through ops.load_log, never by listing the bucket.
 """
 
 from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
+import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 TMP_MARKER = ".tmp-"
+REMOTE_SCHEMES = ("s3://",)
 
 
 def table_dir(lake_dir: Path, table: str) -> Path:
@@ -58,3 +76,47 @@ def _fsync_dir(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+# --- object storage ------------------------------------------------------------------------------
+
+
+def lake_url(default_dir: Path, env: Mapping[str, str] | None = None) -> str:
+    """Where the lake is: SYNC_LAKE_URL when set, else the local `default_dir`."""
+    env = os.environ if env is None else env
+    return (env.get("SYNC_LAKE_URL") or "").rstrip("/") or str(default_dir)
+
+
+def is_remote(location: str | Path) -> bool:
+    return str(location).startswith(REMOTE_SCHEMES)
+
+
+def object_store(env: Mapping[str, str] | None = None) -> Any:
+    """The s3fs filesystem for the lake (fsspec caches instances, so writers and DuckDB share
+    one per configuration). Imported lazily: the local lake needs no S3 client."""
+    import s3fs
+
+    env = os.environ if env is None else env
+    endpoint = env.get("SYNC_LAKE_ENDPOINT_URL")
+    client_kwargs = {"endpoint_url": endpoint} if endpoint else {}
+    return s3fs.S3FileSystem(client_kwargs=client_kwargs)
+
+
+def write_object_chunk(fs: Any, base_url: str, table: str, data: pa.Table, chunk_name: str) -> str:
+    """Write `data` as one new object <base>/<schema>/<table>/<chunk_name>-<uuid>.parquet and
+    return its URL. The object appears whole or not at all (see the module docstring)."""
+    schema, name = table.split(".", 1)
+    url = f"{base_url}/{schema}/{name}/{chunk_name}-{uuid.uuid4().hex}.parquet"
+    sink = pa.BufferOutputStream()
+    pq.write_table(data, sink, compression="zstd")
+    fs.pipe_file(url, sink.getvalue().to_pybytes())
+    return url
+
+
+def register_filesystems(con: duckdb.DuckDBPyConnection, files: Iterable[str | Path]) -> None:
+    """Let DuckDB read the lake's object-store files through fsspec (no httpfs extension,
+    which cannot be downloaded here). A no-op for local files."""
+    if not any(is_remote(f) for f in files):
+        return
+    if "s3" not in con.list_filesystems():
+        con.register_filesystem(object_store())
