@@ -13,6 +13,8 @@ import dagster as dg
 import pyarrow as pa
 import pytest
 
+from sync_pipeline.assets.connect import CONNECT_CHECKS
+from sync_pipeline.assets.records import record_sync
 from sync_pipeline.assets.resources import SyncSettings
 from sync_pipeline.assets.sensors import (
     CONNECTION_LOOKBACK,
@@ -21,9 +23,11 @@ from sync_pipeline.assets.sensors import (
     new_connection_sensor,
     sync_after_intake,
 )
+from sync_pipeline.connect.sources import UPSTREAM_ONLY, source_status_rows
 from sync_pipeline.definitions import defs
 from sync_pipeline.intake.landing import LandedDelivery, LandingLog
 from sync_pipeline.runs import run_job, sync_config
+from sync_pipeline.sync.connection_state import rebuild_connection_state
 from sync_pipeline.warehouse import db
 from sync_pipeline_tests.connect.builders import (
     FITBIT,
@@ -245,3 +249,65 @@ def test_new_connection_sensor_skips_a_tick_while_a_run_holds_the_write_lock(
         holder.communicate("")
     requests, _, _ = _evaluate(new_connection_sensor, instance, tmp_path, None)
     assert [r.run_key for r in requests] == [f"connect:{HUMAN}:d1"]
+
+
+# --- the reconciliation check (assets/connect.py) ---------------------------------------------
+
+
+def _snapshot(human_id: str, at: str, sources: list[dict[str, str]]) -> pa.Table:
+    entries = [{"source": s["name"], "id": s["id"], "name": s["name"]} for s in sources]
+    taken = dt.datetime.fromisoformat(f"2026-03-01T{at}:00+00:00")
+    return pa.Table.from_pandas(source_status_rows(human_id, entries, taken), preserve_index=False)
+
+
+def test_reconciliation_check_warns_about_disagreeing_users_only(
+    tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    _store_sessions(
+        tmp_path,
+        [
+            delivery("h1", "10:00", "close", connected=[FITBIT], current=[FITBIT]),
+            delivery(
+                "o1",
+                "10:00",
+                "close",
+                connected=[MOVES],
+                current=[MOVES],
+                human_id=OTHER_HUMAN,
+                client_user_id=OTHER_USER,
+            ),
+            # after o1's snapshot below: OTHER's snapshot is stale, so it is not judged
+            delivery(
+                "o2",
+                "12:00",
+                "connect_source",
+                connected=[WITHINGS],
+                human_id=OTHER_HUMAN,
+                client_user_id=OTHER_USER,
+            ),
+        ],
+    )
+    with db.connect(tmp_path / "warehouse.duckdb") as con:
+        rebuild_connection_state(con)
+        db.append(con, "connect.source_status", _snapshot(HUMAN, "11:00", [FITBIT, WITHINGS]))
+        db.append(con, "connect.source_status", _snapshot(OTHER_HUMAN, "11:00", [MOVES]))
+    check_defs = dg.Definitions(
+        assets=[record_sync],
+        asset_checks=CONNECT_CHECKS,
+        jobs=[
+            dg.define_asset_job(
+                "reconcile_only", selection=dg.AssetSelection.checks(*CONNECT_CHECKS)
+            )
+        ],
+        resources={"sync": SyncSettings(data_dir=str(tmp_path))},
+    )
+    result = check_defs.resolve_job_def("reconcile_only").execute_in_process(instance=instance)
+    (evaluation,) = result.get_asset_check_evaluations()
+    assert not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.WARN
+    assert evaluation.description == f"1 user(s) disagree: {HUMAN}"
+    assert evaluation.metadata["users_checked"].value == 1
+    assert evaluation.metadata["users_with_stale_snapshot"].value == 1
+    table = evaluation.metadata["disagreements"].value
+    assert table == (
+        f"| human_id | source | problem |\n|---|---|---|\n| {HUMAN} | Withings | {UPSTREAM_ONLY} |"
+    )
