@@ -5,7 +5,8 @@ executor the code location's runs use.
   directory) or `postgres` (deploy/dagster.postgres.yaml; connection details from DAGSTER_PG_*).
 - SYNC_EXECUTOR: `multiprocess` (default: each step in its own process, Dagster's default for
   launched runs), `in_process`, or `celery` (deploy/celery.yaml: steps as Celery tasks on a
-  broker such as Redis; workers started with `dagster-celery worker start`).
+  broker such as Redis; workers started with `dagster-celery worker start`), or `k8s`
+  (deploy/k8s/executor.yaml: each step a Kubernetes Job, dagster-k8s).
 
 Everything here is pure (environment in, text or config out) so `instance.py` and the CLI can
 call it without knowing which deployment they are in.
@@ -18,13 +19,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import dagster as dg
 import yaml
 
 # deploy/ at the repository root, beside the package (the configs are operator-facing files).
 DEPLOY_DIR = Path(__file__).resolve().parent.parent / "deploy"
 
 STORAGES = ("sqlite", "postgres")
-EXECUTORS = ("multiprocess", "in_process", "celery")
+EXECUTORS = ("multiprocess", "in_process", "celery", "k8s")
 
 # Variables the Postgres instance yaml reads; all must be set when SYNC_DAGSTER_STORAGE=postgres.
 POSTGRES_ENV = (
@@ -80,16 +82,36 @@ def executor_name(env: Mapping[str, str] | None = None) -> str:
     return _choice(os.environ if env is None else env, "SYNC_EXECUTOR", EXECUTORS)
 
 
-def executor_run_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """Run config selecting the executor (merge into a job's run config). Jobs built with
-    `dg.multiprocess_executor | celery_executor` accept `{"execution": {"config": {...}}}`."""
-    env = os.environ if env is None else env
+def executor_config(file: str) -> dict[str, Any]:
+    """The executor config in deploy/<file> (env references resolved when a run starts)."""
+    loaded = yaml.safe_load((DEPLOY_DIR / file).read_text())
+    config: dict[str, Any] = loaded["execution"]["config"]
+    return config
+
+
+def executor_def(env: Mapping[str, str] | None = None) -> dg.ExecutorDefinition:
+    """The executor the environment selects, configured, for `Definitions(executor=...)`.
+
+    multiprocess (default) is what runs launched by the daemon, the UI or `dagster job execute`
+    use; `execute_in_process` (tests, `sync-pipeline` commands via runs.run_job) runs every step
+    in the calling process whatever is selected here. celery needs a broker in
+    SYNC_CELERY_BROKER and workers started with
+    `dagster-celery worker start -A dagster_celery.app -y deploy/celery.yaml`."""
     name = executor_name(env)
     if name == "celery":
-        loaded = yaml.safe_load((DEPLOY_DIR / "celery.yaml").read_text())
-        config: dict[str, Any] = loaded["execution"]["config"]["celery"]
-        broker = env.get("SYNC_CELERY_BROKER")
-        if broker:
-            config = {**config, "broker": broker, "backend": broker}
-        return {"execution": {"config": {"celery": config}}}
-    return {"execution": {"config": {name: {}}}}
+        from dagster_celery import celery_executor
+
+        celery: dg.ExecutorDefinition = celery_executor.configured(
+            executor_config("celery.yaml"), name="celery"
+        )
+        return celery
+    if name == "k8s":
+        from dagster_k8s import k8s_job_executor
+
+        k8s: dg.ExecutorDefinition = k8s_job_executor.configured(
+            executor_config("k8s/executor.yaml"), name="k8s"
+        )
+        return k8s
+    if name == "in_process":
+        return dg.in_process_executor
+    return dg.multiprocess_executor
