@@ -144,9 +144,11 @@ class ConnectionCursor:
 
     @property
     def since(self) -> dt.datetime:
-        if self.watermark is None:
-            return dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-        return self.watermark - CONNECTION_LOOKBACK
+        # A sensor turned on for the first time looks back one window from now, not at the
+        # whole history: a catch-up run per user ever connected would be a burst the daily
+        # catch-up already covers.
+        mark = self.watermark or dt.datetime.now(dt.UTC)
+        return mark - CONNECTION_LOOKBACK
 
     def advanced(self, seen: dict[str, dt.datetime]) -> ConnectionCursor:
         """This cursor once the sessions `seen` (digest → received_at) are handled."""

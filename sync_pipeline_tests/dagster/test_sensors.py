@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import pandas as pd
 import pyarrow as pa
 import pytest
 
@@ -39,6 +40,9 @@ from sync_pipeline_tests.connect.builders import (
     delivery,
     sessions_frame,
 )
+
+# the connection sensor as if it had been running since before the builders' test day
+ON_TEST_DAY = ConnectionCursor(dt.datetime(2026, 3, 1, tzinfo=dt.UTC), {}).dump()
 
 
 @pytest.fixture(scope="module")
@@ -172,7 +176,7 @@ def test_new_connection_sensor_requests_one_catchup_per_opening_session(
             ),
         ],
     )
-    first, cursor, _ = _evaluate(new_connection_sensor, instance, tmp_path, None)
+    first, cursor, _ = _evaluate(new_connection_sensor, instance, tmp_path, ON_TEST_DAY)
     assert [(r.run_key, r.run_config) for r in first] == [
         (f"connect:{HUMAN}:d1", sync_config("catchup", [HUMAN])),
         (f"connect:{OTHER_HUMAN}:o1", sync_config("catchup", [OTHER_HUMAN])),
@@ -204,7 +208,7 @@ def test_new_connection_sensor_catches_a_late_inserted_session_once(
     """A session inserted after a later-received one (still being written when an intake read
     the day) is inside the lookback window: requested once, not skipped, not repeated."""
     _store_sessions(tmp_path, [delivery("d1", "10:00", "connect_source", connected=[FITBIT])])
-    _, cursor, _ = _evaluate(new_connection_sensor, instance, tmp_path, None)
+    _, cursor, _ = _evaluate(new_connection_sensor, instance, tmp_path, ON_TEST_DAY)
     _store_sessions(
         tmp_path,
         [delivery("d0", "09:30", "connect_source", connected=[MOVES], received_at="09:59")],
@@ -212,6 +216,28 @@ def test_new_connection_sensor_catches_a_late_inserted_session_once(
     late, cursor_2, _ = _evaluate(new_connection_sensor, instance, tmp_path, cursor)
     assert [r.run_key for r in late] == [f"connect:{HUMAN}:d0"]
     assert _evaluate(new_connection_sensor, instance, tmp_path, cursor_2)[0] == []
+
+
+def test_new_connection_sensor_first_tick_looks_back_one_window_only(
+    tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    """Turned on for the first time, the sensor does not start a catch-up for every user ever
+    connected (the daily catch-up covers them), only for sessions of the last window."""
+    now = pd.Timestamp.now(tz="UTC")
+    old = delivery("old", "10:00", "connect_source", connected=[FITBIT])
+    old["received_at"] = now - CONNECTION_LOOKBACK - pd.Timedelta(hours=1)
+    new = delivery(
+        "new",
+        "10:00",
+        "connect_source",
+        connected=[MOVES],
+        human_id=OTHER_HUMAN,
+        client_user_id=OTHER_USER,
+    )
+    new["received_at"] = now
+    _store_sessions(tmp_path, [old, new])
+    requests, _, _ = _evaluate(new_connection_sensor, instance, tmp_path, None)
+    assert [r.run_key for r in requests] == [f"connect:{OTHER_HUMAN}:new"]
 
 
 def test_connection_cursor_forgets_digests_outside_the_window() -> None:
@@ -242,12 +268,14 @@ def test_new_connection_sensor_skips_a_tick_while_a_run_holds_the_write_lock(
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
-        requests, cursor, skipped = _evaluate(new_connection_sensor, instance, tmp_path, None)
-        assert requests == [] and cursor is None
+        requests, cursor, skipped = _evaluate(
+            new_connection_sensor, instance, tmp_path, ON_TEST_DAY
+        )
+        assert requests == [] and cursor == ON_TEST_DAY  # skipped: cursor unchanged
         assert skipped is not None and skipped.startswith("warehouse busy")
     finally:
         holder.communicate("")
-    requests, _, _ = _evaluate(new_connection_sensor, instance, tmp_path, None)
+    requests, _, _ = _evaluate(new_connection_sensor, instance, tmp_path, ON_TEST_DAY)
     assert [r.run_key for r in requests] == [f"connect:{HUMAN}:d1"]
 
 
