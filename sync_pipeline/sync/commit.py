@@ -22,7 +22,7 @@ from sync_pipeline.sync.connection_state import rebuild_connection_state
 from sync_pipeline.sync.fetch import FetchResult
 from sync_pipeline.sync.plan import SyncPlan
 from sync_pipeline.upstream.endpoints import ENDPOINTS
-from sync_pipeline.warehouse import db
+from sync_pipeline.warehouse import db, lake
 
 
 @dataclass(frozen=True)
@@ -141,7 +141,8 @@ def commit_run(
     return summary
 
 
-def _read(con: duckdb.DuckDBPyConnection, files: list[Path]) -> pa.Table:
+def _read(con: duckdb.DuckDBPyConnection, files: list[Path | str]) -> pa.Table:
+    lake.register_filesystems(con, files)  # s3:// staged files are read through fsspec
     return con.read_parquet([str(f) for f in files]).to_arrow_table()
 
 
@@ -190,8 +191,9 @@ def _mark_notifications(
             statuses[notification_id] = status
         if result.gone_ids and result.ok:
             gone = set(result.gone_ids)
-            if gone == set(result.item.record_ids):
-                statuses.update(dict.fromkeys(result.item.notification_ids, "gone"))
+            for notification_id, object_id in result.item.notified_objects:
+                if object_id in gone:
+                    statuses[notification_id] = "gone"
     if not statuses:
         return
     updates = pa.table(

@@ -94,14 +94,30 @@ async def fetch_plan(
             return result
         try:
             if item.how == "list":
+                seen: set[str] = set()
                 async for page in client.iter_pages(
                     user, endpoint, updated_since=item.updated_since
                 ):
+                    seen.update(str(r.get("id")) for r in page.records)
                     take(
                         normalize_records(endpoint, user.human_id, page.records),
                         endpoint.table,
                         result,
                     )
+                # a notified object the list did not return is gone (or older than the
+                # cursor): only a GET by id can tell, and a 404 must set deleted_at
+                for record_id in item.record_ids:
+                    if record_id in seen:
+                        continue
+                    record = await client.fetch_record(user, endpoint, record_id)
+                    if record is None:
+                        result.gone_ids.append(record_id)
+                    else:
+                        take(
+                            normalize_records(endpoint, user.human_id, [record]),
+                            endpoint.table,
+                            result,
+                        )
             elif item.how == "object":
                 record = await client.fetch_object(user, endpoint)
                 if record is not None:

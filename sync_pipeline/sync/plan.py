@@ -31,9 +31,13 @@ class WorkItem:
     # "object": a single-object endpoint (medical/profile)
     how: Literal["list", "singles", "object"]
     updated_since: datetime | None = None
+    # singles: the ids to GET; list: notified ids the pages must contain (one missing from
+    # them is asked for by id, so a 404 still sets deleted_at)
     record_ids: tuple[str, ...] = ()
     # notifications this item answers; marked synced/gone/failed when it commits
     notification_ids: tuple[str, ...] = ()
+    # (notification_id, object_id): a notification is 'gone' when its own object answered 404
+    notified_objects: tuple[tuple[str, str], ...] = ()
     # catch-up items advance the (user, endpoint) cursor once their load commits
     advances_cursor: bool = False
 
@@ -104,8 +108,12 @@ def plan_sync(
                 continue
             existing = items.get((hid, ep_path))
             if existing is not None:
+                objects = () if existing.how == "object" else _object_ids(group)
                 items[(hid, ep_path)] = replace(
-                    existing, notification_ids=existing.notification_ids + ids
+                    existing,
+                    notification_ids=existing.notification_ids + ids,
+                    record_ids=tuple(sorted(set(existing.record_ids) | set(objects))),
+                    notified_objects=existing.notified_objects + _pairs(group),
                 )
                 continue
             items[(hid, ep_path)] = _notified_item(syncable[hid], BY_PATH[ep_path], group, ids)
@@ -121,10 +129,34 @@ def _notified_item(
 ) -> WorkItem:
     if endpoint.single_object:
         return WorkItem(user, endpoint, "object", notification_ids=ids)
-    object_ids = tuple(sorted(set(group["object_id"].astype(str))))
+    object_ids = _object_ids(group)
+    pairs = _pairs(group)
     if len(object_ids) == 1:
-        return WorkItem(user, endpoint, "singles", record_ids=object_ids, notification_ids=ids)
+        return WorkItem(
+            user,
+            endpoint,
+            "singles",
+            record_ids=object_ids,
+            notification_ids=ids,
+            notified_objects=pairs,
+        )
     earliest = pd.Timestamp(group["updated_at"].min()).to_pydatetime()
     return WorkItem(
-        user, endpoint, "list", updated_since=floor_to_second(earliest), notification_ids=ids
+        user,
+        endpoint,
+        "list",
+        updated_since=floor_to_second(earliest),
+        record_ids=object_ids,
+        notification_ids=ids,
+        notified_objects=pairs,
+    )
+
+
+def _object_ids(group: pd.DataFrame) -> tuple[str, ...]:
+    return tuple(sorted(set(group["object_id"].astype(str))))
+
+
+def _pairs(group: pd.DataFrame) -> tuple[tuple[str, str], ...]:
+    return tuple(
+        (str(n), str(o)) for n, o in zip(group["notification_id"], group["object_id"], strict=True)
     )
