@@ -105,7 +105,13 @@ def run_sync(
         audits: list[RequestAudit] = []
         async with UpstreamClient(settings, on_request=audits.append) as client:
             return await fetch_plan(
-                client, plan, stager, audits, snapshot_sources_for=snapshot_users, progress=progress
+                client,
+                plan,
+                stager,
+                audits,
+                workers=settings.http_concurrency,
+                snapshot_sources_for=snapshot_users,
+                progress=progress,
             )
 
     fetched = asyncio.run(fetch())
