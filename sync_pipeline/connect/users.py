@@ -48,8 +48,11 @@ def _user_row(
         (s.session_at for s in sessions if s.human_id == human_id and _left_connected(s)),
         default=None,
     )
+    # session times are whole seconds (the JWT's iat), refusals are not: a session in the same
+    # second as a refusal may well have come after it, and counts as the reconnect (a refused
+    # token is refused again at the next sync anyway)
     needs_reconnect = refused_at is not None and (
-        reconnected_at is None or refused_at >= reconnected_at
+        reconnected_at is None or refused_at.floor("s") > reconnected_at
     )
     return {
         "client_user_id": client_user_id,

@@ -31,7 +31,21 @@ def refusals(*times: str, human_id: str = HUMAN) -> pd.DataFrame:
     [
         pytest.param([CONNECTED], None, False, id="no-refusals"),
         pytest.param([CONNECTED], refusals("12:00"), True, id="refused-after-connecting"),
-        pytest.param([CONNECTED], refusals("10:00"), True, id="refused-at-the-session-instant"),
+        pytest.param([CONNECTED], refusals("10:00"), False, id="refused-at-the-session-instant"),
+        pytest.param(
+            [CONNECTED],
+            pd.DataFrame(
+                {"human_id": [HUMAN], "refused_at": [at("10:00") + pd.Timedelta("900ms")]}
+            ),
+            False,
+            id="refused-in-the-session-second",
+        ),
+        pytest.param(
+            [CONNECTED],
+            pd.DataFrame({"human_id": [HUMAN], "refused_at": [at("10:00") + pd.Timedelta("1s")]}),
+            True,
+            id="refused-a-second-later",
+        ),
         pytest.param([CONNECTED], refusals("09:00"), False, id="refused-before-connecting"),
         pytest.param(
             [CONNECTED, delivery("d2", "13:00", "close", current=[FITBIT])],
