@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from sync_pipeline import deploy
 from sync_pipeline.assets.checks import CHECKS
 from sync_pipeline.assets.connect import CONNECT_CHECKS, connection_state
 from sync_pipeline.assets.intake import notification_log, session_responses
@@ -13,6 +14,8 @@ from sync_pipeline.assets.schedules import JOBS, SCHEDULES
 from sync_pipeline.assets.sensors import SENSORS
 
 defs = dg.Definitions(
+    # executors are fixed when the code location loads: SYNC_EXECUTOR picks one (deploy.py)
+    executor=deploy.executor_def(),
     assets=[notification_log, session_responses, connection_state, record_sync],
     asset_checks=[*CHECKS, *CONNECT_CHECKS],
     jobs=JOBS,

@@ -20,11 +20,11 @@ concurrency:
 
 
 def ensure_local_instance(dagster_home: Path) -> DagsterInstance:
-    """Point DAGSTER_HOME at `dagster_home` (created with a default dagster.yaml if absent)."""
-    dagster_home.mkdir(parents=True, exist_ok=True, mode=0o700)
-    config = dagster_home / "dagster.yaml"
-    if not config.exists():
-        config.write_text(LOCAL_INSTANCE_YAML)
+    """Point DAGSTER_HOME at `dagster_home`, whose dagster.yaml is the one the environment
+    selects (SYNC_DAGSTER_STORAGE: the embedded SQLite default, or Postgres)."""
+    from sync_pipeline.deploy import write_instance_yaml
+
+    write_instance_yaml(dagster_home)
     os.environ["DAGSTER_HOME"] = str(dagster_home)
     instance = DagsterInstance.get()
     # create the storage now: several processes creating an empty SQLite home at once race

@@ -21,7 +21,7 @@ from sync_pipeline.normalize.schemas import PARENT_OF, TABLE_KEYS
 from sync_pipeline.sync.connection_state import rebuild_connection_state
 from sync_pipeline.sync.fetch import FetchResult
 from sync_pipeline.sync.plan import SyncPlan
-from sync_pipeline.upstream.endpoints import ENDPOINTS
+from sync_pipeline.upstream.endpoints import CHILD_TABLES, ENDPOINTS
 from sync_pipeline.warehouse import db, lake
 
 
@@ -62,8 +62,11 @@ def commit_run(
         if result.gone_ids:
             gone[result.item.endpoint.table][result.item.user.human_id].extend(result.gone_ids)
 
-    code_files = fetched.staged.get("medical.record_codes")
-    codes = _read(con, code_files) if code_files else None
+    # child rows are read once: codes hang off every medical table, and the manifest lists them
+    child_rows = {
+        child: _read(con, files) for child in CHILD_TABLES if (files := fetched.staged.get(child))
+    }
+    codes = child_rows.get("medical.record_codes")
     con.execute("BEGIN TRANSACTION")
     try:
         for endpoint in ENDPOINTS:
@@ -72,9 +75,9 @@ def commit_run(
             counts = db.UpsertCounts()
             if files:
                 children = {
-                    child: _read(con, fetched.staged[child])
+                    child: child_rows[child]
                     for child, parent in PARENT_OF.items()
-                    if parent == table and fetched.staged.get(child)
+                    if parent == table and child in child_rows
                 }
                 if codes is not None and endpoint.group == "medical":
                     children["medical.record_codes"] = codes.filter(
@@ -99,26 +102,16 @@ def commit_run(
                     updated=counts.updated,
                     deleted=deleted,
                 )
-                db.append(
-                    con,
-                    "ops.load_log",
-                    pa.Table.from_pylist(
-                        [
-                            {
-                                "run_id": run_id,
-                                "table_name": table,
-                                "received": received,
-                                "loaded": received - rejected,
-                                "rejected": rejected,
-                                "inserted": counts.inserted,
-                                "updated": counts.updated,
-                                "deleted": deleted,
-                                "lake_files": "\n".join(str(p) for p in files),
-                                "committed_at": now,
-                            }
-                        ]
-                    ),
-                )
+                _log_load(con, run_id, now, summary.tables[table], files)
+        for child, rows in child_rows.items():
+            # manifest rows for the child chunks, loaded with their parents above
+            _log_load(
+                con,
+                run_id,
+                now,
+                TableLoad(child, rows.num_rows, rows.num_rows),
+                fetched.staged[child],
+            )
         db.store_rejects(con, fetched.rejected, run_id, now)
         summary.cursors_advanced = _advance_cursors(con, fetched, run_id, now)
         _mark_notifications(con, plan, fetched, run_id, now)
@@ -139,6 +132,30 @@ def commit_run(
     ]
     summary.refused_users = sorted(fetched.refused)
     return summary
+
+
+def _log_load(
+    con: duckdb.DuckDBPyConnection,
+    run_id: str,
+    now: datetime,
+    load: TableLoad,
+    files: list[Path | str],
+) -> None:
+    """One ops.load_log row: the table's counts and the lake files this run loaded into it (the
+    manifest: an object-store lake has no rename, so readers list committed files here)."""
+    row = {
+        "run_id": run_id,
+        "table_name": load.table,
+        "received": load.received,
+        "loaded": load.loaded,
+        "rejected": load.rejected,
+        "inserted": load.inserted,
+        "updated": load.updated,
+        "deleted": load.deleted,
+        "lake_files": "\n".join(str(p) for p in files),
+        "committed_at": now,
+    }
+    db.append(con, "ops.load_log", pa.Table.from_pylist([row]))
 
 
 def _read(con: duckdb.DuckDBPyConnection, files: list[Path | str]) -> pa.Table:
