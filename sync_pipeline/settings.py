@@ -46,9 +46,15 @@ class Settings:
     page_size: int
     rate_limit_per_s: float | None
     debug_body_lines: int
+    # redis://host:port/db of the request-rate budget shared by every worker process
+    # (SYNC_RATE_BACKEND); None keeps the budget in each process
+    rate_backend: str | None
     # True when neither URL nor a non-simulator preset was set: commands may start the
     # bundled simulator themselves.
     uses_embedded_simulator: bool
+    # SYNC_WAREHOUSE_KEY: when set, the DuckDB warehouse is encrypted at rest with it (ASCII:
+    # DuckDB's key derivation takes it as text). None keeps the file in plaintext.
+    warehouse_key: str | None = None
 
     @property
     def warehouse_path(self) -> Path:
@@ -93,6 +99,22 @@ def _float(env: Mapping[str, str], name: str, default: float | None) -> float | 
         raise SettingsError(f"{name} must be a number, got {raw!r}") from exc
 
 
+def _warehouse_key(env: Mapping[str, str]) -> str | None:
+    raw = env.get("SYNC_WAREHOUSE_KEY") or None
+    if raw is not None and not raw.isascii():
+        raise SettingsError("SYNC_WAREHOUSE_KEY must be ASCII (DuckDB takes the key as text)")
+    return raw
+
+
+def _rate_backend(env: Mapping[str, str]) -> str | None:
+    raw = (env.get("SYNC_RATE_BACKEND") or "").strip()
+    if not raw:
+        return None
+    if not raw.startswith(("redis://", "rediss://", "unix://")):
+        raise SettingsError(f"SYNC_RATE_BACKEND must be a redis:// URL, got {raw!r}")
+    return raw
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Build settings from the environment (and an optional .env in the working directory)."""
     if env is None:
@@ -132,5 +154,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         page_size=page_size,
         rate_limit_per_s=_float(env, "SYNC_RATE_LIMIT_PER_S", None),
         debug_body_lines=_int(env, "SYNC_DEBUG_BODY_LINES", 0),
+        rate_backend=_rate_backend(env),
         uses_embedded_simulator=embedded,
+        warehouse_key=_warehouse_key(env),
     )

@@ -43,13 +43,68 @@ def _col(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+class WarehouseEncryptionUnavailable(RuntimeError):
+    """SYNC_WAREHOUSE_KEY is set but this DuckDB cannot write encrypted files."""
+
+
 @contextmanager
-def connect(path: Path, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+def connect(
+    path: Path, *, read_only: bool = False, key: str | None = None
+) -> Iterator[duckdb.DuckDBPyConnection]:
     """Open the warehouse. Writers are serialised by design (one Dagster pool slot), so this
-    never retries on a lock: a lock error here means that rule was broken and should surface."""
+    never retries on a lock: a lock error here means that rule was broken and should surface.
+
+    With `key` (settings.warehouse_key, SYNC_WAREHOUSE_KEY) the file is attached encrypted and
+    made the default catalog, so every other function here works unchanged. DuckDB reads
+    encrypted files with its built-in crypto but writes them only through the httpfs extension
+    (OpenSSL); where that cannot be loaded a writer fails here rather than write plaintext."""
     owner_only_files()
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    con = duckdb.connect(str(path), read_only=read_only)
+    if key is None:
+        con = duckdb.connect(str(path), read_only=read_only)
+    else:
+        import importlib.util
+
+        # duckdb-ext-httpfs (PyPI) ships httpfs for one DuckDB version in duckdb_ext/extensions
+        spec = importlib.util.find_spec("duckdb_ext")
+        config: dict[str, str | bool | int | float | list[str]] = {}
+        if spec is not None and spec.submodule_search_locations:
+            config["extension_directory"] = str(
+                Path(next(iter(spec.submodule_search_locations))) / "extensions"
+            )
+        con = duckdb.connect(":memory:", config=config)
+        try:
+            try:
+                con.execute("LOAD httpfs")
+            except duckdb.Error as exc:
+                if not read_only:
+                    raise WarehouseEncryptionUnavailable(
+                        f"SYNC_WAREHOUSE_KEY is set, but duckdb {duckdb.__version__} cannot write "
+                        "encrypted databases here: it needs the httpfs extension (OpenSSL), "
+                        f"which did not load ({exc}). Install a DuckDB with a matching httpfs "
+                        "(duckdb==1.4.4 with duckdb-ext-httpfs==1.4.4.20260205), or unset "
+                        "SYNC_WAREHOUSE_KEY to keep the warehouse unencrypted."
+                    ) from exc
+
+            # ATTACH options cannot be bound parameters; the key is ASCII (Settings checks)
+            # and quoted as an SQL string literal.
+            def literal(text: str) -> str:
+                return "'" + text.replace("'", "''") + "'"
+
+            mode = ", READ_ONLY" if read_only else ""
+            try:
+                con.execute(
+                    f"ATTACH {literal(str(path))} AS warehouse "
+                    f"(ENCRYPTION_KEY {literal(key)}{mode})"
+                )
+            except duckdb.Error as exc:
+                # a parser error would quote the statement: never let the key into a message
+                message = str(exc).replace(key, "<SYNC_WAREHOUSE_KEY>")
+                raise type(exc)(message) from None
+            con.execute("USE warehouse")
+        except BaseException:
+            con.close()
+            raise
     try:
         if not read_only:
             ensure_tables(con)
