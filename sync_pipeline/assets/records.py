@@ -13,6 +13,7 @@ import dagster as dg
 from sync_pipeline.assets.intake import POOL, table_metadata
 from sync_pipeline.assets.resources import SyncSettings
 from sync_pipeline.normalize.schemas import PARENT_OF
+from sync_pipeline.sync.plan import Shard
 from sync_pipeline.sync.run import run_sync
 from sync_pipeline.upstream.endpoints import ENDPOINTS
 from sync_pipeline.warehouse import db
@@ -64,6 +65,11 @@ class SyncRunConfig(dg.Config):
     mode: Literal["incremental", "catchup", "full"] = "incremental"
     # narrow the run to these users (human_id or client_user_id); empty = everyone
     users: list[str] = []  # noqa: RUF012 - pydantic copies field defaults
+    # parallel runs split the users by a stable hash (sync/plan.py shard_of): this run syncs
+    # the users of shard `shard_index` out of `shard_count`; other shards' notifications stay
+    # pending for the runs that own them
+    shard_index: int = 0
+    shard_count: int = 1
 
 
 @dg.multi_asset(
@@ -83,6 +89,7 @@ def record_sync(
         run_id=context.run.run_id,
         mode=config.mode,
         only_users=set(config.users) or None,
+        shard=Shard(config.shard_index, config.shard_count),
     )
     summary = report.summary
     for human_id, endpoint, why in summary.failed_items:

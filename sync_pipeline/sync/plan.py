@@ -8,6 +8,7 @@ single GET also tells us precisely when the object is gone (404 → deleted_at).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -50,6 +51,35 @@ class SyncPlan:
     skipped_reconnect: tuple[str, ...] = ()  # human_ids waiting for a new Connect session
 
 
+@dataclass(frozen=True)
+class Shard:
+    """This run's share of the users: those with `shard_of(human_id, count) == index`."""
+
+    index: int = 0
+    count: int = 1
+
+    def __post_init__(self) -> None:
+        if self.count < 1 or not 0 <= self.index < self.count:
+            raise ValueError(f"shard index must be in 0..count-1, got {self.index}/{self.count}")
+
+    def owns(self, human_id: str) -> bool:
+        return self.count == 1 or shard_of(human_id, self.count) == self.index
+
+
+EVERYONE = Shard()  # the default: one run owns every user
+
+
+def shard_of(human_id: str, count: int) -> int:
+    """The shard (0..count-1) a user belongs to: the same in every process and on every machine.
+
+    blake2b, not hash(): Python salts str hashes per process (PYTHONHASHSEED), so two workers
+    would disagree about who owns a user and sync some twice and others never."""
+    if count < 1:
+        raise ValueError("shard count must be at least 1")
+    digest = hashlib.blake2b(human_id.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % count
+
+
 def floor_to_second(ts: datetime) -> datetime:
     """The upstream filter has second precision; flooring never skips a change."""
     return ts.replace(microsecond=0)
@@ -64,15 +94,18 @@ def plan_sync(
     notifications: pd.DataFrame,
     cursors: Mapping[tuple[str, str], datetime],
     only_users: set[str] | None = None,
+    shard: Shard = EVERYONE,
 ) -> SyncPlan:
     """Plan one run.
 
     - incremental: only what pending notifications name (nothing pending → no requests);
     - catchup: every endpoint of every connected user from its cursor, plus pending notifications;
     - full: every endpoint of the selected users from the beginning of history.
-    `only_users` (human_ids or client_user_ids) narrows any mode to some users.
+    `only_users` (human_ids or client_user_ids) narrows any mode to some users; `shard` to the
+    users one of several parallel runs owns. Notifications of users outside either stay pending
+    (not marked) for the run that owns them.
     """
-    by_human = {u.human_id: u for u in users}
+    by_human = {u.human_id: u for u in users if shard.owns(u.human_id)}
     if only_users:
         by_human = {
             h: u for h, u in by_human.items() if h in only_users or u.client_user_id in only_users
@@ -98,6 +131,8 @@ def plan_sync(
         for key, group in notifications.groupby(["human_id", "endpoint"], sort=True):
             hid, ep_path = (str(part) for part in key)
             ids = tuple(str(n) for n in group["notification_id"])
+            if not shard.owns(hid):
+                continue  # another shard's user (known or not): that shard's run marks it
             if only_users and hid not in by_human:
                 continue  # another user's notification: left pending for a later run
             if hid not in by_human:

@@ -17,7 +17,7 @@ import pandas as pd
 from sync_pipeline.settings import Settings
 from sync_pipeline.sync.commit import CommitSummary, commit_run
 from sync_pipeline.sync.fetch import FetchResult, ItemResult, fetch_plan
-from sync_pipeline.sync.plan import SyncMode, SyncPlan, plan_sync
+from sync_pipeline.sync.plan import EVERYONE, Shard, SyncMode, SyncPlan, plan_sync
 from sync_pipeline.sync.stage import Stager
 from sync_pipeline.upstream.client import RequestAudit, UpstreamClient, UserRef
 from sync_pipeline.warehouse import db, lake
@@ -75,6 +75,7 @@ def run_sync(
     run_id: str,
     mode: SyncMode,
     only_users: set[str] | None = None,
+    shard: Shard = EVERYONE,
     progress: Callable[[ItemResult], None] | None = None,
 ) -> SyncReport:
     inputs = read_inputs(settings)
@@ -86,6 +87,7 @@ def run_sync(
         notifications=inputs.notifications,
         cursors=inputs.cursors,
         only_users=only_users,
+        shard=shard,
     )
     if plan.skipped_reconnect:
         log.warning(
