@@ -12,7 +12,9 @@ Three sources of truth, the strictest wins:
   oscillating into a 429 storm.
 
 It is an async GCRA (virtual-scheduling token bucket) with a small burst, safe to share between
-clients and tasks in one event loop.
+clients and tasks in one event loop. With `SYNC_RATE_BACKEND=redis://...` the same rules run in
+Redis instead (shared_budget.py), one budget per upstream host for every worker process, so N
+workers together stay under the upstream's limit; in-process state is then only a cache.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 
 from sync_pipeline.settings import Settings
+from sync_pipeline.upstream.shared_budget import Op, SharedBudget
 
 # Reset values above this are absolute epoch seconds, below it a delay in seconds: upstreams
 # use both conventions and no real window is 30 years long.
@@ -51,6 +54,7 @@ class RateBudget:
         min_rate_per_s: float = 0.5,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        shared: SharedBudget | None = None,
     ) -> None:
         if rate_per_s is not None and rate_per_s <= 0:
             raise ValueError("rate_per_s must be positive (or None for no ceiling)")
@@ -65,14 +69,29 @@ class RateBudget:
         self._paused_until = 0.0
         self._recent: deque[float] = deque()
         self._lock = asyncio.Lock()
+        self._shared = shared
+        # the shared pace and 429-learned pace as of the last reply from Redis
+        self._shared_rate: float | None = None
+        self._shared_backoff: float | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RateBudget:
-        return cls(settings.rate_limit_per_s)
+        shared = (
+            SharedBudget.for_upstream(settings.rate_backend, settings.api_url)
+            if settings.rate_backend
+            else None
+        )
+        return cls(settings.rate_limit_per_s, shared=shared)
+
+    @property
+    def shared(self) -> SharedBudget | None:
+        return self._shared
 
     @property
     def rate_per_s(self) -> float | None:
         """The pace requests currently get, or None when nothing limits them."""
+        if self._shared is not None:
+            return self._shared_rate
         limits = [r for r in (self._ceiling, self._header_rate, self._backoff_rate) if r]
         return min(limits) if limits else None
 
@@ -101,6 +120,9 @@ class RateBudget:
 
     async def acquire(self) -> None:
         """Wait until one more request fits the budget."""
+        if self._shared is not None:
+            await self._acquire_shared(self._shared)
+            return
         while True:
             async with self._lock:
                 delay = self._try_take()
@@ -108,6 +130,27 @@ class RateBudget:
                     self._note_sent()
                     return
             await asyncio.sleep(delay)
+
+    async def _acquire_shared(self, shared: SharedBudget) -> None:
+        # One task per process asks Redis at a time (the lock is held while it sleeps): the
+        # others would only ask the same question at the same instant and be told to wait.
+        # The holder asks again after each sleep, so a pause or a new pace applies at once.
+        async with self._lock:
+            while True:
+                reply = self._shared_call("take")
+                if reply <= 0:
+                    self._note_sent()
+                    return
+                await asyncio.sleep(reply)
+
+    def _shared_call(self, op: Op, arg: float = 0.0) -> float:
+        assert self._shared is not None
+        reply = self._shared.call(
+            op, ceiling=self._ceiling, burst=self._burst, min_rate=self._min_rate, arg=arg
+        )
+        self._shared_rate = reply.rate_per_s
+        self._shared_backoff = reply.backoff_rate_per_s
+        return reply.delay_s
 
     def _note_sent(self) -> None:
         now = self._clock()
@@ -128,8 +171,12 @@ class RateBudget:
         self._observe_headers(headers)
         if status == 429:
             self._throttled(retry_after_s)
-        elif status < 400 and self._backoff_rate is not None:
-            self._backoff_rate *= _RECOVERY_FACTOR
+        elif status < 400:
+            if self._shared is not None:
+                if self._shared_backoff is not None:
+                    self._shared_call("recover", _RECOVERY_FACTOR)
+            elif self._backoff_rate is not None:
+                self._backoff_rate *= _RECOVERY_FACTOR
 
     def _observe_headers(self, headers: Mapping[str, str]) -> None:
         headers = {name.lower(): value for name, value in headers.items()}
@@ -143,9 +190,17 @@ class RateBudget:
             self._pause_for(reset_in if reset_in > 0 else _DEFAULT_PAUSE_S)
             return
         if reset_in > 0:
-            self._header_rate = max(self._min_rate, remaining / reset_in)
+            if self._shared is not None:
+                self._shared_call("header_rate", remaining / reset_in)
+            else:
+                self._header_rate = max(self._min_rate, remaining / reset_in)
 
     def _throttled(self, retry_after_s: float | None) -> None:
+        if self._shared is not None:
+            self._shared_call(
+                "throttle", _DEFAULT_PAUSE_S if retry_after_s is None else retry_after_s
+            )
+            return
         # 429s from one burst arrive together: slow down once per pause, not once per 429,
         # or a burst of ten would cut the pace a thousandfold.
         if self._clock() >= self._paused_until:
@@ -155,4 +210,7 @@ class RateBudget:
         self._pause_for(retry_after_s if retry_after_s is not None else _DEFAULT_PAUSE_S)
 
     def _pause_for(self, seconds: float) -> None:
+        if self._shared is not None:
+            self._shared_call("pause", seconds)
+            return
         self._paused_until = max(self._paused_until, self._clock() + seconds)
