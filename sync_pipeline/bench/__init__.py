@@ -70,6 +70,19 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         help="profile our full sync with pyinstrument into this text file (+ .html); "
         "slows that run down",
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="instead of the usual runs: full syncs by 1..N worker processes (one shard each) "
+        "sharing one Redis rate budget (bench/workers.py)",
+    )
+    parser.add_argument(
+        "--rate-backend",
+        default=None,
+        help="Redis URL of the shared budget for --workers (default: SYNC_RATE_BACKEND, "
+        "else redis://127.0.0.1:6379/0)",
+    )
     parser.add_argument("--out", type=Path, default=Path("bench-results.json"))
     parser.add_argument(
         "--work-dir", type=Path, default=None, help="keep the runs' data here (default: temp)"
@@ -91,12 +104,22 @@ def run_bench(settings: Settings, args: argparse.Namespace) -> int:
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="sync-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
-        result = _bench(settings, args, size, deliveries, preset["dlt_users"], work)
+        if args.workers:
+            from sync_pipeline.bench.workers import run_workers_bench
+
+            result = run_workers_bench(settings, args, size, work)
+        else:
+            result = _bench(settings, args, size, deliveries, preset["dlt_users"], work)
     finally:
         if args.work_dir is None:
             shutil.rmtree(work, ignore_errors=True)
     args.out.write_text(json.dumps(result, indent=2, default=str) + "\n")
-    print_report(result)
+    if args.workers:
+        from sync_pipeline.bench.workers import print_workers_report
+
+        print_workers_report(result)
+    else:
+        print_report(result)
     print(f"results written to {args.out}")
     return 0
 
