@@ -58,15 +58,23 @@ def connected_stack(data_dir: Path, **kwargs: Any) -> Iterator[Stack]:
         stack.intake()
         with db.connect(stack.settings.warehouse_path) as con:
             rebuild_connection_state(con)  # what the sync jobs' connection_state step does
+        # kept aside: a test that syncs into the stack's own data dir must not change what
+        # the next test's fresh_warehouse starts from
+        shutil.copyfile(stack.settings.warehouse_path, _connected_copy(stack))
         yield stack
 
 
+def _connected_copy(stack: Stack) -> Path:
+    data_dir = stack.settings.data_dir
+    return data_dir.parent / f"{data_dir.name}-connected.duckdb"
+
+
 def fresh_warehouse(stack: Stack, data_dir: Path) -> Settings:
-    """The stack's settings on a new data dir holding a copy of the stack's warehouse (users
-    connected, nothing synced): many tests can share one running stack, each with its own
-    warehouse."""
+    """The stack's settings on a new data dir holding a copy of the stack's warehouse as it
+    was once users connected (nothing synced): many tests can share one running stack, each
+    with its own warehouse."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(stack.settings.warehouse_path, data_dir / "warehouse.duckdb")
+    shutil.copyfile(_connected_copy(stack), data_dir / "warehouse.duckdb")
     return replace(stack.settings, data_dir=data_dir)
 
 

@@ -24,7 +24,7 @@ PHI = "Plasty-Hemoglobin-4711"  # a value that must not be findable in the file'
 
 def can_write_encrypted() -> bool:
     """Whether this DuckDB loads httpfs (OpenSSL), which encrypted writes need."""
-    config = {}
+    config: dict[str, str | bool | int | float | list[str]] = {}
     spec = importlib.util.find_spec("duckdb_ext")
     if spec is not None and spec.submodule_search_locations:
         location = Path(next(iter(spec.submodule_search_locations)))

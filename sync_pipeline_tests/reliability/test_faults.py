@@ -11,21 +11,27 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import os
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import pytest
+from starlette.requests import Request
+from starlette.responses import Response
 
 from sync_pipeline.settings import Settings
+from sync_pipeline.simulator.app import error_response
 from sync_pipeline.simulator.config import RetryAfterFormat, SimFaults
+from sync_pipeline.simulator.server import SimulatorHandle
 from sync_pipeline.upstream.endpoints import BY_PATH
 from sync_pipeline_tests.e2e.harness import Stack
+from sync_pipeline_tests.reliability.flow import BROKEN as FLOW_BROKEN
+from sync_pipeline_tests.reliability.flow import Flow
 from sync_pipeline_tests.reliability.helpers import (
     connected_stack,
     duplicate_keys,
@@ -177,28 +183,15 @@ def test_a_permanently_failing_endpoint_fails_alone_bounded_and_keeps_its_cursor
         assert set(loaded_keys(con)) == expected  # everything else committed
 
 
-def test_a_failing_endpoint_is_reported_by_the_dagster_run(stack: Stack) -> None:
-    """The same through Dagster (in the stack's own data dir): the run succeeds, its log names
-    each failed user and endpoint, and the materialisations count the failures."""
-    humans = {u.human_id for u in stack.sim.world.users}
-    stack.sim.app_config.faults = SimFaults(fail_paths=(BROKEN,))
-    saved = {k: os.environ.get(k) for k in ("SYNC_HTTP_MAX_ATTEMPTS", "SYNC_HTTP_DEADLINE_S")}
-    os.environ.update({"SYNC_HTTP_MAX_ATTEMPTS": "2", "SYNC_HTTP_DEADLINE_S": "5"})
-    try:
-        result = stack.sync("catchup")
-    finally:
-        stack.sim.app_config.faults = SimFaults()
-        for key, value in saved.items():
-            os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
-    messages = [e.message for e in stack.instance.all_logs(result.run_id) if e.message]
-    for human_id in humans:
-        assert any(human_id in m and BROKEN in m for m in messages), messages
-    counted = {
-        event.materialization.metadata["failed_items"].value
-        for event in result.get_asset_materialization_events()
-        if "failed_items" in event.materialization.metadata
-    }
-    assert counted == {len(humans)}
+def test_a_failing_endpoint_is_reported_by_the_dagster_run(flow: Flow) -> None:
+    """The same through Dagster: the shared flow's catch-up (flow.py) ran with one endpoint
+    failing every request. The run succeeds, its log names each failed user and endpoint, and
+    the materialisations count the failures."""
+    for human_id in flow.humans:
+        assert any(human_id in m and FLOW_BROKEN in m for m in flow.failing_run_messages), (
+            flow.failing_run_messages
+        )
+    assert flow.failing_run_counts == {len(flow.humans)}
 
 
 @pytest.mark.parametrize(
@@ -249,6 +242,87 @@ def test_a_refused_token_flags_that_user_only(stack: Stack, settings: Settings) 
     others = {k for k in truth_keys(stack.sim) if k[1] != refused.human_id}
     with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
         assert set(loaded_keys(con)) == others
+
+
+Handler = Callable[[Request], Awaitable[tuple[Response, str | None]]]
+Answer = Callable[[Request, Handler], Awaitable[tuple[Response, str | None]]]
+
+
+@contextmanager
+def data_api_answering(sim: SimulatorHandle, answer: Answer) -> Iterator[None]:
+    """Let `answer` decide the simulator's data-API answers (after its fault plumbing, so the
+    stats and request ids stay real). SimFaults has no knob for a 400 or a token revoked
+    mid-run; like sync_pipeline_tests/upstream/observe.py, this reaches into the app."""
+    original = sim.app._human
+
+    async def wrapped(request: Request, route: object) -> tuple[Response, str | None]:
+        return await answer(request, lambda r: original(r, route))  # type: ignore[arg-type]
+
+    sim.app._human = wrapped  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        sim.app._human = original  # type: ignore[method-assign]
+
+
+def test_a_401_renews_the_token_once_per_user_through_a_real_sync(
+    stack: Stack, settings: Settings
+) -> None:
+    """The upstream revokes a user's token after that user's first data answer: the user's next
+    request gets a 401, the client asks one new token and the data still arrives once."""
+    served: set[str] = set()
+
+    async def revoke_after_first(request: Request, handler: Handler) -> tuple[Response, str | None]:
+        response, human_id = await handler(request)
+        if response.status_code == 200 and human_id is not None and human_id not in served:
+            served.add(human_id)
+            tokens = stack.sim.app._tokens
+            for token in [t for t, entry in tokens.items() if entry.human_id == human_id]:
+                del tokens[token]
+        return response, human_id
+
+    with data_api_answering(stack.sim, revoke_after_first):
+        report = sync_once(stack, settings=settings, http_concurrency=1)
+    assert report.summary.failed_items == []
+    assert_level_with_truth(stack, settings)
+    humans = {u.human_id for u in stack.sim.world.users}
+    assert served == humans
+    unauthorised = attempts(settings, "status = 401")
+    assert unauthorised, "no 401 was ever answered: test proves nothing"
+    for request_id, tries in attempts(settings).items():
+        statuses = [status for _, status, *_ in tries]
+        if 401 in statuses:  # renewed once, then answered: never a second 401
+            assert statuses.count(401) == 1 and statuses[-1] in (200, 404), (request_id, tries)
+    tokens = query(
+        settings,
+        "SELECT human_id, count(*) FROM ops.http_requests WHERE path LIKE '%token%' "
+        "AND status = 200 GROUP BY human_id",
+    )
+    assert dict(tokens) == dict.fromkeys(humans, 2)  # the first token and one renewal each
+
+
+REFUSED = "sleeps"
+
+
+def test_a_400_is_not_retried_and_fails_that_endpoint_alone(
+    stack: Stack, settings: Settings
+) -> None:
+    async def bad_request(request: Request, handler: Handler) -> tuple[Response, str | None]:
+        if request.url.path.endswith(f"/{REFUSED}"):
+            return error_response(400, "bad_request", "Simulated bad request"), None
+        return await handler(request)
+
+    with data_api_answering(stack.sim, bad_request):
+        report = sync_once(stack, settings=settings)
+    humans = {u.human_id for u in stack.sim.world.users}
+    assert {(h, e) for h, e, _ in report.summary.failed_items} == {(h, REFUSED) for h in humans}
+    refused = attempts(settings, "status = 400")
+    assert len(refused) == len(humans)
+    assert all([a for a, *_ in tries] == [1] for tries in refused.values())  # one attempt each
+    assert attempts(settings, f"path LIKE '%/{REFUSED}' AND status <> 400") == {}
+    expected = {k for k in truth_keys(stack.sim) if k[0] != BY_PATH[REFUSED].table}
+    with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:
+        assert set(loaded_keys(con)) == expected
 
 
 def test_404_is_not_retried_and_marks_the_record_gone(tmp_path: Path) -> None:

@@ -1,5 +1,7 @@
-"""Issue 8, secrets and PHI at rest: a whole demo-like flow with DEBUG logging everywhere, then
-every log line, Dagster event and file of the data directory is searched.
+"""Issue 8, secrets and PHI at rest: a whole demo-like flow with DEBUG logging everywhere (the
+shared `flow` fixture, flow.py: it includes a failing endpoint and hostile deliveries, so
+error paths are searched too), then every log line, Dagster event and file of the data
+directory is searched.
 
 Where things may appear (the rule these tests enforce):
 - access tokens, the client secret, any JWT: nowhere — not in logs, Dagster events, landing,
@@ -13,79 +15,18 @@ Where things may appear (the rule these tests enforce):
 
 from __future__ import annotations
 
-import logging
 import stat
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
 import pytest
 
-from sync_pipeline_tests.e2e.harness import running_stack
+from sync_pipeline_tests.reliability.flow import Flow
 
 pytestmark = pytest.mark.slow
 
 JWT_PREFIX = "eyJhbGciOi"  # base64url of '{"alg":' — the start of every JWT header
-
-
-@dataclass(frozen=True)
-class Flow:
-    data_dir: Path
-    log_lines: list[str]
-    dagster_events: list[str]
-    tokens: list[str]
-    client_secret: str
-    phi: list[str]
-
-
-@pytest.fixture(scope="module")
-def flow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flow]:
-    data_dir = tmp_path_factory.mktemp("secrets") / "data"
-    log_path = data_dir.parent / "debug.log"
-    handler = logging.FileHandler(log_path, encoding="utf-8")
-    handler.setLevel(logging.DEBUG)
-    handler.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
-    root = logging.getLogger()
-    saved_level = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.DEBUG)
-    try:
-        with running_stack(data_dir, users=2, min_records=3, max_records=8) as stack:
-            stack.sim.post_initial_sessions()
-            stack.intake()
-            stack.sync("catchup")
-            stack.sim.advance(created=4, updated=3)
-            stack.intake()
-            stack.sync("incremental")
-            tokens = list(stack.sim.app._tokens)  # every access token the simulator issued
-            medications = {
-                str(r["name"])
-                for u in stack.sim.world.users
-                for r in stack.sim.world.records(u.human_id, "medical/medications")
-                if isinstance(r.get("name"), str) and len(r["name"]) >= 6
-            }
-            events = [
-                str(event)
-                for run in stack.instance.get_runs()
-                for event in stack.instance.all_logs(run.run_id)
-            ]
-            secret = stack.settings.client_secret
-    finally:
-        root.removeHandler(handler)
-        root.setLevel(saved_level)
-        handler.close()
-    # the fixtures' patient family name, and medication names from the simulated records
-    phi = ["Plasty", *sorted(medications)[:2]]
-    assert tokens and phi and events
-    yield Flow(
-        data_dir=data_dir,
-        log_lines=log_path.read_text(encoding="utf-8", errors="replace").splitlines(),
-        dagster_events=events,
-        tokens=tokens,
-        client_secret=secret,
-        phi=phi,
-    )
 
 
 def files_under(data_dir: Path, *, skip: tuple[str, ...] = ()) -> Iterator[Path]:
