@@ -1,6 +1,7 @@
-"""The code location with the executor SYNC_EXECUTOR=celery selects, the way a deployment would
-get it once definitions.py passes `executor=deploy.executor_def()`. Celery workers import this
-module to run steps (it is the reconstructable target the test launches)."""
+"""The code location with the executor SYNC_EXECUTOR=celery selects, built the way
+definitions.py builds it (`executor=deploy.executor_def()`) but whatever SYNC_EXECUTOR the
+importing process had when definitions.py was first imported. Celery workers import this module
+to run steps (it is the reconstructable target the test launches)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,16 @@ import dagster as dg
 from sync_pipeline import deploy
 from sync_pipeline.definitions import defs as base_defs
 
-defs = dg.Definitions.merge(
-    base_defs, dg.Definitions(executor=deploy.executor_def({"SYNC_EXECUTOR": "celery"}))
+# the same parts with the celery executor (merging would refuse two executors)
+defs = dg.Definitions(
+    assets=base_defs.assets,
+    asset_checks=base_defs.asset_checks,
+    schedules=base_defs.schedules,
+    sensors=base_defs.sensors,
+    jobs=base_defs.jobs,
+    resources=base_defs.resources,
+    loggers=base_defs.loggers,
+    executor=deploy.executor_def({"SYNC_EXECUTOR": "celery"}),
 )
 
 

@@ -1,6 +1,7 @@
 """Steps as Celery tasks: a Redis broker on loopback (.ci/services), a `dagster-celery worker`
 subprocess, a Postgres-backed instance, and the lake on S3 (moto): sessions → intake → catch-up
-sync, every step executed by the worker."""
+sync in two shards (two runs, one shared Redis rate budget), every step executed by the worker;
+then the acceptance check: every table level with the simulator's truth."""
 
 from __future__ import annotations
 
@@ -22,7 +23,10 @@ from dagster._core.definitions.reconstruct import build_reconstructable_job
 
 from sync_pipeline import deploy
 from sync_pipeline.runs import sync_config, today_partition
+from sync_pipeline.sync.plan import shard_of
+from sync_pipeline.upstream.shared_budget import SharedBudget
 from sync_pipeline_tests.distributed.services import postgres_stack, require_redis
+from sync_pipeline_tests.e2e.test_record_sync import assert_level_with_truth
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -96,7 +100,10 @@ def test_sync_on_celery_workers_with_postgres_and_s3(
 ) -> None:
     broker = require_redis()
     # a Redis database of its own, so a stale queue of another run is never consumed here
-    monkeypatch.setenv("SYNC_CELERY_BROKER", broker.rsplit("/", 1)[0] + f"/{random.randint(1, 15)}")
+    redis_db = broker.rsplit("/", 1)[0] + f"/{random.randint(1, 15)}"
+    monkeypatch.setenv("SYNC_CELERY_BROKER", redis_db)
+    rate_backend = redis_db  # the shared request-rate budget, keyed by the simulator's host
+    monkeypatch.setenv("SYNC_RATE_BACKEND", rate_backend)
     bucket = f"lake-{uuid.uuid4().hex[:8]}"
     s3fs.S3FileSystem(client_kwargs={"endpoint_url": s3_endpoint}).mkdir(bucket)
     monkeypatch.setenv("SYNC_LAKE_URL", f"s3://{bucket}/lake")
@@ -107,12 +114,25 @@ def test_sync_on_celery_workers_with_postgres_and_s3(
             stack.instance, "intake_job", tags={"dagster/partition": today_partition()}
         )
         assert intake.success, (tmp_path / "worker.log").read_text()[-3000:]
-        sync = run_on_celery(stack.instance, "catchup_sync_job", config=sync_config("catchup"))
-        assert sync.success, (tmp_path / "worker.log").read_text()[-3000:]
+        # the catch-up fanned out over two runs, one shard of the users each, pacing against
+        # one Redis budget for the simulator's host
+        syncs = []
+        for index in range(2):
+            config = sync_config("catchup")
+            config["ops"]["record_sync"]["config"].update(shard_index=index, shard_count=2)
+            sync = run_on_celery(stack.instance, "catchup_sync_job", config=config)
+            assert sync.success, (tmp_path / "worker.log").read_text()[-3000:]
+            syncs.append(sync)
         assert stack.query("SELECT count(*) FROM connect.users") == [(2,)]
-        assert stack.query("SELECT count(*) FROM medical.test_results")[0][0] > 0
+        # each user was synced by the run of its shard, and only by it
+        synced_by = stack.query("SELECT DISTINCT human_id, last_run_id FROM ops.sync_state")
+        assert len(synced_by) == 2
+        assert all(run == syncs[shard_of(h, 2)].run_id for h, run in synced_by)
+        assert_level_with_truth(stack)
+        budget = SharedBudget.for_upstream(rate_backend, stack.settings.api_url).state()
+        assert budget["win_n"] > 0  # the workers' requests went through the shared budget
         lake_files = stack.query("SELECT lake_files FROM ops.load_log WHERE lake_files <> ''")
         assert lake_files
         assert all(f.startswith(f"s3://{bucket}/") for (fs,) in lake_files for f in fs.split())
         runs = stack.instance.get_runs()
-        assert {r.run_id for r in runs} == {intake.run_id, sync.run_id}
+        assert {r.run_id for r in runs} == {intake.run_id, *(s.run_id for s in syncs)}
