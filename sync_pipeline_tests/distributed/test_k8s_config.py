@@ -14,8 +14,15 @@ from sync_pipeline.definitions import defs as base_defs
 
 
 def _job(executor: dg.ExecutorDefinition) -> dg.JobDefinition:
-    merged = dg.Definitions.merge(base_defs, dg.Definitions(executor=executor))
-    return merged.resolve_job_def("catchup_sync_job")
+    # the same parts with another executor (merging refuses two: definitions.py selects one)
+    defs = dg.Definitions(
+        assets=base_defs.assets,
+        asset_checks=base_defs.asset_checks,
+        jobs=base_defs.jobs,
+        resources=base_defs.resources,
+        executor=executor,
+    )
+    return defs.resolve_job_def("catchup_sync_job")
 
 
 def _run_config(execution: dict[str, Any]) -> dict[str, Any]:
