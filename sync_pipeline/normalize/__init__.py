@@ -33,10 +33,11 @@ from .common import (
     Field,
     TableSpec,
     extract,
-    raw_json,
+    raw_json_bytes,
     text_series,
     to_instant,
     to_text,
+    utf8_series,
 )
 from .schemas import PARENT_OF, REJECTED_TABLE, SPECS, TABLE_KEYS, TABLE_SCHEMAS
 
@@ -90,7 +91,7 @@ def normalize_records(
     duplicate = _superseded_duplicates(owners, ids, updated_at, valid)
     kept = valid & ~duplicate
 
-    raws = [raw_json(r) for r in page]
+    raws = [raw_json_bytes(r) for r in page]
     main = pd.DataFrame(
         {
             "human_id": text_series(owners),
@@ -99,7 +100,7 @@ def normalize_records(
             "created_at": created_at,
             "updated_at": updated_at,
             "deleted_at": pd.Series(pd.NaT, index=created_at.index, dtype="datetime64[us, UTC]"),
-            "raw": text_series(raws),
+            "raw": utf8_series(raws),
             **typed,
         }
     )[kept].reset_index(drop=True)
@@ -122,7 +123,7 @@ def normalize_records(
                 DUPLICATE_REASON if duplicate[i] else _reason(spec, page[i])
                 for i in rejected_positions
             ],
-            "raw": [raws[i] for i in rejected_positions],
+            "raw": [raws[i].decode() for i in rejected_positions],
         },
         dtype=pd.StringDtype(),
     )

@@ -30,7 +30,7 @@ from sync_pipeline.upstream.client import (
     UserNeedsReconnect,
     UserRef,
 )
-from sync_pipeline.upstream.endpoints import Endpoint
+from sync_pipeline.upstream.endpoints import ENDPOINTS, Endpoint
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +88,12 @@ class _Batcher:
         if len(buffered) >= NORMALISE_BATCH:
             await self._flush(endpoint.table)
 
+    async def table_done(self, table: str) -> None:
+        """No more records will come for `table`: type what is buffered now, while other
+        tables are still being fetched, instead of all at the end of the run."""
+        if table in self._pending:
+            await self._flush(table)
+
     async def finish(self) -> None:
         for table in list(self._pending):
             await self._flush(table)
@@ -134,6 +140,14 @@ async def fetch_plan(
     per item: thousands of waiting tasks would spend their request deadlines queueing)."""
     results = {(i.user.human_id, i.endpoint.table): ItemResult(i) for i in plan.items}
     batcher = _Batcher(stager, results)
+    # Endpoint by endpoint (every user's item of one endpoint, then the next): a table's items
+    # finish close together, so its records are typed and staged while later endpoints are
+    # still fetched, rather than every table's last partial batch after the last request.
+    position = {e.table: n for n, e in enumerate(ENDPOINTS)}
+    items = sorted(plan.items, key=lambda i: position.get(i.endpoint.table, len(position)))
+    unfinished: dict[str, int] = defaultdict(int)
+    for i in items:
+        unfinished[i.endpoint.table] += 1
     refused: dict[str, int] = {}
     snapshots: list[pd.DataFrame] = []
 
@@ -147,10 +161,20 @@ async def fetch_plan(
 
     async def run_item(item: WorkItem) -> None:
         result = results[(item.user.human_id, item.endpoint.table)]
+        attempted = await fetch_item(item, result)
+        table = item.endpoint.table
+        unfinished[table] -= 1
+        if not unfinished[table]:
+            await batcher.table_done(table)
+        if attempted and progress is not None:
+            progress(result)
+
+    async def fetch_item(item: WorkItem, result: ItemResult) -> bool:
+        """Fetch one item into the batcher; False when its user was already refused."""
         user, endpoint = item.user, item.endpoint
         if user.human_id in refused:
             result.ok, result.error = False, "user needs to reconnect"
-            return
+            return False
         try:
             if item.how == "list":
                 seen: set[str] = set()
@@ -176,8 +200,7 @@ async def fetch_plan(
         except UpstreamError as exc:
             result.ok, result.error = False, str(exc)
             log.warning("fetch failed for %s %s: %s", user.human_id, endpoint.path, exc)
-        if progress is not None:
-            progress(result)
+        return True
 
     async def snapshot(user: UserRef) -> None:
         try:
@@ -191,7 +214,7 @@ async def fetch_plan(
         snapshots.append(source_status_rows(user.human_id, sources, datetime.now(UTC)))
 
     queue: asyncio.Queue[Callable[[], Awaitable[None]]] = asyncio.Queue()
-    for item in plan.items:
+    for item in items:
         queue.put_nowait(partial(run_item, item))
     for user in snapshot_sources_for:
         queue.put_nowait(partial(snapshot, user))

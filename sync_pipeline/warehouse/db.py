@@ -198,13 +198,22 @@ def upsert_latest(
                 PARTITION BY {key_list} ORDER BY updated_at DESC NULLS LAST
             ) = 1"""
         )
-        con.execute(
-            f"""CREATE OR REPLACE TEMP TABLE winners AS
-            SELECT s.*, t.{_col(keys[0])} IS NOT NULL AS _existed
-            FROM batch_latest s LEFT JOIN {quoted(table)} t ON {join}
-            WHERE t.{_col(keys[0])} IS NULL
-               OR s.updated_at >= t.updated_at OR t.updated_at IS NULL"""
-        )
+        empty = not con.execute(f"SELECT 1 FROM {quoted(table)} LIMIT 1").fetchall()
+        if empty:
+            # first load of a table (a full sync into a fresh warehouse): every row wins and
+            # nothing is replaced, so skip the join against the (empty) table
+            con.execute(
+                "CREATE OR REPLACE TEMP TABLE winners AS "
+                "SELECT *, false AS _existed FROM batch_latest"
+            )
+        else:
+            con.execute(
+                f"""CREATE OR REPLACE TEMP TABLE winners AS
+                SELECT s.*, t.{_col(keys[0])} IS NOT NULL AS _existed
+                FROM batch_latest s LEFT JOIN {quoted(table)} t ON {join}
+                WHERE t.{_col(keys[0])} IS NULL
+                   OR s.updated_at >= t.updated_at OR t.updated_at IS NULL"""
+            )
         counts = con.execute(
             "SELECT count(*) FILTER (WHERE NOT _existed), count(*) FILTER (WHERE _existed) "
             "FROM winners"
@@ -212,8 +221,9 @@ def upsert_latest(
         assert counts is not None
         total = con.execute("SELECT count(*) FROM batch_latest").fetchone()
         assert total is not None
-        winner_keys = f"SELECT {key_list} FROM winners"
-        con.execute(f"DELETE FROM {quoted(table)} WHERE ({key_list}) IN ({winner_keys})")
+        if not empty:
+            winner_keys = f"SELECT {key_list} FROM winners"
+            con.execute(f"DELETE FROM {quoted(table)} WHERE ({key_list}) IN ({winner_keys})")
         con.execute(f"INSERT INTO {quoted(table)} BY NAME SELECT * EXCLUDE (_existed) FROM winners")
         for child_table, child_rows in (children or {}).items():
             _replace_children(con, table, child_table, conform(child_table, child_rows))

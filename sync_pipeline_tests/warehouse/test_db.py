@@ -100,6 +100,28 @@ def test_last_updated_at_wins_and_rerun_is_a_no_op(con) -> None:  # type: ignore
     assert _names(con, "medical.test_results") == before
 
 
+def test_first_load_into_an_empty_table_keeps_the_newest_copy_and_its_children(con) -> None:  # type: ignore[no-untyped-def]
+    # an empty target takes the insert-only path: in-batch duplicates still collapse to the
+    # newest copy, and only that copy's children land
+    later = T0 + dt.timedelta(hours=1)
+    counts = db.upsert_latest(
+        con,
+        "medical.test_results",
+        _results(("h", "a", T0, "old"), ("h", "a", later, "new"), ("h", "b", T0, "b")),
+        ("human_id", "record_id"),
+        children={
+            "medical.test_result_components": _components(("h", "a", 0, "c0"), ("h", "b", 0, "d"))
+        },
+    )
+    assert (counts.inserted, counts.updated, counts.unchanged) == (2, 0, 0)
+    rows = con.execute("SELECT record_id, name FROM medical.test_results ORDER BY 1").fetchall()
+    assert rows == [("a", "new"), ("b", "b")]
+    children = con.execute(
+        "SELECT record_id, name FROM medical.test_result_components ORDER BY 1"
+    ).fetchall()
+    assert children == [("a", "c0"), ("b", "d")]
+
+
 def test_children_of_winning_parents_are_replaced_wholesale(con) -> None:  # type: ignore[no-untyped-def]
     keys = ("human_id", "record_id")
     db.upsert_latest(
