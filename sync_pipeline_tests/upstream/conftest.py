@@ -37,6 +37,9 @@ def make_settings() -> MakeSettings:
                 "SYNC_HTTP_DEADLINE_S": "10",
                 "SYNC_HTTP_TIMEOUT_S": "5",
                 "SYNC_PAGE_SIZE": "50",
+                # bodies in DEBUG logs are off by default (PHI); on here, so the tests prove
+                # that an operator who turns them on still never sees a credential
+                "SYNC_DEBUG_BODY_LINES": "20",
             }
         )
         return replace(base, **overrides)
