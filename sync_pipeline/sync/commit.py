@@ -15,7 +15,6 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from sync_pipeline.normalize.schemas import PARENT_OF, TABLE_KEYS
 from sync_pipeline.sync.connection_state import rebuild_connection_state
@@ -62,11 +61,10 @@ def commit_run(
         if result.gone_ids:
             gone[result.item.endpoint.table][result.item.user.human_id].extend(result.gone_ids)
 
-    # child rows are read once: codes hang off every medical table, and the manifest lists them
-    child_rows = {
-        child: _read(con, files) for child in CHILD_TABLES if (files := fetched.staged.get(child))
-    }
-    codes = child_rows.get("medical.record_codes")
+    # Staged rows are scanned by DuckDB straight from the run's Parquet chunks, never loaded
+    # into Python memory whole (a first sync of a big account is millions of rows).
+    child_files = {child: files for child in CHILD_TABLES if (files := fetched.staged.get(child))}
+    codes_files = child_files.get("medical.record_codes")
     con.execute("BEGIN TRANSACTION")
     try:
         for endpoint in ENDPOINTS:
@@ -74,17 +72,15 @@ def commit_run(
             files = fetched.staged.get(table, [])
             counts = db.UpsertCounts()
             if files:
-                children = {
-                    child: child_rows[child]
+                children: dict[str, db.Rows] = {
+                    child: _scan(con, child_files[child])
                     for child, parent in PARENT_OF.items()
-                    if parent == table and child in child_rows
+                    if parent == table and child in child_files
                 }
-                if codes is not None and endpoint.group == "medical":
-                    children["medical.record_codes"] = codes.filter(
-                        pc.equal(codes["table_name"], table)
-                    )
+                if codes_files is not None and endpoint.group == "medical":
+                    children["medical.record_codes"] = _scan(con, codes_files, table_name=table)
                 counts = db.upsert_latest(
-                    con, table, _read(con, files), TABLE_KEYS[table], children=children
+                    con, table, _scan(con, files), TABLE_KEYS[table], children=children
                 )
             deleted = sum(
                 db.mark_deleted(con, table, human_id, ids, now)
@@ -103,15 +99,10 @@ def commit_run(
                     deleted=deleted,
                 )
                 _log_load(con, run_id, now, summary.tables[table], files)
-        for child, rows in child_rows.items():
+        for child, files in child_files.items():
             # manifest rows for the child chunks, loaded with their parents above
-            _log_load(
-                con,
-                run_id,
-                now,
-                TableLoad(child, rows.num_rows, rows.num_rows),
-                fetched.staged[child],
-            )
+            rows = db.row_count(_scan(con, files))
+            _log_load(con, run_id, now, TableLoad(child, rows, rows), files)
         db.store_rejects(con, fetched.rejected, run_id, now)
         summary.cursors_advanced = _advance_cursors(con, fetched, run_id, now)
         _mark_notifications(con, plan, fetched, run_id, now)
@@ -158,9 +149,11 @@ def _log_load(
     db.append(con, "ops.load_log", pa.Table.from_pylist([row]))
 
 
-def _read(con: duckdb.DuckDBPyConnection, files: list[Path | str]) -> pa.Table:
+def _scan(
+    con: duckdb.DuckDBPyConnection, files: list[Path | str], *, table_name: str | None = None
+) -> duckdb.DuckDBPyRelation:
     lake.register_filesystems(con, files)  # s3:// staged files are read through fsspec
-    return con.read_parquet([str(f) for f in files]).to_arrow_table()
+    return db.staged_rows(con, [str(f) for f in files], table_name=table_name)
 
 
 def _rejects_per_table(rejected: pd.DataFrame) -> dict[str, int]:

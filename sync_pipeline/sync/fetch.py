@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 
 from sync_pipeline.connect import source_status_rows
-from sync_pipeline.normalize import NormalizedBatch, normalize_records
+from sync_pipeline.normalize import PARENT_OF, NormalizedBatch, normalize_records
 from sync_pipeline.sync.plan import SyncPlan, WorkItem
 from sync_pipeline.sync.stage import Stager
 from sync_pipeline.upstream.client import (
@@ -30,7 +30,7 @@ from sync_pipeline.upstream.client import (
     UserNeedsReconnect,
     UserRef,
 )
-from sync_pipeline.upstream.endpoints import ENDPOINTS, Endpoint
+from sync_pipeline.upstream.endpoints import CHILD_TABLES, ENDPOINTS, Endpoint
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +93,16 @@ class _Batcher:
         tables are still being fetched, instead of all at the end of the run."""
         if table in self._pending:
             await self._flush(table)
+        # its typed rows (this table and its children) go to the lake instead of waiting in
+        # memory for the end of the run
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._pool, self._stage_done, table)
+
+    def _stage_done(self, table: str) -> None:
+        self._stager.flush_table(table)
+        for child in CHILD_TABLES:
+            if child != "medical.record_codes" and PARENT_OF.get(child) == table:
+                self._stager.flush_table(child)
 
     async def finish(self) -> None:
         for table in list(self._pending):

@@ -21,24 +21,46 @@ from sync_pipeline.warehouse import lake
 
 
 class Stager:
-    def __init__(self, lake_dir: Path, run_id: str, *, flush_rows: int = 50_000) -> None:
+    """Buffers typed rows per table and writes them as lake chunks. A table is written when its
+    buffer passes `flush_rows`, when the caller says it is complete (`flush_table`), and,
+    largest buffer first, whenever all buffers together pass `max_buffered_bytes`: memory stays
+    bounded however many tables a run has open at once and however long their histories."""
+
+    def __init__(
+        self,
+        lake_dir: Path,
+        run_id: str,
+        *,
+        flush_rows: int = 50_000,
+        max_buffered_bytes: int = 64 * 2**20,
+    ) -> None:
         self._lake_dir = lake_dir
         self._url = lake.lake_url(lake_dir)
         self._store = lake.object_store() if lake.is_remote(self._url) else None
         self._run_id = run_id
         self._flush_rows = flush_rows
+        self._max_buffered_bytes = max_buffered_bytes
         self._buffers: dict[str, list[pa.Table]] = defaultdict(list)
         self._buffered_rows: dict[str, int] = defaultdict(int)
+        self._buffered_bytes: dict[str, int] = defaultdict(int)
         self._chunks: dict[str, int] = defaultdict(int)
         self.files: dict[str, list[Path | str]] = defaultdict(list)
 
     def add(self, table: str, frame: pd.DataFrame) -> None:
         if frame.empty:
             return
-        self._buffers[table].append(to_arrow(table, frame))
+        data = to_arrow(table, frame)
+        self._buffers[table].append(data)
         self._buffered_rows[table] += len(frame)
+        self._buffered_bytes[table] += data.nbytes
         if self._buffered_rows[table] >= self._flush_rows:
             self._flush(table)
+        while sum(self._buffered_bytes.values()) > self._max_buffered_bytes:
+            self._flush(max(self._buffered_bytes, key=self._buffered_bytes.__getitem__))
+
+    def flush_table(self, table: str) -> None:
+        """Write what is buffered for `table` now (no more rows will come for it soon)."""
+        self._flush(table)
 
     def finish(self) -> dict[str, list[Path | str]]:
         for table in list(self._buffers):
@@ -48,6 +70,7 @@ class Stager:
     def _flush(self, table: str) -> None:
         parts = self._buffers.pop(table, [])
         self._buffered_rows.pop(table, None)
+        self._buffered_bytes.pop(table, None)
         if not parts:
             return
         chunk = self._chunks[table]

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TypeAlias
 
 import duckdb
 import pandas as pd
@@ -175,17 +176,44 @@ class UpsertCounts:
     unchanged: int = 0
 
 
+Rows: TypeAlias = pa.Table | duckdb.DuckDBPyRelation
+"""Rows to load: an Arrow table (cast to the table's schema here), or a DuckDB relation over
+staged Parquet, which already has the schema and is scanned by DuckDB without first being
+materialised in Python memory."""
+
+
+def _conformed(table: str, rows: Rows) -> Rows:
+    return conform(table, rows) if isinstance(rows, pa.Table) else rows
+
+
+def staged_rows(
+    con: duckdb.DuckDBPyConnection, files: Sequence[str], *, table_name: str | None = None
+) -> duckdb.DuckDBPyRelation:
+    """A lazy scan of staged Parquet files (optionally only one parent table's rows of
+    medical.record_codes)."""
+    rows = con.read_parquet(list(files))
+    if table_name is not None:
+        rows = rows.filter(
+            duckdb.ColumnExpression("table_name") == duckdb.ConstantExpression(table_name)
+        )
+    return rows
+
+
+def row_count(rows: duckdb.DuckDBPyRelation) -> int:
+    return int(rows.aggregate("count(*)").fetchall()[0][0])
+
+
 def upsert_latest(
     con: duckdb.DuckDBPyConnection,
     table: str,
-    batch: pa.Table,
+    batch: Rows,
     keys: Sequence[str],
-    children: Mapping[str, pa.Table] | None = None,
+    children: Mapping[str, Rows] | None = None,
 ) -> UpsertCounts:
     """Upsert record rows where the batch's `updated_at` is at least the stored one (last
     updatedAt wins; ties replace, so re-running a batch is a no-op in effect). Child rows of
     every winning parent are replaced wholesale. Call inside a transaction."""
-    batch = conform(table, batch)
+    batch = _conformed(table, batch)
     key_list = ", ".join(_col(k) for k in keys)
     join = " AND ".join(f"s.{_col(k)} = t.{_col(k)}" for k in keys)
     con.register("batch_in", batch)
@@ -226,7 +254,7 @@ def upsert_latest(
             con.execute(f"DELETE FROM {quoted(table)} WHERE ({key_list}) IN ({winner_keys})")
         con.execute(f"INSERT INTO {quoted(table)} BY NAME SELECT * EXCLUDE (_existed) FROM winners")
         for child_table, child_rows in (children or {}).items():
-            _replace_children(con, table, child_table, conform(child_table, child_rows))
+            _replace_children(con, table, child_table, _conformed(child_table, child_rows))
     finally:
         con.unregister("batch_in")
     return UpsertCounts(
@@ -236,14 +264,13 @@ def upsert_latest(
     )
 
 
-def _replace_children(
-    con: duckdb.DuckDBPyConnection, parent: str, child: str, rows: pa.Table
-) -> None:
+def _replace_children(con: duckdb.DuckDBPyConnection, parent: str, child: str, rows: Rows) -> None:
     """Replace the child rows of every parent that won in `winners` (record_codes also scope by
     the parent's table name)."""
     scope = ""
     params: list[object] = []
-    if "table_name" in rows.column_names:
+    columns = rows.column_names if isinstance(rows, pa.Table) else rows.columns
+    if "table_name" in columns:
         scope = " AND table_name = ?"
         params = [parent]
     con.execute(
