@@ -65,6 +65,7 @@ def commit_run(
     # into Python memory whole (a first sync of a big account is millions of rows).
     child_files = {child: files for child in CHILD_TABLES if (files := fetched.staged.get(child))}
     codes_files = child_files.get("medical.record_codes")
+    db.bound_memory(con)
     con.execute("BEGIN TRANSACTION")
     try:
         for endpoint in ENDPOINTS:

@@ -199,6 +199,20 @@ def staged_rows(
     return rows
 
 
+# DuckDB's default memory limit is 80% of RAM, and it keeps what one big transaction writes
+# in its buffer pool up to that limit: a first sync of a million records held GBs. A bound
+# makes it spill to its temp directory instead; the commit is a sequence of scans and
+# inserts, which need little working memory.
+COMMIT_MEMORY_LIMIT = "512MB"
+
+
+def bound_memory(con: duckdb.DuckDBPyConnection, limit: str = COMMIT_MEMORY_LIMIT) -> None:
+    """Cap DuckDB's memory on this database (spilling beyond it) and let inserts drop
+    insertion order, which otherwise buffers whole inputs."""
+    con.execute("SET memory_limit = ?", [limit])
+    con.execute("SET preserve_insertion_order = false")
+
+
 def row_count(rows: duckdb.DuckDBPyRelation) -> int:
     return int(rows.aggregate("count(*)").fetchall()[0][0])
 
