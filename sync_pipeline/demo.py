@@ -71,7 +71,7 @@ def _run_job(
 
 
 def table_counts(settings: Settings) -> list[tuple[str, int]]:
-    with db.connect(settings.warehouse_path, read_only=True) as con:
+    with db.connect(settings.warehouse_path, read_only=True, key=settings.warehouse_key) as con:
         return [
             (table, int(con.execute(f"SELECT count(*) FROM {db.quoted(table)}").fetchone()[0]))  # type: ignore[index]
             for table in sorted(db.all_schemas())

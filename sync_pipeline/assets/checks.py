@@ -168,7 +168,8 @@ def _evaluate(
     with_ledger: bool,
 ) -> Iterator[dg.AssetCheckResult]:
     selected = context.selected_asset_check_keys
-    path = sync.load().warehouse_path
+    settings = sync.load()
+    path = settings.warehouse_path
     if not path.exists():
         # nothing written yet: the producing step failed or has not run
         for check in sorted(selected, key=str):
@@ -180,7 +181,7 @@ def _evaluate(
             )
         return
     outcomes: dict[dg.AssetCheckKey, _Outcome] = {}
-    with db.connect(path, read_only=True) as con:
+    with db.connect(path, read_only=True, key=settings.warehouse_key) as con:
         for table in tables:
             if any(c.asset_key == _key(table) for c in selected):
                 for name, outcome in _key_outcomes(con, table).items():

@@ -39,7 +39,7 @@ CONNECTION_SPECS = [
 @dg.multi_asset(specs=CONNECTION_SPECS, pool=POOL, name="connection_state")
 def connection_state(context: dg.AssetExecutionContext, sync: SyncSettings):  # type: ignore[no-untyped-def]
     settings = sync.load()
-    with db.connect(settings.warehouse_path) as con:
+    with db.connect(settings.warehouse_path, key=settings.warehouse_key) as con:
         con.execute("BEGIN TRANSACTION")
         counts = rebuild_connection_state(con)
         con.execute("COMMIT")
@@ -73,7 +73,7 @@ def connection_state(context: dg.AssetExecutionContext, sync: SyncSettings):  # 
 )
 def sources_agree_with_connections(sync: SyncSettings) -> dg.AssetCheckResult:
     settings = sync.load()
-    with db.connect(settings.warehouse_path, read_only=True) as con:
+    with db.connect(settings.warehouse_path, read_only=True, key=settings.warehouse_key) as con:
         history = db.query_arrow(con, "connect.connection_history", "valid_to IS NULL")
         snapshots = db.query_arrow(con, "connect.source_status")
         sessions = db.query_arrow(con, "connect.session_responses")

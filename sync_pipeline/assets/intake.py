@@ -100,7 +100,7 @@ def notification_log(context: dg.AssetExecutionContext, sync: SyncSettings) -> d
     days = _days(context)
     deliveries = [d for day in days for d in iter_landed(settings.data_dir, "notifications", day)]
     rows, rejected = notification_rows(deliveries, settings.api_url)
-    with db.connect(settings.warehouse_path) as con:
+    with db.connect(settings.warehouse_path, key=settings.warehouse_key) as con:
         con.execute("BEGIN TRANSACTION")
         inserted = db.insert_absent(
             con,
@@ -143,7 +143,7 @@ def session_responses(
     days = _days(context)
     deliveries = [d for day in days for d in iter_landed(settings.data_dir, "sessions", day)]
     rows, rejected = session_rows(deliveries)
-    with db.connect(settings.warehouse_path) as con:
+    with db.connect(settings.warehouse_path, key=settings.warehouse_key) as con:
         con.execute("BEGIN TRANSACTION")
         inserted = db.insert_absent(
             con,

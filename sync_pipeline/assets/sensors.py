@@ -177,9 +177,11 @@ def connections_opened(sessions: pd.DataFrame, digests: set[str]) -> dict[str, l
     return {h: sorted(d) for h, d in sorted(by_human.items())}
 
 
-def _read_new_sessions(path: Path, cursor: ConnectionCursor) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _read_new_sessions(
+    path: Path, key: str | None, cursor: ConnectionCursor
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(sessions received since the cursor and not handled, every session of their humans)."""
-    with db.connect(path, read_only=True) as con:
+    with db.connect(path, read_only=True, key=key) as con:
         recent = db.query_arrow(
             con, "connect.session_responses", "received_at > ?", [cursor.since]
         ).to_pandas()
@@ -205,7 +207,9 @@ def new_connection_sensor(
     if not settings.warehouse_path.exists():
         return dg.SkipReason("no warehouse yet")
     try:
-        recent, everything = _read_new_sessions(settings.warehouse_path, cursor)
+        recent, everything = _read_new_sessions(
+            settings.warehouse_path, settings.warehouse_key, cursor
+        )
     except (duckdb.IOException, duckdb.ConnectionException) as error:
         # a run holds the write lock: this tick is skipped, the next one reads the same rows
         return dg.SkipReason(f"warehouse busy, retrying next tick: {error}")

@@ -45,7 +45,7 @@ class SyncReport:
 
 
 def read_inputs(settings: Settings) -> SyncInputs:
-    with db.connect(settings.warehouse_path) as con:
+    with db.connect(settings.warehouse_path, key=settings.warehouse_key) as con:
         users = db.query_arrow(con, "connect.users").to_pandas()
         connected = db.query_arrow(con, "connect.current_connections").to_pandas()
         pending = db.query_arrow(con, "ops.notifications", PENDING).to_pandas()
@@ -117,6 +117,6 @@ def run_sync(
             )
 
     fetched = asyncio.run(fetch())
-    with db.connect(settings.warehouse_path) as con:
+    with db.connect(settings.warehouse_path, key=settings.warehouse_key) as con:
         summary = commit_run(con, run_id=run_id, plan=plan, fetched=fetched)
     return SyncReport(plan=plan, fetched=fetched, summary=summary)
