@@ -25,10 +25,12 @@ from __future__ import annotations
 import os
 import threading
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 from urllib.parse import urlsplit
 
-import redis
+if TYPE_CHECKING:
+    # redis comes with the `distributed` extra: imported only when a shared budget is asked for
+    import redis
 
 KEY_PREFIX = "sync:rate:"
 # idle state expires: a budget nobody used for an hour starts fresh
@@ -150,6 +152,8 @@ _pools_lock = threading.Lock()
 def _client(url: str) -> redis.Redis:
     # one client (connection pool) per process and URL, for the life of the process: runs come
     # and go, and a client per run would leave sockets for the garbage collector to close
+    import redis
+
     key = (os.getpid(), url)
     with _pools_lock:
         client = _pools.get(key)
@@ -187,6 +191,8 @@ class SharedBudget:
         min_rate: float,
         arg: float = 0.0,
     ) -> Reply:
+        import redis
+
         try:
             delay, rate, backoff = self._script(
                 keys=[self.key], args=[op, ceiling or 0, burst, min_rate, arg, _TTL_MS]
