@@ -203,7 +203,7 @@ def staged_rows(
 # in its buffer pool up to that limit: a first sync of a million records held GBs. A bound
 # makes it spill to its temp directory instead; the commit is a sequence of scans and
 # inserts, which need little working memory.
-COMMIT_MEMORY_LIMIT = "512MB"
+COMMIT_MEMORY_LIMIT = "256MB"
 
 
 def bound_memory(con: duckdb.DuckDBPyConnection, limit: str = COMMIT_MEMORY_LIMIT) -> None:
