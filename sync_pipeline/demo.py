@@ -21,6 +21,7 @@ from rich.table import Table
 from sync_pipeline.instance import ensure_local_instance
 from sync_pipeline.runs import RunFailed, export_settings, run_job, sync_config, today_partition
 from sync_pipeline.settings import Settings
+from sync_pipeline.simulator.config import SimFaults
 from sync_pipeline.warehouse import db
 
 console = Console()
@@ -120,6 +121,10 @@ def run_demo(settings: Settings, *, users: int, seed: int) -> int:
         export_settings(settings)
         console.print(f"  simulator {sim.base_url}   receiver {receiver.base_url}")
         http = httpx.Client(base_url=sim.base_url, timeout=30)
+        # one user's source was revoked upstream and a few records arrive malformed, so the
+        # demo also shows needs_reconnect, sync failures and rejected records
+        refused = sim.world.users[-1].client_user_id
+        sim.app_config.faults = SimFaults(refused_users=(refused,), corrupt_rate=0.01, seed=seed)
         with _step("Users connect their sources (Connect sessions → receiver)") as facts:
             facts["sessions"] = len(sim.post_initial_sessions())
         with _step("Dagster run: intake (landing log → tables) and connection state"):

@@ -92,8 +92,14 @@ def record_sync(
         shard=Shard(config.shard_index, config.shard_count),
     )
     summary = report.summary
+    # one line per (user, reason): a refused user fails every endpoint the same way
+    failed: dict[tuple[str, str], list[str]] = {}
     for human_id, endpoint, why in summary.failed_items:
-        context.log.warning("not synced: user %s, %s: %s", human_id, endpoint, why)
+        failed.setdefault((human_id, why), []).append(endpoint)
+    for (human_id, why), endpoints in failed.items():
+        context.log.warning(
+            "not synced: user %s, %s: %s", human_id, ", ".join(sorted(endpoints)), why
+        )
     if summary.refused_users:
         context.log.warning(
             "token refused (user must reconnect): %s", ", ".join(summary.refused_users)

@@ -108,6 +108,7 @@ def commit_run(
         summary.cursors_advanced = _advance_cursors(con, fetched, run_id, now)
         _mark_notifications(con, plan, fetched, run_id, now)
         _store_refusals(con, fetched.refused, run_id, now)
+        _store_failures(con, fetched, run_id, now)
         if fetched.refused:
             rebuild_connection_state(con)  # needs_reconnect changes with the same commit
         if len(fetched.source_status):
@@ -226,6 +227,25 @@ def _store_refusals(
         for h, status in sorted(refused.items())
     ]
     db.append(con, "connect.token_refusals", pa.Table.from_pylist(rows))
+
+
+def _store_failures(
+    con: duckdb.DuckDBPyConnection, fetched: FetchResult, run_id: str, now: datetime
+) -> None:
+    """What this run could not sync, per (user, endpoint): ops reads it, the cursor stayed."""
+    rows = [
+        {
+            "run_id": run_id,
+            "human_id": r.item.user.human_id,
+            "endpoint": r.item.endpoint.path,
+            "reason": r.error,
+            "failed_at": now,
+        }
+        for r in fetched.items
+        if not r.ok
+    ]
+    if rows:
+        db.append(con, "ops.sync_failures", pa.Table.from_pylist(rows))
 
 
 def _store_audits(con: duckdb.DuckDBPyConnection, fetched: FetchResult, run_id: str) -> None:
