@@ -1,16 +1,18 @@
 """Intake group: what the receiver landed, as rows (one run handles one day or a range)."""
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import dagster as dg
 import duckdb
+import pandas as pd
 import pyarrow as pa
 
 from sync_pipeline.assets.resources import SyncSettings
-from sync_pipeline.intake.landing import iter_landed
+from sync_pipeline.intake.landing import LandedDelivery, iter_landed
 from sync_pipeline.intake.rows import notification_rows, session_rows
+from sync_pipeline.settings import Settings
 from sync_pipeline.warehouse import db
 
 # Days are receive dates (UTC). end_offset=1 makes today a partition, so today's deliveries
@@ -82,6 +84,41 @@ def _days(context: dg.AssetExecutionContext) -> list[dt.date]:
     return [first + dt.timedelta(days=n) for n in range((last - first).days)]
 
 
+def _land_days(
+    context: dg.AssetExecutionContext,
+    sync: SyncSettings,
+    kind: str,
+    table: str,
+    key: str,
+    to_rows: Callable[[list[LandedDelivery], Settings], tuple[pd.DataFrame, pd.DataFrame]],
+) -> dg.MaterializeResult:
+    """Rows from the partition's days of one landing log, inserted where their key is new (so
+    re-materialising a day changes nothing); unusable items go to ops.rejected_records."""
+    settings = sync.load()
+    days = _days(context)
+    deliveries = [d for day in days for d in iter_landed(settings.data_dir, kind, day)]
+    rows, rejected = to_rows(deliveries, settings)
+    with db.connect(settings.warehouse_path, key=settings.warehouse_key) as con:
+        con.execute("BEGIN TRANSACTION")
+        inserted = db.insert_absent(
+            con, table, pa.Table.from_pandas(rows, preserve_index=False), (key,)
+        )
+        rejected_new = db.store_rejects(con, rejected, context.run.run_id, _now())
+        con.execute("COMMIT")
+        metadata = table_metadata(con, table)
+    return dg.MaterializeResult(
+        metadata={
+            **metadata,
+            "days": f"{days[0]} .. {days[-1]}",
+            "deliveries": len(deliveries),
+            "rows": len(rows),
+            "inserted": inserted,
+            "rejected": len(rejected),
+            "rejected_new": rejected_new,
+        }
+    )
+
+
 @dg.asset(
     key=["ops", "notifications"],
     group_name="intake",
@@ -96,31 +133,13 @@ def _days(context: dg.AssetExecutionContext) -> list[dt.date]:
     ),
 )
 def notification_log(context: dg.AssetExecutionContext, sync: SyncSettings) -> dg.MaterializeResult:
-    settings = sync.load()
-    days = _days(context)
-    deliveries = [d for day in days for d in iter_landed(settings.data_dir, "notifications", day)]
-    rows, rejected = notification_rows(deliveries, settings.api_url)
-    with db.connect(settings.warehouse_path, key=settings.warehouse_key) as con:
-        con.execute("BEGIN TRANSACTION")
-        inserted = db.insert_absent(
-            con,
-            "ops.notifications",
-            pa.Table.from_pandas(rows, preserve_index=False),
-            ("notification_id",),
-        )
-        rejected_new = db.store_rejects(con, rejected, context.run.run_id, _now())
-        con.execute("COMMIT")
-        table = table_metadata(con, "ops.notifications")
-    return dg.MaterializeResult(
-        metadata={
-            **table,
-            "days": f"{days[0]} .. {days[-1]}",
-            "deliveries": len(deliveries),
-            "items": len(rows) + len(rejected),
-            "inserted": inserted,
-            "rejected": len(rejected),
-            "rejected_new": rejected_new,
-        }
+    return _land_days(
+        context,
+        sync,
+        "notifications",
+        "ops.notifications",
+        "notification_id",
+        lambda deliveries, settings: notification_rows(deliveries, settings.api_url),
     )
 
 
@@ -139,27 +158,11 @@ def notification_log(context: dg.AssetExecutionContext, sync: SyncSettings) -> d
 def session_responses(
     context: dg.AssetExecutionContext, sync: SyncSettings
 ) -> dg.MaterializeResult:
-    settings = sync.load()
-    days = _days(context)
-    deliveries = [d for day in days for d in iter_landed(settings.data_dir, "sessions", day)]
-    rows, rejected = session_rows(deliveries)
-    with db.connect(settings.warehouse_path, key=settings.warehouse_key) as con:
-        con.execute("BEGIN TRANSACTION")
-        inserted = db.insert_absent(
-            con,
-            "connect.session_responses",
-            pa.Table.from_pandas(rows, preserve_index=False),
-            ("delivery_digest",),
-        )
-        db.store_rejects(con, rejected, context.run.run_id, _now())
-        con.execute("COMMIT")
-        table = table_metadata(con, "connect.session_responses")
-    return dg.MaterializeResult(
-        metadata={
-            **table,
-            "days": f"{days[0]} .. {days[-1]}",
-            "deliveries": len(deliveries),
-            "inserted": inserted,
-            "rejected": len(rejected),
-        }
+    return _land_days(
+        context,
+        sync,
+        "sessions",
+        "connect.session_responses",
+        "delivery_digest",
+        lambda deliveries, _settings: session_rows(deliveries),
     )
