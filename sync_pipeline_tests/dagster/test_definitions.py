@@ -37,8 +37,12 @@ def test_schedule_resolves_and_evaluates(name: str) -> None:
     schedule = defs.resolve_schedule_def(name)
     assert defs.resolve_job_def(schedule.job_name)
     when = dt.datetime(2025, 3, 2, 3, 0, tzinfo=dt.UTC)
-    with dg.instance_for_test() as instance:
-        context = dg.build_schedule_context(instance=instance, scheduled_execution_time=when)
+    # the context is a context manager: leaving it undoes what evaluating set on Dagster's
+    # context globals, which would otherwise point later tests at this closed instance
+    with (
+        dg.instance_for_test() as instance,
+        dg.build_schedule_context(instance=instance, scheduled_execution_time=when) as context,
+    ):
         requests = schedule.evaluate_tick(context).run_requests
     assert requests, name
     for request in requests:

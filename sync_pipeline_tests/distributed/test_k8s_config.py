@@ -7,7 +7,6 @@ from typing import Any
 
 import dagster as dg
 import pytest
-from dagster._core.storage.defs_state.base import set_defs_state_storage
 from dagster_k8s import k8s_job_executor
 
 from sync_pipeline import deploy
@@ -23,10 +22,7 @@ def _job(executor: dg.ExecutorDefinition) -> dg.JobDefinition:
         resources=base_defs.resources,
         executor=executor,
     )
-    # resolving reads Dagster's context-global defs-state storage, which an earlier test's
-    # (since closed) instance can leave behind: resolve with none, as a fresh process would
-    with set_defs_state_storage(None):
-        return defs.resolve_job_def("catchup_sync_job")
+    return defs.resolve_job_def("catchup_sync_job")
 
 
 def _run_config(execution: dict[str, Any]) -> dict[str, Any]:
