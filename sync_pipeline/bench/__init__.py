@@ -135,11 +135,8 @@ def _bench(
     from sync_pipeline.bench import runs
     from sync_pipeline.bench.dlt_run import NOT_INSTALLED, dlt_available
     from sync_pipeline.bench.report import environment, ratios
-    from sync_pipeline.bench.simproc import simulator_process
     from sync_pipeline.demo import demo_session_keys
     from sync_pipeline.instance import ensure_local_instance
-    from sync_pipeline.intake.server import running_receiver
-    from sync_pipeline.runs import export_settings
     from sync_pipeline.simulator.config import SimFaults
 
     started = time.perf_counter()
@@ -164,22 +161,9 @@ def _bench(
         "runs": {},
     }
     run_results: dict[str, Any] = out["runs"]
-    with (
-        running_receiver(settings) as receiver,
-        simulator_process(
-            size,
-            faults=faults,
-            receiver_url=receiver.base_url,
-            session_key_file=work / "keys" / "session_private.pem",
-            jsonl_dir=work / "jsonl",
-            client_id=settings.client_id,
-            client_secret=settings.client_secret,
-        ) as sim,
-    ):
-        settings = settings.with_upstream(sim.base_url)
-        export_settings(settings)
+    with runs.prepared_workload(settings, size, faults, work, instance) as (settings, sim, setup):
         out["workload"]["records"] = sim.records
-        out["setup"] = runs.prepare_users(sim, instance)
+        out["setup"] = setup
         run_results["ours_full"] = runs.our_sync(
             settings, sim, "full", limit=limit, profile_to=args.profile
         )

@@ -9,6 +9,8 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +19,13 @@ import httpx
 from dagster import DagsterInstance
 
 from sync_pipeline.bench.measure import peak_rss_mib, percentile, reset_peak_rss, sync_stage_clock
-from sync_pipeline.bench.simproc import SimProcess, jsonl_name
+from sync_pipeline.bench.simproc import SimProcess, SimSize, jsonl_name, simulator_process
 from sync_pipeline.intake.landing import iter_landed, landed_days
 from sync_pipeline.intake.load import drive_receiver
-from sync_pipeline.runs import run_job, today_partition
+from sync_pipeline.intake.server import running_receiver
+from sync_pipeline.runs import export_settings, run_job, today_partition
 from sync_pipeline.settings import Settings
+from sync_pipeline.simulator.config import SimFaults
 from sync_pipeline.sync.plan import SyncMode
 from sync_pipeline.sync.run import run_sync
 from sync_pipeline.warehouse import db
@@ -52,6 +56,29 @@ def _latencies_ms(settings: Settings, run_id: str) -> list[float]:
             "SELECT duration_ms FROM ops.http_requests WHERE run_id = ?", [run_id]
         ).fetchall()
     return [float(r[0]) for r in rows if r[0] is not None]
+
+
+@contextmanager
+def prepared_workload(
+    settings: Settings, size: SimSize, faults: SimFaults, work: Path, instance: DagsterInstance
+) -> Iterator[tuple[Settings, SimProcess, dict[str, Any]]]:
+    """What every bench mode starts from: a receiver, the simulator in its own process, and its
+    users connected and landed. Yields the settings pointed at that simulator."""
+    with (
+        running_receiver(settings) as receiver,
+        simulator_process(
+            size,
+            faults=faults,
+            receiver_url=receiver.base_url,
+            session_key_file=work / "keys" / "session_private.pem",
+            jsonl_dir=work / "jsonl",
+            client_id=settings.client_id,
+            client_secret=settings.client_secret,
+        ) as sim,
+    ):
+        settings = settings.with_upstream(sim.base_url)
+        export_settings(settings)
+        yield settings, sim, prepare_users(sim, instance)
 
 
 def prepare_users(sim: SimProcess, instance: DagsterInstance) -> dict[str, Any]:

@@ -113,11 +113,8 @@ def run_workers_bench(
     """Prepare one world and one warehouse, then a round per worker count 1..args.workers."""
     from sync_pipeline.bench import runs
     from sync_pipeline.bench.report import environment
-    from sync_pipeline.bench.simproc import simulator_process
     from sync_pipeline.demo import demo_session_keys
     from sync_pipeline.instance import ensure_local_instance
-    from sync_pipeline.intake.server import running_receiver
-    from sync_pipeline.runs import export_settings
     from sync_pipeline.simulator.config import SimFaults
 
     backend = args.rate_backend or settings.rate_backend or DEFAULT_BACKEND
@@ -145,22 +142,10 @@ def run_workers_bench(
         },
         "rounds": [],
     }
-    with (
-        running_receiver(base) as receiver,
-        simulator_process(
-            size,
-            faults=SimFaults(latency_ms=args.latency_ms, rate_limit_per_s=limit),
-            receiver_url=receiver.base_url,
-            session_key_file=work / "keys" / "session_private.pem",
-            jsonl_dir=work / "jsonl",
-            client_id=base.client_id,
-            client_secret=base.client_secret,
-        ) as sim,
-    ):
-        base = base.with_upstream(sim.base_url)
-        export_settings(base)
+    faults = SimFaults(latency_ms=args.latency_ms, rate_limit_per_s=limit)
+    with runs.prepared_workload(base, size, faults, work, instance) as (base, sim, setup):
         out["workload"]["records"] = sim.records
-        out["setup"] = runs.prepare_users(sim, instance)
+        out["setup"] = setup
         for count in range(1, args.workers + 1):
             out["rounds"].append(_round(base, sim, backend, count, work, limit))
     rounds = out["rounds"]
