@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from functools import cache
 from importlib import resources
+from importlib.resources.abc import Traversable
 from typing import Any
 
 from sync_pipeline.upstream.endpoints import ENDPOINTS, MEDICAL_LISTS, SOURCES_PATH
@@ -47,9 +48,14 @@ def template_file(path: str) -> tuple[str, str | None]:
     raise KeyError(f"no template for endpoint path {path!r}")
 
 
+def fixture_root() -> Traversable:
+    """The real upstream response bodies (`medical/*.json`, `wellness/*.json`): the one copy in
+    the repository, read by the simulator and by the normaliser tests alike."""
+    return resources.files("sync_pipeline.simulator").joinpath("templates")
+
+
 def _read_json(relative: str) -> Any:
-    package = resources.files("sync_pipeline.simulator").joinpath("templates")
-    return json.loads(package.joinpath(relative).read_text(encoding="utf-8"))
+    return json.loads(fixture_root().joinpath(relative).read_text(encoding="utf-8"))
 
 
 @cache

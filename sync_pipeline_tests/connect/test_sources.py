@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from sync_pipeline.connect import connection_history, reconcile, source_status_rows
+from sync_pipeline.simulator.templates import fixture_root
 from sync_pipeline_tests.connect.builders import (
     FITBIT,
     HUMAN,
@@ -21,7 +22,7 @@ from sync_pipeline_tests.connect.builders import (
     sessions_frame,
 )
 
-FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "humanapi"
+FIXTURES = Path(str(fixture_root()))
 SNAPSHOT_AT = datetime(2026, 3, 1, 18, 0, tzinfo=UTC)
 LATER = datetime(2026, 3, 2, 18, 0, tzinfo=UTC)
 

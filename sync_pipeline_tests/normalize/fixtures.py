@@ -1,4 +1,4 @@
-"""The recorded upstream bodies in shared/fixtures/humanapi, mapped to their endpoints."""
+"""The recorded upstream bodies (the simulator's packaged copy), mapped to their endpoints."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+from sync_pipeline.simulator.templates import fixture_root
 from sync_pipeline.upstream.endpoints import BY_PATH, Endpoint
 
-FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "humanapi"
+FIXTURES = Path(str(fixture_root()))
 
 # wellness/human.json (the user summary) and wellness/sources.json are not record endpoints
 NOT_RECORDS = {"human.json", "sources.json"}
