@@ -1,65 +1,123 @@
-"""sync-pipeline: demo | simulator | receiver | sync."""
+"""sync-pipeline: demo | simulator | receiver | sync | bench."""
 
 from __future__ import annotations
 
 import argparse
-import logging
 import os
+import signal
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from types import FrameType
 
 from sync_pipeline.private import owner_only_files
 from sync_pipeline.settings import SettingsError, load_settings
 
 
+def bounded(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: an integer in [low, high], or a usage error (exit 2) that says so."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be between {low} and {high}, got {value}")
+        return value
+
+    return parse
+
+
+PORT = bounded(1, 65535)
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sync-pipeline", description=__doc__)
-    parser.add_argument("--log-level", default=os.environ.get("SYNC_LOG_LEVEL", "WARNING"))
+    parser.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=LOG_LEVELS,
+        default=os.environ.get("SYNC_LOG_LEVEL", "WARNING").upper(),
+        help="log level (default: SYNC_LOG_LEVEL or WARNING)",
+    )
     parser.add_argument("--data-dir", default=None, help="overrides SYNC_DATA_DIR")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    demo = commands.add_parser("demo", help="run the whole product on the bundled simulator")
-    demo.add_argument("--users", type=int, default=8)
-    demo.add_argument("--seed", type=int, default=7)
+    demo = commands.add_parser(
+        "demo",
+        help="run the whole product on the bundled simulator",
+        description="Start the simulator and the receiver on free loopback ports, deliver "
+        "sessions and notifications, run intake and syncs as Dagster runs, print what landed. "
+        "Replaces only data an earlier demo created in the data directory.",
+    )
+    demo.add_argument("--users", type=bounded(1, 1000), default=8, help="simulated users (8)")
+    demo.add_argument("--seed", type=bounded(0, 2**31), default=7, help="world seed (7)")
 
     sim = commands.add_parser("simulator", help="serve the bundled upstream (contract part A)")
-    sim.add_argument("--host", default="127.0.0.1")
-    sim.add_argument("--port", type=int, default=8700)
-    sim.add_argument("--users", type=int, default=10)
-    sim.add_argument("--seed", type=int, default=1)
+    sim.add_argument("--host", default="127.0.0.1", help="listen address (127.0.0.1)")
+    sim.add_argument("--port", type=PORT, default=8700, help="listen port (8700)")
+    sim.add_argument("--users", type=bounded(1, 10_000), default=10, help="users (10)")
+    sim.add_argument("--seed", type=bounded(0, 2**31), default=1, help="world seed (1)")
     sim.add_argument("--receiver-url", default=None, help="where time-moves deliver notifications")
 
     receiver = commands.add_parser("receiver", help="serve intake (contract part B)")
-    receiver.add_argument("--host", default=None)
-    receiver.add_argument("--port", type=int, default=None)
-    receiver.add_argument("--workers", type=int, default=1)
+    receiver.add_argument("--host", default=None, help="listen address (SYNC_RECEIVER_HOST)")
+    receiver.add_argument("--port", type=PORT, default=None, help="port (SYNC_RECEIVER_PORT)")
+    receiver.add_argument("--workers", type=bounded(1, 64), default=1, help="processes (1)")
 
     sync = commands.add_parser(
-        "sync", help="one sync against the configured upstream, as a Dagster run"
+        "sync",
+        help="one sync against the configured upstream, as Dagster runs",
+        description="Intake of today's landing log, then one sync, as Dagster runs in the local "
+        "instance. Exits 0 when everything synced (rejected records and users who must "
+        "reconnect are reported, not failures), 1 when items failed or the upstream is "
+        "unreachable, 128+N when stopped by signal N.",
     )
     sync.add_argument("--full", action="store_true", help="re-pull every record")
     sync.add_argument(
         "--mode",
         choices=["incremental", "catchup"],
         default="catchup",
-        help="incremental: only notified changes; catchup: every endpoint from its cursor",
+        help="incremental: only notified changes; catchup (the default): every endpoint of "
+        "every connected user from its cursor",
     )
     sync.add_argument("--user", action="append", default=[], help="limit to a user (repeatable)")
 
-    bench = commands.add_parser("bench", help="measure sync and intake throughput (see README)")
+    bench = commands.add_parser(
+        "bench", help="measure sync and intake throughput against the limit (see README)"
+    )
     from sync_pipeline.bench import add_bench_arguments
 
     add_bench_arguments(bench)
     return parser
 
 
+def _stop_on_sigterm(signum: int, _frame: FrameType | None) -> None:
+    # outside a run, SIGTERM stops the command like Ctrl-C does: context managers close
+    # (servers stop, files close) instead of the process vanishing mid-step
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     # Dagster flags its own beta parameters at import; that is for us, not for the operator
     warnings.filterwarnings("ignore", module="dagster")
-    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    from sync_pipeline.console import console, setup_logging
+
+    setup_logging(args.log_level)
     owner_only_files()  # warehouse, lake and landing files hold PHI
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    try:
+        return _run(args)
+    except KeyboardInterrupt as stop:
+        name = str(stop) or "SIGINT"
+        console.print(f"[yellow]stopped by {name}[/yellow]")
+        return 128 + signal.Signals[name].value if name in signal.Signals.__members__ else 130
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.data_dir:
         os.environ["SYNC_DATA_DIR"] = args.data_dir
     try:
@@ -95,7 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 0
     if args.command == "sync":
-        from sync_pipeline.demo import run_sync_command
+        from sync_pipeline.commands import run_sync_command
 
         return run_sync_command(settings, mode="full" if args.full else args.mode, users=args.user)
     if args.command == "bench":

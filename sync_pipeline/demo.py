@@ -1,30 +1,23 @@
-"""`sync-pipeline demo` and `sync-pipeline sync`: Dagster runs in the local instance, with a
-progress display and a summary of what landed."""
+"""`sync-pipeline demo`: the whole product on the bundled simulator, as Dagster runs in the
+local instance, with a summary of what landed."""
 
 from __future__ import annotations
 
 import os
 import shutil
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
-import httpx
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from rich.console import Console
 from rich.table import Table
 
-from sync_pipeline.instance import ensure_local_instance
-from sync_pipeline.runs import RunFailed, export_settings, run_job, sync_config, today_partition
+from sync_pipeline.commands import launch, open_instance
+from sync_pipeline.console import console, step
+from sync_pipeline.runs import export_settings, sync_config, today_partition
 from sync_pipeline.settings import Settings
 from sync_pipeline.simulator.config import SimFaults
 from sync_pipeline.warehouse import db
-
-console = Console()
 
 
 def demo_session_keys(folder: Path) -> tuple[str, str]:
@@ -48,29 +41,6 @@ def demo_session_keys(folder: Path) -> tuple[str, str]:
     return private_path.read_text(), public_path.read_text()
 
 
-@contextmanager
-def _step(title: str) -> Iterator[dict[str, Any]]:
-    facts: dict[str, Any] = {}
-    started = time.monotonic()
-    with console.status(f"[bold]{title}…"):
-        yield facts
-    detail = ", ".join(f"{k} {v}" for k, v in facts.items())
-    console.print(
-        f"[green]✓[/green] {title} [dim]({time.monotonic() - started:.1f}s)[/dim]"
-        + (f": {detail}" if detail else "")
-    )
-
-
-def _run_job(
-    name: str, *, partition_key: str | None = None, config: dict[str, Any] | None = None
-) -> str:
-    instance = ensure_local_instance(Path(os.environ["DAGSTER_HOME"]))
-    try:
-        return run_job(name, instance=instance, partition_key=partition_key, config=config).run_id
-    except RunFailed as exc:
-        raise SystemExit(f"{exc}: see `dagster dev`") from exc
-
-
 def table_counts(settings: Settings) -> list[tuple[str, int]]:
     with db.connect(settings.warehouse_path, read_only=True, key=settings.warehouse_key) as con:
         return [
@@ -88,6 +58,41 @@ def _print_summary(settings: Settings) -> None:
     console.print(table)
 
 
+# Written into the data directory by the demo: only a warehouse next to this file is the
+# demo's own to replace. Anything else is someone's data, and the demo leaves it alone.
+DEMO_MARKER = ".created-by-sync-pipeline-demo"
+
+
+class DataNotOurs(Exception):
+    pass
+
+
+def _claim_data_dir(settings: Settings) -> list[Path]:
+    """What the demo will replace, after checking that it is the demo's own to replace."""
+    found = [
+        p for p in (settings.warehouse_path, settings.lake_dir, settings.landing_dir) if p.exists()
+    ]
+    if found and not (settings.data_dir / DEMO_MARKER).exists():
+        raise DataNotOurs(
+            f"{settings.data_dir} holds data the demo did not create "
+            f"({', '.join(p.name for p in found)}); the demo never replaces it. "
+            "Run it with --data-dir <an empty or new folder>, or move that data away."
+        )
+    return found
+
+
+def _replace(found: list[Path], settings: Settings) -> None:
+    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    (settings.data_dir / DEMO_MARKER).write_text(
+        "the demo owns the warehouse, lake and landing here\n"
+    )
+    for leftover in found:
+        if leftover.is_dir():
+            shutil.rmtree(leftover)
+        else:
+            leftover.unlink(missing_ok=True)
+
+
 def run_demo(settings: Settings, *, users: int, seed: int) -> int:
     from sync_pipeline.intake.server import running_receiver
     from sync_pipeline.simulator.server import running_simulator
@@ -95,16 +100,21 @@ def run_demo(settings: Settings, *, users: int, seed: int) -> int:
     console.print(
         f"[bold]sync_pipeline demo[/bold]: {users} simulated users, data in {settings.data_dir}"
     )
-    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    # a demo starts from an empty warehouse; the Dagster instance keeps every earlier run
-    for leftover in (settings.warehouse_path, settings.lake_dir, settings.landing_dir):
-        if leftover.is_dir():
-            shutil.rmtree(leftover)
-        else:
-            leftover.unlink(missing_ok=True)
+    try:
+        found = _claim_data_dir(settings)
+    except DataNotOurs as refusal:
+        console.print(f"[red]{refusal}[/red]")
+        return 1
+    if found:
+        console.print(
+            "  replacing the previous demo's "
+            + ", ".join(str(p.relative_to(settings.data_dir)) for p in found)
+            + f" in {settings.data_dir} (the Dagster instance keeps every earlier run)"
+        )
+    _replace(found, settings)
     private_pem, public_pem = demo_session_keys(settings.data_dir / "keys")
     settings = replace(settings, session_public_key=public_pem)
-    ensure_local_instance(settings.dagster_home)
+    instance = open_instance(settings)
 
     with (
         running_receiver(settings) as receiver,
@@ -120,42 +130,33 @@ def run_demo(settings: Settings, *, users: int, seed: int) -> int:
         settings = settings.with_upstream(sim.base_url)
         export_settings(settings)
         console.print(f"  simulator {sim.base_url}   receiver {receiver.base_url}")
-        http = httpx.Client(base_url=sim.base_url, timeout=30)
         # one user's source was revoked upstream and a few records arrive malformed, so the
-        # demo also shows needs_reconnect, sync failures and rejected records
+        # demo also shows needs_reconnect, skipped users and rejected records
         refused = sim.world.users[-1].client_user_id
         sim.app_config.faults = SimFaults(refused_users=(refused,), corrupt_rate=0.01, seed=seed)
-        with _step("Users connect their sources (Connect sessions → receiver)") as facts:
-            facts["sessions"] = len(sim.post_initial_sessions())
-        with _step("Dagster run: intake (landing log → tables) and connection state"):
-            _run_job("intake_job", partition_key=today_partition())
-            _run_job("incremental_sync_job", config=sync_config("incremental", []))
-        with _step("Dagster run: catch-up sync of every connected user") as facts:
-            _run_job("catchup_sync_job", config=sync_config("catchup", []))
-            facts["upstream requests"] = http.get("/_sim/stats").json().get("total")
-        with _step("Time passes upstream: records change, signed notifications arrive") as facts:
-            facts["notified changes"] = len(sim.advance(created=30, updated=20)["items"])
-        with _step("Dagster run: intake + incremental sync of the notified changes") as facts:
-            before = http.get("/_sim/stats").json().get("total", 0)
-            _run_job("intake_job", partition_key=today_partition())
-            _run_job("incremental_sync_job", config=sync_config("incremental", []))
-            facts["upstream requests"] = http.get("/_sim/stats").json().get("total", 0) - before
+        with step("Users connect their sources (Connect sessions → receiver)") as shown:
+            shown.facts["sessions"] = len(sim.post_initial_sessions())
+        intake = ("intake_job", today_partition(), None)
+        incremental = ("incremental_sync_job", None, sync_config("incremental", []))
+        catchup = ("catchup_sync_job", None, sync_config("catchup", []))
+        for title, (job, partition, config) in [
+            ("Dagster run: intake (landing log → tables)", intake),
+            ("Dagster run: connection state (incremental sync, nothing pending)", incremental),
+            ("Dagster run: catch-up sync of every connected user", catchup),
+        ]:
+            if not launch(instance, title, job, partition_key=partition, config=config).success:
+                return 1
+        with step("Time passes upstream: records change, signed notifications arrive") as shown:
+            shown.facts["notified changes"] = len(sim.advance(created=30, updated=20)["items"])
+        for title, (job, partition, config) in [
+            ("Dagster run: intake of the notifications", intake),
+            ("Dagster run: incremental sync of the notified changes", incremental),
+        ]:
+            if not launch(instance, title, job, partition_key=partition, config=config).success:
+                return 1
     _print_summary(settings)
     console.print(
         f"Runs are in the Dagster instance at {settings.dagster_home}: "
         f"`DAGSTER_HOME={settings.dagster_home} dagster dev` shows them."
     )
-    return 0
-
-
-def run_sync_command(settings: Settings, *, mode: str, users: list[str]) -> int:
-    ensure_local_instance(settings.dagster_home)
-    export_settings(settings)
-    console.print(f"sync ({mode}) against {settings.api_url}, data in {settings.data_dir}")
-    with _step("Dagster run: intake of today's landing log"):
-        _run_job("intake_job", partition_key=today_partition())
-    job = "incremental_sync_job" if mode == "incremental" else "catchup_sync_job"
-    with _step(f"Dagster run: {mode} sync"):
-        _run_job(job, config=sync_config(mode, users))
-    _print_summary(settings)
     return 0

@@ -8,6 +8,7 @@ from typing import Any
 
 from dagster import DagsterInstance, ExecuteInProcessResult
 
+from sync_pipeline.instance import process_tags
 from sync_pipeline.settings import Settings
 
 
@@ -42,18 +43,21 @@ def run_job(
     partition_key: str | None = None,
     config: dict[str, Any] | None = None,
     raise_on_failure: bool = True,
+    console_log_level: str = "WARNING",
 ) -> ExecuteInProcessResult:
-    """Execute one job of the code location in this process, recorded in `instance`."""
+    """Execute one job of the code location in this process, recorded in `instance` and tagged
+    with this process, so a later command can tell if it died mid-run (instance.reap_dead_runs)."""
     from sync_pipeline.definitions import defs
 
     job = defs.resolve_job_def(name)
     # callers show their own progress; Dagster's event stream stays in the instance
-    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+    quiet = {"loggers": {"console": {"config": {"log_level": console_log_level}}}}
     result = job.execute_in_process(
         instance=instance,
         partition_key=partition_key,
         run_config={**(config or {}), **quiet},
         raise_on_error=False,
+        tags=process_tags(),
     )
     if raise_on_failure and not result.success:
         raise RunFailed(f"Dagster run {result.run_id} of {name} failed")

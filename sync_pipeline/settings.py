@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 # Named upstream presets (SYNC_UPSTREAM); explicit SYNC_API_URL / SYNC_AUTH_URL win over them.
@@ -23,6 +24,16 @@ DEMO_CLIENT_ID = "starfleet-demo-client"
 DEMO_CLIENT_SECRET = "starfleet-demo-secret"
 
 
+MIB = 1024 * 1024
+# Intake partitions start this many days back unless SYNC_PARTITIONS_START says otherwise: the
+# UI then counts the days that can hold data, not two years of empty partitions.
+DEFAULT_PARTITION_DAYS = 30
+
+
+def _default_partitions_start() -> date:
+    return datetime.now(UTC).date() - timedelta(days=DEFAULT_PARTITION_DAYS)
+
+
 class SettingsError(ValueError):
     """A configuration value is missing or malformed."""
 
@@ -32,9 +43,10 @@ class Settings:
     auth_url: str
     api_url: str
     client_id: str
-    client_secret: str
+    # secrets and keys never show in a repr, so never in a traceback, a log or the UI
+    client_secret: str = field(repr=False)
     data_dir: Path
-    session_public_key: str | None
+    session_public_key: str | None = field(repr=False)
     receiver_host: str
     receiver_port: int
     signature_tolerance_s: int
@@ -54,7 +66,11 @@ class Settings:
     uses_embedded_simulator: bool
     # SYNC_WAREHOUSE_KEY: when set, the DuckDB warehouse is encrypted at rest with it (ASCII:
     # DuckDB's key derivation takes it as text). None keeps the file in plaintext.
-    warehouse_key: str | None = None
+    warehouse_key: str | None = field(default=None, repr=False)
+    # SYNC_FRESHNESS_HOURS: a record table whose last sync is older fails its freshness check
+    freshness_hours: float = 26.0
+    # SYNC_PARTITIONS_START: the first day of the daily intake partitions
+    partitions_start: date = field(default_factory=lambda: _default_partitions_start())
 
     @property
     def warehouse_path(self) -> Path:
@@ -79,24 +95,56 @@ class Settings:
         return replace(self, auth_url=base_url, api_url=base_url, uses_embedded_simulator=False)
 
 
-def _int(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name)
-    if raw is None or raw == "":
+def _number(
+    env: Mapping[str, str],
+    name: str,
+    default: float | None,
+    *,
+    low: float,
+    high: float,
+    integer: bool = False,
+) -> float | None:
+    """One numeric variable, range-checked here at the edge so a bad value stops the command
+    with its name (exit 2) instead of turning into surprising behaviour later."""
+    raw = (env.get(name) or "").strip()
+    if not raw:
         return default
+    kind = "an integer" if integer else "a number"
     try:
-        return int(raw)
+        value = int(raw) if integer else float(raw)
     except ValueError as exc:
-        raise SettingsError(f"{name} must be an integer, got {raw!r}") from exc
+        raise SettingsError(f"{name} must be {kind}, got {raw!r}") from exc
+    if not low <= value <= high or value != value:  # value != value: NaN
+        shown = f"{low:g} and {high:g}"
+        raise SettingsError(f"{name} must be between {shown}, got {raw!r}")
+    return value
 
 
-def _float(env: Mapping[str, str], name: str, default: float | None) -> float | None:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
+def _int(env: Mapping[str, str], name: str, default: int, *, low: int, high: int) -> int:
+    return int(_number(env, name, default, low=low, high=high, integer=True))  # type: ignore[arg-type]
+
+
+def _float(env: Mapping[str, str], name: str, default: float, *, low: float, high: float) -> float:
+    return float(_number(env, name, default, low=low, high=high))  # type: ignore[arg-type]
+
+
+def _optional_float(env: Mapping[str, str], name: str, *, low: float, high: float) -> float | None:
+    return _number(env, name, None, low=low, high=high)
+
+
+def _partitions_start(env: Mapping[str, str], today: date) -> date:
+    raw = (env.get("SYNC_PARTITIONS_START") or "").strip()
+    if not raw:
+        return today - timedelta(days=DEFAULT_PARTITION_DAYS)
     try:
-        return float(raw)
+        start = date.fromisoformat(raw)
     except ValueError as exc:
-        raise SettingsError(f"{name} must be a number, got {raw!r}") from exc
+        raise SettingsError(
+            f"SYNC_PARTITIONS_START must be a date (YYYY-MM-DD), got {raw!r}"
+        ) from exc
+    if start > today:
+        raise SettingsError(f"SYNC_PARTITIONS_START must not be in the future, got {raw!r}")
+    return start
 
 
 def _warehouse_key(env: Mapping[str, str]) -> str | None:
@@ -133,9 +181,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     embedded = (
         preset_name == "simulator" and not env.get("SYNC_AUTH_URL") and not env.get("SYNC_API_URL")
     )
-    page_size = _int(env, "SYNC_PAGE_SIZE", 500)
-    if not 1 <= page_size <= 500:
-        raise SettingsError("SYNC_PAGE_SIZE must be between 1 and 500 (the upstream's maximum)")
+    # 500 is the upstream's largest page
+    page_size = _int(env, "SYNC_PAGE_SIZE", 500, low=1, high=500)
     return Settings(
         auth_url=auth_url,
         api_url=api_url,
@@ -144,17 +191,19 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         data_dir=Path(env.get("SYNC_DATA_DIR", "data")).resolve(),
         session_public_key=env.get("SYNC_SESSION_PUBLIC_KEY") or None,
         receiver_host=env.get("SYNC_RECEIVER_HOST", "127.0.0.1"),
-        receiver_port=_int(env, "SYNC_RECEIVER_PORT", 8701),
-        signature_tolerance_s=_int(env, "SYNC_SIGNATURE_TOLERANCE_S", 300),
-        max_body_bytes=_int(env, "SYNC_MAX_BODY_BYTES", 1024 * 1024),
-        http_concurrency=_int(env, "SYNC_HTTP_CONCURRENCY", 16),
-        http_timeout_s=_float(env, "SYNC_HTTP_TIMEOUT_S", 30.0) or 30.0,
-        http_max_attempts=_int(env, "SYNC_HTTP_MAX_ATTEMPTS", 6),
-        http_deadline_s=_float(env, "SYNC_HTTP_DEADLINE_S", 120.0) or 120.0,
+        receiver_port=_int(env, "SYNC_RECEIVER_PORT", 8701, low=1, high=65535),
+        signature_tolerance_s=_int(env, "SYNC_SIGNATURE_TOLERANCE_S", 300, low=1, high=86_400),
+        max_body_bytes=_int(env, "SYNC_MAX_BODY_BYTES", 1024 * 1024, low=1, high=256 * MIB),
+        http_concurrency=_int(env, "SYNC_HTTP_CONCURRENCY", 16, low=1, high=256),
+        http_timeout_s=_float(env, "SYNC_HTTP_TIMEOUT_S", 30.0, low=0.1, high=3600),
+        http_max_attempts=_int(env, "SYNC_HTTP_MAX_ATTEMPTS", 6, low=1, high=20),
+        http_deadline_s=_float(env, "SYNC_HTTP_DEADLINE_S", 120.0, low=0.1, high=86_400),
         page_size=page_size,
-        rate_limit_per_s=_float(env, "SYNC_RATE_LIMIT_PER_S", None),
-        debug_body_lines=_int(env, "SYNC_DEBUG_BODY_LINES", 0),
+        rate_limit_per_s=_optional_float(env, "SYNC_RATE_LIMIT_PER_S", low=0.01, high=100_000),
+        debug_body_lines=_int(env, "SYNC_DEBUG_BODY_LINES", 0, low=0, high=10_000),
         rate_backend=_rate_backend(env),
         uses_embedded_simulator=embedded,
         warehouse_key=_warehouse_key(env),
+        freshness_hours=_float(env, "SYNC_FRESHNESS_HOURS", 26.0, low=0.1, high=24 * 365),
+        partitions_start=_partitions_start(env, datetime.now(UTC).date()),
     )

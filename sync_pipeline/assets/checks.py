@@ -9,7 +9,6 @@ Freshness threshold: SYNC_FRESHNESS_HOURS (default 26: a daily catch-up plus sla
 """
 
 import datetime as dt
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +23,6 @@ from sync_pipeline.upstream.endpoints import ENDPOINTS
 from sync_pipeline.warehouse import db
 from sync_pipeline.warehouse.schemas import OWNED_KEYS
 
-DEFAULT_FRESHNESS_HOURS = 26.0
 UNIQUE = "unique_key"
 NON_NULL = "non_null_key"
 LEDGER = "received_equals_loaded_plus_rejected"
@@ -36,12 +34,6 @@ RECORD_TABLES = tuple(e.table for e in ENDPOINTS)
 # record tables, their children and medical.record_codes
 RECORD_FAMILY = tuple(sorted(TABLE_KEYS))
 KEYS: dict[str, tuple[str, ...]] = {**TABLE_KEYS, **OWNED_KEYS}
-
-
-def freshness_limit() -> dt.timedelta:
-    return dt.timedelta(
-        hours=float(os.environ.get("SYNC_FRESHNESS_HOURS", DEFAULT_FRESHNESS_HOURS))
-    )
 
 
 def _key(table: str) -> dg.AssetKey:
@@ -189,7 +181,7 @@ def _evaluate(
         if with_ledger:
             loads = db.latest_loads(con)
             synced = db.last_synced(con)
-            now, limit = dt.datetime.now(dt.UTC), freshness_limit()
+            now, limit = dt.datetime.now(dt.UTC), dt.timedelta(hours=settings.freshness_hours)
             for endpoint in ENDPOINTS:
                 load = loads.get(endpoint.table)
                 times = [t for t in (synced.get(endpoint.path), load and load.committed_at) if t]

@@ -12,12 +12,15 @@ import pyarrow as pa
 from sync_pipeline.assets.resources import SyncSettings
 from sync_pipeline.intake.landing import LandedDelivery, iter_landed
 from sync_pipeline.intake.rows import notification_rows, session_rows
-from sync_pipeline.settings import Settings
+from sync_pipeline.settings import Settings, load_settings
 from sync_pipeline.warehouse import db
 
 # Days are receive dates (UTC). end_offset=1 makes today a partition, so today's deliveries
-# can be processed before midnight.
-landing_days = dg.DailyPartitionsDefinition(start_date="2025-01-01", end_offset=1)
+# can be processed before midnight. The first day is a setting, read when the code location
+# loads (SYNC_PARTITIONS_START, default a month back).
+landing_days = dg.DailyPartitionsDefinition(
+    start_date=load_settings().partitions_start.isoformat(), end_offset=1
+)
 POOL = "warehouse"  # one slot: only one step at a time opens the DuckDB file
 
 

@@ -5,6 +5,7 @@ everything in one DuckDB transaction; it holds the single warehouse pool slot fo
 so no other step opens the file meanwhile.
 """
 
+from collections import Counter
 from collections.abc import Iterator
 from typing import Literal
 
@@ -13,9 +14,12 @@ import dagster as dg
 from sync_pipeline.assets.intake import POOL, table_metadata
 from sync_pipeline.assets.resources import SyncSettings
 from sync_pipeline.normalize.schemas import PARENT_OF
+from sync_pipeline.sync.interrupt import SyncInterrupted
 from sync_pipeline.sync.plan import Shard
 from sync_pipeline.sync.run import run_sync
+from sync_pipeline.upstream.client import ClientCredentialsRejected, UpstreamUnreachable
 from sync_pipeline.upstream.endpoints import ENDPOINTS
+from sync_pipeline.upstream.errors import failure_kind
 from sync_pipeline.warehouse import db
 
 RECORD_SPECS = [
@@ -84,13 +88,23 @@ def record_sync(
     context: dg.AssetExecutionContext, config: SyncRunConfig, sync: SyncSettings
 ) -> Iterator[dg.MaterializeResult]:
     settings = sync.load()
-    report = run_sync(
-        settings,
-        run_id=context.run.run_id,
-        mode=config.mode,
-        only_users=set(config.users) or None,
-        shard=Shard(config.shard_index, config.shard_count),
-    )
+    try:
+        report = run_sync(
+            settings,
+            run_id=context.run.run_id,
+            mode=config.mode,
+            only_users=set(config.users) or None,
+            shard=Shard(config.shard_index, config.shard_count),
+        )
+    except SyncInterrupted as stop:
+        # an operator's stop: Dagster would otherwise retry an interrupted step
+        raise dg.Failure(
+            description=str(stop), metadata={"signal": stop.signal_name}, allow_retries=False
+        ) from None
+    except (UpstreamUnreachable, ClientCredentialsRejected) as dead_end:
+        # nobody can sync from this upstream now: retrying in seconds would only repeat it
+        # (the next scheduled run tries again)
+        raise dg.Failure(description=str(dead_end), allow_retries=False) from None
     summary = report.summary
     # one line per (user, reason): a refused user fails every endpoint the same way
     failed: dict[tuple[str, str], list[str]] = {}
@@ -135,3 +149,18 @@ def record_sync(
         metadata["failed_items"] = len(summary.failed_items)
         metadata["users_needing_reconnect"] = len(summary.refused_users)
         yield dg.MaterializeResult(asset_key=spec.key, metadata=metadata)  # type: ignore[arg-type]
+    left_behind = [item for item in summary.failed_items if item[2] != db.NEEDS_RECONNECT]
+    if left_behind:
+        # everything that succeeded is committed and materialised above; the step still fails,
+        # so a run with items left behind is red in the UI and the CLI exits non-zero (the
+        # failed items keep their cursors and are retried by the next run, not by this step)
+        reasons = Counter(failure_kind(why) for _, _, why in left_behind)
+        raise dg.Failure(
+            description=f"{len(left_behind)} of {len(report.plan.items)} (user, endpoint) items "
+            "failed: " + "; ".join(f"{n} × {why}" for why, n in reasons.most_common(5)),
+            metadata={
+                "failed_items": len(left_behind),
+                "users": len({h for h, _, _ in left_behind}),
+            },
+            allow_retries=False,
+        )

@@ -58,7 +58,8 @@ class FetchResult:
     requests: int
 
 
-ProgressFn = Callable[[ItemResult], None]
+# called after each item with the result and the requests the run has made so far
+ProgressFn = Callable[[ItemResult, int], None]
 
 # Raw records buffered per table before one normalise call: pandas costs a fixed ~1 ms per
 # call and column, so typing 2,000 records at once is far cheaper than 40 pages of 50, and
@@ -171,13 +172,13 @@ async def fetch_plan(
 
     async def run_item(item: WorkItem) -> None:
         result = results[(item.user.human_id, item.endpoint.table)]
-        attempted = await fetch_item(item, result)
+        await fetch_item(item, result)
         table = item.endpoint.table
         unfinished[table] -= 1
         if not unfinished[table]:
             await batcher.table_done(table)
-        if attempted and progress is not None:
-            progress(result)
+        if progress is not None:
+            progress(result, client.request_count)
 
     async def fetch_item(item: WorkItem, result: ItemResult) -> bool:
         """Fetch one item into the batcher; False when its user was already refused."""

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -16,8 +15,10 @@ import pandas as pd
 
 from sync_pipeline.settings import Settings
 from sync_pipeline.sync.commit import CommitSummary, commit_run
-from sync_pipeline.sync.fetch import FetchResult, ItemResult, fetch_plan
+from sync_pipeline.sync.fetch import FetchResult, fetch_plan
+from sync_pipeline.sync.interrupt import StopSignals
 from sync_pipeline.sync.plan import EVERYONE, Shard, SyncMode, SyncPlan, plan_sync
+from sync_pipeline.sync.progress import ProgressReporter
 from sync_pipeline.sync.stage import Stager
 from sync_pipeline.upstream.client import RequestAudit, UpstreamClient, UserRef
 from sync_pipeline.warehouse import db, lake
@@ -76,47 +77,61 @@ def run_sync(
     mode: SyncMode,
     only_users: set[str] | None = None,
     shard: Shard = EVERYONE,
-    progress: Callable[[ItemResult], None] | None = None,
 ) -> SyncReport:
-    inputs = read_inputs(settings)
-    plan = plan_sync(
-        mode=mode,
-        users=inputs.users,
-        needs_reconnect=inputs.needs_reconnect,
-        connected=inputs.connected,
-        notifications=inputs.notifications,
-        cursors=inputs.cursors,
-        only_users=only_users,
-        shard=shard,
-    )
-    if plan.skipped_reconnect:
-        log.warning(
-            "skipping %d user(s) waiting to reconnect: %s",
-            len(plan.skipped_reconnect),
-            ", ".join(plan.skipped_reconnect),
+    """Raises UpstreamUnreachable or ClientCredentialsRejected when the probe shows nothing can
+    succeed, SyncInterrupted on SIGINT/SIGTERM; either way nothing is committed."""
+    with StopSignals() as stop:
+        inputs = read_inputs(settings)
+        plan = plan_sync(
+            mode=mode,
+            users=inputs.users,
+            needs_reconnect=inputs.needs_reconnect,
+            connected=inputs.connected,
+            notifications=inputs.notifications,
+            cursors=inputs.cursors,
+            only_users=only_users,
+            shard=shard,
         )
-    lake.remove_stray_temp_files(settings.lake_dir)
-    stager = Stager(settings.lake_dir, run_id)
-    snapshot_users = (
-        sorted({i.user for i in plan.items}, key=lambda u: u.human_id)
-        if mode != "incremental"
-        else []
-    )
-
-    async def fetch() -> FetchResult:
-        audits: list[RequestAudit] = []
-        async with UpstreamClient(settings, on_request=audits.append) as client:
-            return await fetch_plan(
-                client,
-                plan,
-                stager,
-                audits,
-                workers=settings.http_concurrency,
-                snapshot_sources_for=snapshot_users,
-                progress=progress,
+        if plan.skipped_reconnect:
+            log.warning(
+                "skipping %d user(s) waiting to reconnect: %s",
+                len(plan.skipped_reconnect),
+                ", ".join(plan.skipped_reconnect),
             )
+        progress = ProgressReporter(plan)
+        lake.remove_stray_temp_files(settings.lake_dir)
+        stager = Stager(settings.lake_dir, run_id)
+        snapshot_users = (
+            sorted({i.user for i in plan.items}, key=lambda u: u.human_id)
+            if mode != "incremental"
+            else []
+        )
 
-    fetched = asyncio.run(fetch())
-    with db.connect(settings.warehouse_path, key=settings.warehouse_key) as con:
-        summary = commit_run(con, run_id=run_id, plan=plan, fetched=fetched)
+        async def fetch() -> FetchResult:
+            stop.watch()
+            audits: list[RequestAudit] = []
+            async with UpstreamClient(settings, on_request=audits.append) as client:
+                if plan.items:
+                    # one quick token request first: a dead upstream or wrong credentials stop
+                    # the run here, in seconds, instead of failing every item after retries
+                    await client.probe(plan.items[0].user)
+                return await fetch_plan(
+                    client,
+                    plan,
+                    stager,
+                    audits,
+                    workers=settings.http_concurrency,
+                    snapshot_sources_for=snapshot_users,
+                    progress=progress.item_done,
+                )
+
+        try:
+            fetched = asyncio.run(fetch())
+        except asyncio.CancelledError:
+            stop.raise_if_received(committed=False)
+            raise
+        stop.raise_if_received(committed=False)
+        with db.connect(settings.warehouse_path, key=settings.warehouse_key) as con:
+            summary = commit_run(con, run_id=run_id, plan=plan, fetched=fetched)
+        stop.raise_if_received(committed=True)
     return SyncReport(plan=plan, fetched=fetched, summary=summary)

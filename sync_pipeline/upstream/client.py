@@ -42,6 +42,7 @@ from sync_pipeline.upstream.errors import (
     ClientCredentialsRejected,
     RequestFailed,
     UpstreamError,
+    UpstreamUnreachable,
     UserNeedsReconnect,
 )
 from sync_pipeline.upstream.models import Page, RequestAudit, UserRef
@@ -63,6 +64,7 @@ __all__ = [
     "RequestFailed",
     "UpstreamClient",
     "UpstreamError",
+    "UpstreamUnreachable",
     "UserNeedsReconnect",
     "UserRef",
 ]
@@ -74,9 +76,17 @@ logger = logging.getLogger("sync_pipeline.upstream")
 # no business in logs, and our own DEBUG lines say what matters without them.
 logging.getLogger("httpx").setLevel(logging.WARNING)
 logging.getLogger("httpcore").setLevel(logging.WARNING)
+# stamina prints a line per scheduled retry (in structlog's format when structlog is installed):
+# a down upstream then floods the terminal. Every attempt is already a RequestAudit row and a
+# DEBUG line of ours, and a request that finally fails says so once, with its attempt count.
+stamina.instrumentation.set_on_retry_hooks([])
 
 TOKEN_PATH = "/v1/connect/token"
 MAX_PAGE_SIZE = 500
+# The probe before a run fans out: a few quick attempts, so an unreachable upstream or rejected
+# client credentials stop the run in seconds rather than after every item's full retries.
+PROBE_ATTEMPTS = 3
+PROBE_DEADLINE_S = 15.0
 # Used when the token response omits expires_in: short enough that a wrong guess costs one 401.
 _DEFAULT_TOKEN_LIFETIME_S = 300.0
 _WAIT_INITIAL_S = 0.2
@@ -200,6 +210,24 @@ class UpstreamClient:
         self._http = None
 
     # ---- public API -------------------------------------------------------------------------
+
+    async def probe(self, user: UserRef) -> None:
+        """Ask the auth service for `user`'s token with a short retry budget: raises
+        ClientCredentialsRejected (401) or UpstreamUnreachable (no usable answer), so a run can
+        stop at once with one reason. The answer is kept: a token is cached, a refusal stands
+        for the run, so the probe costs no extra request."""
+        try:
+            issued = await self._request_token(
+                user, attempts=PROBE_ATTEMPTS, deadline_s=PROBE_DEADLINE_S
+            )
+        except UserNeedsReconnect as refusal:
+            self._tokens.remember_refusal(user, refusal)  # reachable; this user must reconnect
+            return
+        except RequestFailed as failure:
+            raise UpstreamUnreachable(
+                service="auth service", base_url=self._settings.auth_url, reason=failure.reason
+            ) from None
+        self._tokens.remember(user, issued)
 
     async def iter_pages(
         self,
@@ -333,7 +361,9 @@ class UpstreamClient:
     async def _token_for(self, user: UserRef) -> str:
         return await self._tokens.get(user)
 
-    async def _request_token(self, user: UserRef) -> IssuedToken:
+    async def _request_token(
+        self, user: UserRef, *, attempts: int | None = None, deadline_s: float | None = None
+    ) -> IssuedToken:
         client_user_id, human_id = user.client_user_id, user.human_id
         url = httpx.URL(f"{self._settings.auth_url}{TOKEN_PATH}")
         state = _RequestState("POST", raw_path(url), uuid.uuid4().hex, human_id)
@@ -350,7 +380,7 @@ class UpstreamClient:
             )
             return await self._send(state, request, is_token=True)
 
-        answer = await self._with_retries(state, attempt)
+        answer = await self._with_retries(state, attempt, attempts=attempts, deadline_s=deadline_s)
         status = answer.response.status_code
         if status == 401:
             raise ClientCredentialsRejected()
@@ -382,9 +412,19 @@ class UpstreamClient:
         return self._http
 
     async def _with_retries(
-        self, state: _RequestState, attempt: Callable[[], Awaitable[_Answer]]
+        self,
+        state: _RequestState,
+        attempt: Callable[[], Awaitable[_Answer]],
+        *,
+        attempts: int | None = None,
+        deadline_s: float | None = None,
     ) -> _Answer:
-        deadline_s = self._settings.http_deadline_s
+        deadline_s = min(
+            deadline_s or self._settings.http_deadline_s, self._settings.http_deadline_s
+        )
+        max_attempts = min(
+            attempts or self._settings.http_max_attempts, self._settings.http_max_attempts
+        )
         deadline = time.monotonic() + deadline_s
 
         def retry_wait(exc: Exception) -> bool | float:
@@ -400,7 +440,7 @@ class UpstreamClient:
             async with asyncio.timeout(deadline_s):
                 async for retry in stamina.retry_context(
                     on=retry_wait,
-                    attempts=max(1, self._settings.http_max_attempts),
+                    attempts=max(1, max_attempts),
                     timeout=deadline_s,
                     wait_initial=_WAIT_INITIAL_S,
                     wait_max=_WAIT_MAX_S,

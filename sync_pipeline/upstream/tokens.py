@@ -11,7 +11,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from sync_pipeline.upstream.errors import UserNeedsReconnect
+from sync_pipeline.upstream.errors import RequestFailed, UserNeedsReconnect
 from sync_pipeline.upstream.models import UserRef
 
 # Renew this long before expiry, or 10% of the lifetime for short-lived tokens, so a token
@@ -51,6 +51,9 @@ class TokenCache:
         # a refusal (403/404) stands for the rest of the run: asking again per endpoint would
         # only repeat it
         self._refused: dict[str, UserNeedsReconnect] = {}
+        # so does a token request that failed after all its retries: the user's other endpoints
+        # fail with it at once instead of each retrying the same dead request
+        self._failed: dict[str, RequestFailed] = {}
 
     async def get(self, user: UserRef) -> str:
         """A valid token for the user, from cache or (once, however many callers wait) fetched."""
@@ -66,16 +69,28 @@ class TokenCache:
                 return cached
             if client_user_id in self._refused:
                 raise self._refused[client_user_id]
+            if client_user_id in self._failed:
+                raise self._failed[client_user_id]
             try:
                 issued = await self._fetch(user)
             except UserNeedsReconnect as refusal:
                 self._refused[client_user_id] = refusal
                 raise
-            lifetime = issued.expires_in_s
-            self._cached[client_user_id] = _Cached(
-                issued.access_token, self._clock() + lifetime - renewal_margin_s(lifetime)
-            )
+            except RequestFailed as failure:
+                self._failed[client_user_id] = failure
+                raise
+            self.remember(user, issued)
             return issued.access_token
+
+    def remember(self, user: UserRef, issued: IssuedToken) -> None:
+        """Cache a token obtained outside `get` (the run's probe)."""
+        lifetime = issued.expires_in_s
+        self._cached[user.client_user_id] = _Cached(
+            issued.access_token, self._clock() + lifetime - renewal_margin_s(lifetime)
+        )
+
+    def remember_refusal(self, user: UserRef, refusal: UserNeedsReconnect) -> None:
+        self._refused[user.client_user_id] = refusal
 
     def invalidate(self, client_user_id: str, rejected_token: str) -> None:
         """Forget the token the data API just refused (401).

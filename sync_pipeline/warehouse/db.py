@@ -11,6 +11,7 @@ same key in one transaction when an index exists, and asset checks verify unique
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ import pandas as pd
 import pyarrow as pa
 
 from sync_pipeline.private import owner_only_files
+from sync_pipeline.upstream.errors import failure_kind
 from sync_pipeline.warehouse.schemas import CONNECT_SCHEMAS, OPS_SCHEMAS, VIEWS
 
 
@@ -526,3 +528,54 @@ def cursors_by_run(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, tup
         [run_id],
     ).fetchall()
     return {str(e): (int(n), c) for e, n, c in rows}
+
+
+NEEDS_RECONNECT = "user needs to reconnect"
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """What one sync run did, from what its commit wrote: the end-of-run summary."""
+
+    received: int
+    loaded: int
+    rejected: int
+    requests: int
+    # (reason, users, items) per reason, most items first; a refused token is `skipped`
+    failures: list[tuple[str, int, int]]
+    skipped: list[tuple[str, int, int]]
+
+    @property
+    def failed_items(self) -> int:
+        return sum(items for _, _, items in self.failures)
+
+
+def run_outcome(
+    con: duckdb.DuckDBPyConnection, run_id: str, record_tables: Sequence[str]
+) -> RunOutcome:
+    """`record_tables`: the endpoints' tables (child tables have manifest rows too, and a
+    record is counted once, by its own table)."""
+    received, loaded, rejected = con.execute(
+        "SELECT coalesce(sum(received), 0), coalesce(sum(loaded), 0), coalesce(sum(rejected), 0) "
+        f"FROM {quoted('ops.load_log')} WHERE run_id = ? AND list_contains(?, table_name)",
+        [run_id, list(record_tables)],
+    ).fetchone() or (0, 0, 0)
+    (requests,) = con.execute(
+        f"SELECT count(*) FROM {quoted('ops.http_requests')} WHERE run_id = ?", [run_id]
+    ).fetchone() or (0,)
+    failed = con.execute(
+        f"SELECT human_id, reason FROM {quoted('ops.sync_failures')} WHERE run_id = ?", [run_id]
+    ).fetchall()
+    users: dict[str, set[str]] = {}
+    for human_id, reason in failed:
+        users.setdefault(failure_kind(reason or ""), set()).add(human_id)
+    items = Counter(failure_kind(reason or "") for _, reason in failed)
+    grouped = [(kind, len(users[kind]), n) for kind, n in items.most_common()]
+    return RunOutcome(
+        received=int(received),
+        loaded=int(loaded),
+        rejected=int(rejected),
+        requests=int(requests),
+        failures=[g for g in grouped if g[0] != NEEDS_RECONNECT],
+        skipped=[g for g in grouped if g[0] == NEEDS_RECONNECT],
+    )

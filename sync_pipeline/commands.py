@@ -1,0 +1,95 @@
+"""`sync-pipeline sync`, and the job launching the demo shares with it: Dagster runs in the
+local instance, each shown as one live step; a failed run prints why and sets the exit code."""
+
+from __future__ import annotations
+
+import signal
+from typing import Any
+
+from dagster import DagsterInstance, ExecuteInProcessResult
+
+from sync_pipeline.console import console, failure_reasons, print_outcome, step
+from sync_pipeline.instance import ensure_local_instance, reap_dead_runs
+from sync_pipeline.runs import export_settings, run_job, sync_config, today_partition
+from sync_pipeline.settings import Settings
+from sync_pipeline.upstream.endpoints import ENDPOINTS
+from sync_pipeline.warehouse import db
+
+
+def open_instance(settings: Settings) -> DagsterInstance:
+    """The local instance, after failing the runs of dead CLI processes and freeing the pool
+    slots they held (otherwise every later run would wait for those slots forever)."""
+    instance = ensure_local_instance(settings.dagster_home)
+    cleaned = reap_dead_runs(instance)
+    if cleaned.dead_runs or cleaned.freed_runs:
+        console.print(f"[yellow]cleaned up[/yellow]: {cleaned.describe()}")
+    return instance
+
+
+def _failure_metadata(result: ExecuteInProcessResult) -> dict[str, Any]:
+    """The metadata of the run's failed steps' Failures (the record sync names a stopping
+    signal, or how many items it left behind)."""
+    found: dict[str, Any] = {}
+    for event in result.all_events:
+        failure = event.step_failure_data if event.is_step_failure else None
+        if failure is not None and failure.user_failure_data is not None:
+            found.update({k: v.value for k, v in failure.user_failure_data.metadata.items()})
+    return found
+
+
+def _exit_code(result: ExecuteInProcessResult) -> int:
+    """0 for success; 128 + the signal's number when a signal stopped it (the shell's
+    convention); 1 for any other failure."""
+    if result.success:
+        return 0
+    stopped_by = _failure_metadata(result).get("signal")
+    return 128 + signal.Signals[str(stopped_by)].value if stopped_by else 1
+
+
+def launch(
+    instance: DagsterInstance,
+    title: str,
+    job: str,
+    *,
+    partition_key: str | None = None,
+    config: dict[str, Any] | None = None,
+) -> ExecuteInProcessResult:
+    """Run `job` as one live step; on failure print why and raise CommandFailed."""
+    with step(title) as shown:
+        result = run_job(
+            job,
+            instance=instance,
+            partition_key=partition_key,
+            config=config,
+            raise_on_failure=False,
+            console_log_level="CRITICAL",
+        )
+        shown.failed = not result.success
+    if not result.success:
+        for reason in failure_reasons(result) or ["the run failed"]:
+            console.print(f"  [red]{reason}[/red]")
+        console.print(f"  run {result.run_id} is in the Dagster instance (`dagster dev` shows it)")
+    return result
+
+
+def sync_outcome(settings: Settings, run_id: str) -> db.RunOutcome:
+    with db.connect(settings.warehouse_path, read_only=True, key=settings.warehouse_key) as con:
+        return db.run_outcome(con, run_id, [e.table for e in ENDPOINTS])
+
+
+def run_sync_command(settings: Settings, *, mode: str, users: list[str]) -> int:
+    instance = open_instance(settings)
+    export_settings(settings)
+    console.print(f"sync ({mode}) against {settings.api_url}, data in {settings.data_dir}")
+    intake = launch(
+        instance, "Dagster run: intake of today's landing log", "intake_job",
+        partition_key=today_partition(),
+    )  # fmt: skip
+    if not intake.success:
+        return _exit_code(intake)
+    job = "incremental_sync_job" if mode == "incremental" else "catchup_sync_job"
+    synced = launch(instance, f"Dagster run: {mode} sync", job, config=sync_config(mode, users))
+    if synced.success or "failed_items" in _failure_metadata(synced):
+        # the run committed: what succeeded is in, what failed is named
+        print_outcome(sync_outcome(settings, synced.run_id))
+    return _exit_code(synced)
