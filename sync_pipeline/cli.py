@@ -39,6 +39,7 @@ def _parser() -> argparse.ArgumentParser:
         "--log-level",
         type=str.upper,
         choices=LOG_LEVELS,
+        metavar="LEVEL",
         default=os.environ.get("SYNC_LOG_LEVEL", "WARNING").upper(),
         help="log level (default: SYNC_LOG_LEVEL or WARNING)",
     )

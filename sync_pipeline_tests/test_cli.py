@@ -91,19 +91,51 @@ def test_help_lists_every_command(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("variable", "value", "message"),
     [
-        (
-            "SYNC_PAGE_SIZE",
-            "9999",
-            "SYNC_PAGE_SIZE must be between 1 and 500 (the upstream's maximum)",
-        ),
+        ("SYNC_PAGE_SIZE", "9999", "SYNC_PAGE_SIZE must be between 1 and 500, got '9999'"),
         ("SYNC_HTTP_CONCURRENCY", "many", "SYNC_HTTP_CONCURRENCY must be an integer, got 'many'"),
+        ("SYNC_HTTP_CONCURRENCY", "0", "SYNC_HTTP_CONCURRENCY must be between 1 and 256, got '0'"),
+        (
+            "SYNC_HTTP_CONCURRENCY",
+            "-3",
+            "SYNC_HTTP_CONCURRENCY must be between 1 and 256, got '-3'",
+        ),
+        (
+            "SYNC_RECEIVER_PORT",
+            "99999",
+            "SYNC_RECEIVER_PORT must be between 1 and 65535, got '99999'",
+        ),
+        (
+            "SYNC_HTTP_DEADLINE_S",
+            "0",
+            "SYNC_HTTP_DEADLINE_S must be between 0.1 and 86400, got '0'",
+        ),
+        (
+            "SYNC_HTTP_TIMEOUT_S",
+            "nan",
+            "SYNC_HTTP_TIMEOUT_S must be between 0.1 and 3600, got 'nan'",
+        ),
+        (
+            "SYNC_PARTITIONS_START",
+            "2999-01-01",
+            "SYNC_PARTITIONS_START must not be in the future, got '2999-01-01'",
+        ),
         (
             "SYNC_UPSTREAM",
             "staging",
             "SYNC_UPSTREAM must be one of ['humanapi', 'simulator'], got 'staging'",
         ),
     ],
-    ids=["page-size-too-big", "concurrency-not-a-number", "unknown-preset"],
+    ids=[
+        "page-size-too-big",
+        "concurrency-not-a-number",
+        "concurrency-zero",
+        "concurrency-negative",
+        "port-out-of-range",
+        "deadline-zero",
+        "timeout-nan",
+        "partitions-in-the-future",
+        "unknown-preset",
+    ],
 )
 def test_a_bad_setting_exits_2_with_a_clear_message(
     variable: str, value: str, message: str, tmp_path: Path
@@ -117,6 +149,51 @@ def test_a_bad_setting_exits_2_with_a_clear_message(
     assert done.returncode == 2
     assert done.stderr.strip() == f"configuration error: {message}"
     assert done.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["receiver", "--port", "99999"],
+            "argument --port: must be between 1 and 65535, got 99999",
+        ),
+        (["receiver", "--workers", "0"], "argument --workers: must be between 1 and 64, got 0"),
+        (["demo", "--users", "0"], "argument --users: must be between 1 and 1000, got 0"),
+        (["demo", "--users", "many"], "argument --users: 'many' is not an integer"),
+        (["simulator", "--port", "-1"], "argument --port: must be between 1 and 65535, got -1"),
+    ],
+    ids=["receiver-port", "receiver-workers", "demo-users-zero", "demo-users-text", "sim-port"],
+)
+def test_bad_arguments_exit_2_before_anything_changes(
+    args: list[str], message: str, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    warehouse = data / "warehouse.duckdb"
+    warehouse.write_bytes(b"somebody's warehouse")
+    done = subprocess.run(
+        cli(*args), env=cli_env(data), capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 2
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr
+    assert warehouse.read_bytes() == b"somebody's warehouse"
+    assert sorted(p.name for p in data.iterdir()) == ["warehouse.duckdb"]
+
+
+def test_demo_never_replaces_a_warehouse_it_did_not_create(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    (data / "lake").mkdir(parents=True)
+    warehouse = data / "warehouse.duckdb"
+    warehouse.write_bytes(b"somebody's warehouse")
+    done = subprocess.run(
+        cli("demo"), env=cli_env(data), capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 1
+    assert "holds data the demo did not create (warehouse.duckdb, lake)" in done.stdout
+    assert warehouse.read_bytes() == b"somebody's warehouse"
+    assert sorted(p.name for p in data.iterdir()) == ["lake", "warehouse.duckdb"]
 
 
 @pytest.mark.slow

@@ -1,0 +1,151 @@
+"""`sync-pipeline sync` as a real process, killed, stopped and pointed at a dead upstream.
+
+The upstream (simulator) and the receiver run in this test process on loopback; the sync is a
+subprocess with its own data directory and Dagster instance, exactly as an operator runs it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+
+import duckdb
+import httpx
+import pytest
+from dagster import DagsterInstance, DagsterRunStatus
+from dagster._core.instance.ref import InstanceRef
+
+from sync_pipeline.demo import demo_session_keys
+from sync_pipeline.intake.server import running_receiver
+from sync_pipeline.settings import load_settings
+from sync_pipeline.simulator.config import SimFaults
+from sync_pipeline.simulator.server import SimulatorHandle, running_simulator
+
+from .test_cli import cli, cli_env
+
+pytestmark = pytest.mark.slow
+
+
+@contextmanager
+def connected_upstream(data: Path, *, users: int = 3) -> Iterator[SimulatorHandle]:
+    """A simulator whose users have connected (their sessions are in `data`'s landing log)."""
+    saved = dict(os.environ)
+    try:
+        settings = load_settings({"SYNC_DATA_DIR": str(data)})
+        private_pem, public_pem = demo_session_keys(data / "keys")
+        settings = replace(settings, session_public_key=public_pem)
+        with (
+            running_receiver(settings) as receiver,
+            running_simulator(
+                users=users,
+                seed=5,
+                receiver_url=receiver.base_url,
+                session_private_key_pem=private_pem,
+                min_records=5,
+                max_records=15,
+            ) as sim,
+        ):
+            sim.post_initial_sessions()
+            yield sim
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def start_sync(data: Path, upstream: str) -> subprocess.Popen[str]:
+    env = cli_env(data, SYNC_API_URL=upstream, SYNC_AUTH_URL=upstream)
+    return subprocess.Popen(
+        cli("sync"), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+
+
+def wait_for_requests(sim: SimulatorHandle, at_least: int, timeout_s: float = 120) -> None:
+    """Until the sync is fetching (it then holds the warehouse pool slot)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        stats = httpx.get(f"{sim.base_url}/_sim/stats", timeout=10).json()
+        if sum(n for path, n in stats["by_path"].items() if path != "connect/token") >= at_least:
+            return
+        time.sleep(0.2)
+    pytest.fail(f"the sync made fewer than {at_least} data requests in {timeout_s} s")
+
+
+def run_statuses(data: Path) -> list[DagsterRunStatus]:
+    instance = DagsterInstance.from_ref(InstanceRef.from_dir(str(data / "dagster")))
+    try:
+        return [r.dagster_run.status for r in instance.get_run_records()]
+    finally:
+        instance.dispose()
+
+
+def test_a_sync_killed_mid_run_does_not_block_the_next_one(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    with connected_upstream(data) as sim:
+        sim.app_config.faults = SimFaults(latency_ms=300)
+        killed = start_sync(data, sim.base_url)
+        wait_for_requests(sim, 3)
+        killed.send_signal(signal.SIGKILL)
+        killed.communicate(timeout=30)
+        assert DagsterRunStatus.STARTED in run_statuses(data)  # what a SIGKILL leaves behind
+
+        sim.app_config.faults = SimFaults()
+        done = subprocess.run(
+            cli("sync"),
+            env=cli_env(data, SYNC_API_URL=sim.base_url, SYNC_AUTH_URL=sim.base_url),
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "cleaned up: marked 1 run(s) whose process died as failed" in done.stdout
+    statuses = run_statuses(data)
+    assert DagsterRunStatus.STARTED not in statuses
+    assert DagsterRunStatus.FAILURE in statuses  # the dead run, marked
+
+
+def test_sigterm_stops_a_sync_within_seconds_and_commits_nothing(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    with connected_upstream(data) as sim:
+        sim.app_config.faults = SimFaults(latency_ms=300)
+        running = start_sync(data, sim.base_url)
+        wait_for_requests(sim, 3)
+        stopped_at = time.monotonic()
+        running.send_signal(signal.SIGTERM)
+        output, _ = running.communicate(timeout=60)
+        took = time.monotonic() - stopped_at
+    assert running.returncode == 128 + signal.SIGTERM, output
+    assert took < 10, f"SIGTERM took {took:.1f} s to stop the sync"
+    assert "sync stopped by SIGTERM before its commit: nothing was committed" in output
+    assert "Traceback" not in output
+    # intake succeeded before; the sync run is marked failed, not left running
+    assert sorted(s.value for s in run_statuses(data)) == ["FAILURE", "SUCCESS"]
+    warehouse = load_settings({"SYNC_DATA_DIR": str(data)}).warehouse_path
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM ops.load_log").fetchone() == (0,)
+
+
+def test_a_sync_against_a_closed_port_fails_fast_and_briefly(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    with connected_upstream(data) as sim:
+        dead = sim.base_url  # closed once the simulator stops at the end of this block
+    started = time.monotonic()
+    done = subprocess.run(
+        cli("sync"),
+        env=cli_env(data, SYNC_API_URL=dead, SYNC_AUTH_URL=dead),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    took = time.monotonic() - started
+    output = done.stdout + done.stderr
+    assert done.returncode == 1, output
+    assert took < 60, f"{took:.0f} s to give up on a closed port"
+    assert len(output.splitlines()) < 30, output
+    assert f"auth service at {dead} is unreachable" in output
+    assert "Traceback" not in output
