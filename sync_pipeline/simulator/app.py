@@ -175,12 +175,14 @@ class SimulatorApp:
             extra["X-RateLimit-Remaining"] = str(decision.remaining)
             extra["X-RateLimit-Reset"] = str(decision.reset_epoch_s)
         sub_path = request.url.path.removeprefix("/v1/human/")
-        if decision is not None and not decision.allowed:
+        limited = decision is not None and not decision.allowed
+        if limited or dice.throttle_first(request.url.path):
+            wait_s = decision.retry_after_s if decision is not None and limited else 1
             response: Response = error_response(429, "rate_limited", "Too many requests")
             response.headers["Retry-After"] = (
-                str(decision.retry_after_s)
+                str(wait_s)
                 if faults.retry_after_format == "seconds"
-                else formatdate(time.time() + decision.retry_after_s, usegmt=True)
+                else formatdate(time.time() + wait_s, usegmt=True)
             )
         elif dice.roll(faults.drop_rate):
             self.stats.record(template, 0, None)

@@ -25,6 +25,7 @@ class SimFaults:
     retry_after_format: RetryAfterFormat = "seconds"
     error_rate_5xx: float = 0.0
     fail_first_n: int = 0  # the first N requests to each URL path answer 503
+    throttle_first_n: int = 0  # the first N requests to each URL path answer 429 (Retry-After 1)
     fail_paths: tuple[str, ...] = ()  # paths below /v1/human/ (or templates) that answer 500
     drop_rate: float = 0.0  # connection closed with no response at all
     truncate_rate: float = 0.0  # 200 with a body cut off mid-JSON
@@ -42,8 +43,10 @@ class SimFaults:
             raise ValueError("retry_after_format must be 'seconds' or 'http-date'")
         if self.rate_limit_per_s is not None and self.rate_limit_per_s <= 0:
             raise ValueError("rate_limit_per_s must be positive")
-        if self.token_ttl_s <= 0 or self.fail_first_n < 0 or self.latency_ms < 0:
-            raise ValueError("token_ttl_s must be positive, fail_first_n and latency_ms >= 0")
+        if min(self.fail_first_n, self.throttle_first_n, self.latency_ms) < 0:
+            raise ValueError("fail_first_n, throttle_first_n and latency_ms must be >= 0")
+        if self.token_ttl_s <= 0:
+            raise ValueError("token_ttl_s must be positive")
 
     def updated(self, changes: dict[str, Any]) -> SimFaults:
         """A copy with JSON-ish changes applied (lists become tuples); unknown knobs raise."""
