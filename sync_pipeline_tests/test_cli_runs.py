@@ -149,3 +149,34 @@ def test_a_sync_against_a_closed_port_fails_fast_and_briefly(tmp_path: Path) -> 
     assert len(output.splitlines()) < 30, output
     assert f"auth service at {dead} is unreachable" in output
     assert "Traceback" not in output
+
+
+def table_counts(data: Path) -> dict[str, int]:
+    warehouse = load_settings({"SYNC_DATA_DIR": str(data)}).warehouse_path
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        tables = con.execute(
+            "SELECT table_schema || '.' || table_name FROM information_schema.tables "
+            "WHERE table_type = 'BASE TABLE'"
+        ).fetchall()
+        return {
+            t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]  # type: ignore[index]
+            for (t,) in tables
+        }
+
+
+def test_the_demo_twice_gives_the_same_tables(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    env = cli_env(data)
+    first = subprocess.run(
+        cli("demo", "--users", "2"), env=env, capture_output=True, text=True, timeout=600
+    )
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "replacing" not in first.stdout
+    counts = table_counts(data)
+    assert counts["medical.test_results"] > 0 and counts["connect.users"] == 2
+    second = subprocess.run(
+        cli("demo", "--users", "2"), env=env, capture_output=True, text=True, timeout=600
+    )
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "replacing the previous demo's warehouse.duckdb, lake, landing" in second.stdout
+    assert table_counts(data) == counts

@@ -176,7 +176,7 @@ class SimulatorApp:
             extra["X-RateLimit-Reset"] = str(decision.reset_epoch_s)
         sub_path = request.url.path.removeprefix("/v1/human/")
         limited = decision is not None and not decision.allowed
-        if limited or dice.throttle_first(request.url.path):
+        if limited or dice.throttle_first():
             wait_s = decision.retry_after_s if decision is not None and limited else 1
             response: Response = error_response(429, "rate_limited", "Too many requests")
             response.headers["Retry-After"] = (

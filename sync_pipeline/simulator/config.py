@@ -25,7 +25,7 @@ class SimFaults:
     retry_after_format: RetryAfterFormat = "seconds"
     error_rate_5xx: float = 0.0
     fail_first_n: int = 0  # the first N requests to each URL path answer 503
-    throttle_first_n: int = 0  # the first N requests to each URL path answer 429 (Retry-After 1)
+    throttle_first_n: int = 0  # the first N requests (any path) answer 429 with Retry-After 1
     fail_paths: tuple[str, ...] = ()  # paths below /v1/human/ (or templates) that answer 500
     drop_rate: float = 0.0  # connection closed with no response at all
     truncate_rate: float = 0.0  # 200 with a body cut off mid-JSON

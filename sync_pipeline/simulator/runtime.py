@@ -95,7 +95,7 @@ class FaultDice:
         self.rng = random.Random(faults.seed)
         self.bucket = FixedWindow(faults.rate_limit_per_s) if faults.rate_limit_per_s else None
         self._served_by_path: Counter[str] = Counter()
-        self._throttled_by_path: Counter[str] = Counter()
+        self._throttled = 0
         self._lock = threading.Lock()
 
     def roll(self, rate: float) -> bool:
@@ -107,12 +107,12 @@ class FaultDice:
             self._served_by_path[url_path] += 1
             return self._served_by_path[url_path] <= self.faults.fail_first_n
 
-    def throttle_first(self, url_path: str) -> bool:
-        """True while this URL path has been asked fewer than throttle_first_n times: a 429
-        whatever the clock says, so a test sees Retry-After honoured on any machine."""
+    def throttle_first(self) -> bool:
+        """True for the first throttle_first_n requests (any path): a 429 whatever the clock
+        says, so a test sees Retry-After honoured on any machine, however fast or loaded."""
         with self._lock:
-            self._throttled_by_path[url_path] += 1
-            return self._throttled_by_path[url_path] <= self.faults.throttle_first_n
+            self._throttled += 1
+            return self._throttled <= self.faults.throttle_first_n
 
 
 _WRONG_TYPE_FIELDS = (

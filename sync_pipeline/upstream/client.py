@@ -83,9 +83,9 @@ stamina.instrumentation.set_on_retry_hooks([])
 
 TOKEN_PATH = "/v1/connect/token"
 MAX_PAGE_SIZE = 500
-# The probe before a run fans out: a few quick attempts, so an unreachable upstream or rejected
-# client credentials stop the run in seconds rather than after every item's full retries.
-PROBE_ATTEMPTS = 3
+# The probe before a run fans out has the usual attempts (a few 503s are weather) but a short
+# deadline, so an unreachable upstream stops the run in seconds rather than after every item's
+# full retries.
 PROBE_DEADLINE_S = 15.0
 # Used when the token response omits expires_in: short enough that a wrong guess costs one 401.
 _DEFAULT_TOKEN_LIFETIME_S = 300.0
@@ -217,9 +217,7 @@ class UpstreamClient:
         stop at once with one reason. The answer is kept: a token is cached, a refusal stands
         for the run, so the probe costs no extra request."""
         try:
-            issued = await self._request_token(
-                user, attempts=PROBE_ATTEMPTS, deadline_s=PROBE_DEADLINE_S
-            )
+            issued = await self._request_token(user, deadline_s=PROBE_DEADLINE_S)
         except UserNeedsReconnect as refusal:
             self._tokens.remember_refusal(user, refusal)  # reachable; this user must reconnect
             return
@@ -362,7 +360,7 @@ class UpstreamClient:
         return await self._tokens.get(user)
 
     async def _request_token(
-        self, user: UserRef, *, attempts: int | None = None, deadline_s: float | None = None
+        self, user: UserRef, *, deadline_s: float | None = None
     ) -> IssuedToken:
         client_user_id, human_id = user.client_user_id, user.human_id
         url = httpx.URL(f"{self._settings.auth_url}{TOKEN_PATH}")
@@ -380,7 +378,7 @@ class UpstreamClient:
             )
             return await self._send(state, request, is_token=True)
 
-        answer = await self._with_retries(state, attempt, attempts=attempts, deadline_s=deadline_s)
+        answer = await self._with_retries(state, attempt, deadline_s=deadline_s)
         status = answer.response.status_code
         if status == 401:
             raise ClientCredentialsRejected()
@@ -416,14 +414,11 @@ class UpstreamClient:
         state: _RequestState,
         attempt: Callable[[], Awaitable[_Answer]],
         *,
-        attempts: int | None = None,
         deadline_s: float | None = None,
     ) -> _Answer:
+        """`deadline_s` may shorten the configured deadline (the probe), never lengthen it."""
         deadline_s = min(
             deadline_s or self._settings.http_deadline_s, self._settings.http_deadline_s
-        )
-        max_attempts = min(
-            attempts or self._settings.http_max_attempts, self._settings.http_max_attempts
         )
         deadline = time.monotonic() + deadline_s
 
@@ -440,7 +435,7 @@ class UpstreamClient:
             async with asyncio.timeout(deadline_s):
                 async for retry in stamina.retry_context(
                     on=retry_wait,
-                    attempts=max(1, max_attempts),
+                    attempts=max(1, self._settings.http_max_attempts),
                     timeout=deadline_s,
                     wait_initial=_WAIT_INITIAL_S,
                     wait_max=_WAIT_MAX_S,

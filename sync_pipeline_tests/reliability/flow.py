@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 
 from sync_pipeline.demo import demo_session_keys
+from sync_pipeline.runs import sync_config
 from sync_pipeline.simulator import delivery
 from sync_pipeline.simulator.config import SimFaults
 from sync_pipeline_tests.e2e.harness import Stack, running_stack
@@ -43,9 +44,11 @@ class Flow:
     client_secret: str
     phi: list[str]
     humans: list[str]
-    # the catch-up run with BROKEN failing: its log messages and materialised failure counts
+    # the catch-up run with BROKEN failing: its log messages, materialised failure counts, and
+    # whether the run itself succeeded (it must not: items were left behind)
     failing_run_messages: list[str]
     failing_run_counts: set[Any]
+    failing_run_succeeded: bool
     # what the host named by a hostile notification received
     evil_url: str
     evil_seen: list[str]
@@ -105,13 +108,15 @@ def debug_log_file(path: Path) -> Iterator[None]:
         handler.close()
 
 
-def failing_catchup(stack: Stack) -> tuple[list[str], set[Any]]:
+def failing_catchup(stack: Stack) -> tuple[list[str], set[Any], bool]:
     """A catch-up through Dagster with BROKEN answering 500 to every request."""
     stack.sim.app_config.faults = SimFaults(fail_paths=(BROKEN,))
     saved = {k: os.environ.get(k) for k in ("SYNC_HTTP_MAX_ATTEMPTS", "SYNC_HTTP_DEADLINE_S")}
     os.environ.update({"SYNC_HTTP_MAX_ATTEMPTS": "2", "SYNC_HTTP_DEADLINE_S": "5"})
     try:
-        result = stack.sync("catchup")
+        result = stack.run(
+            "catchup_sync_job", config=sync_config("catchup"), raise_on_failure=False
+        )
     finally:
         stack.sim.app_config.faults = SimFaults()
         for key, value in saved.items():
@@ -122,7 +127,7 @@ def failing_catchup(stack: Stack) -> tuple[list[str], set[Any]]:
         for event in result.get_asset_materialization_events()
         if "failed_items" in event.materialization.metadata
     }
-    return messages, counts
+    return messages, counts, result.success
 
 
 def post_hostile(stack: Stack, evil_url: str, record_id: str) -> None:
@@ -172,7 +177,7 @@ def run_flow(data_dir: Path) -> Flow:
     ):
         stack.sim.post_initial_sessions()
         stack.intake()
-        messages, counts = failing_catchup(stack)
+        messages, counts, succeeded = failing_catchup(stack)
         user = stack.sim.world.users[0]
         record_id = str(stack.sim.world.records(user.human_id, "medical/test_results")[0]["id"])
         stack.sim.advance(created=4, updated=3)
@@ -206,6 +211,7 @@ def run_flow(data_dir: Path) -> Flow:
         humans=humans,
         failing_run_messages=messages,
         failing_run_counts=counts,
+        failing_run_succeeded=succeeded,
         evil_url=evil_url,
         evil_seen=list(evil_seen),
         real_record_id=record_id,
