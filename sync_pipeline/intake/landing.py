@@ -92,7 +92,13 @@ def encode_line(delivery: LandedDelivery) -> bytes:
         "body": delivery.body,
         "claims": delivery.claims,
     }
-    return json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n"
+    text = json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+    try:
+        return text.encode("utf-8") + b"\n"
+    except UnicodeEncodeError:
+        # a claim holding a lone surrogate (JSON allows the escape): ASCII escapes keep the
+        # exact value and make the line valid UTF-8
+        return json.dumps(record, separators=(",", ":")).encode("ascii") + b"\n"
 
 
 def _decode_line(line: bytes) -> LandedDelivery:
