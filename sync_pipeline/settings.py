@@ -55,6 +55,14 @@ class Settings:
     # SYNC_WAREHOUSE_KEY: when set, the DuckDB warehouse is encrypted at rest with it (ASCII:
     # DuckDB's key derivation takes it as text). None keeps the file in plaintext.
     warehouse_key: str | None = None
+    # receiver bounds (see the README's configuration table)
+    receiver_max_inflight: int = 64
+    receiver_max_connections: int = 1000
+    receiver_header_timeout_s: float = 10.0
+    receiver_body_timeout_s: float = 10.0
+    session_max_token_lifetime_s: int = 86400
+    landing_min_free_bytes: int = 64 * 1024 * 1024
+    landing_min_free_inodes: int = 1000
 
     @property
     def warehouse_path(self) -> Path:
@@ -97,6 +105,20 @@ def _float(env: Mapping[str, str], name: str, default: float | None) -> float | 
         return float(raw)
     except ValueError as exc:
         raise SettingsError(f"{name} must be a number, got {raw!r}") from exc
+
+
+def _positive(env: Mapping[str, str], name: str, default: float) -> float:
+    value = _float(env, name, default)
+    if value is None or not value > 0:
+        raise SettingsError(f"{name} must be a positive number")
+    return value
+
+
+def _at_least(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:
+    value = _int(env, name, default)
+    if value < minimum:
+        raise SettingsError(f"{name} must be at least {minimum}")
+    return value
 
 
 def _warehouse_key(env: Mapping[str, str]) -> str | None:
@@ -157,4 +179,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         rate_backend=_rate_backend(env),
         uses_embedded_simulator=embedded,
         warehouse_key=_warehouse_key(env),
+        receiver_max_inflight=_at_least(env, "SYNC_RECEIVER_MAX_INFLIGHT", 64, 1),
+        receiver_max_connections=_at_least(env, "SYNC_RECEIVER_MAX_CONNECTIONS", 1000, 2),
+        receiver_header_timeout_s=_positive(env, "SYNC_RECEIVER_HEADER_TIMEOUT_S", 10.0),
+        receiver_body_timeout_s=_positive(env, "SYNC_RECEIVER_BODY_TIMEOUT_S", 10.0),
+        session_max_token_lifetime_s=_at_least(env, "SYNC_SESSION_MAX_TOKEN_LIFETIME_S", 86400, 1),
+        landing_min_free_bytes=_at_least(env, "SYNC_LANDING_MIN_FREE_BYTES", 64 * 1024 * 1024, 0),
+        landing_min_free_inodes=_at_least(env, "SYNC_LANDING_MIN_FREE_INODES", 1000, 0),
     )
