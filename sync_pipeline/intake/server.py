@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TypedDict
 
 import uvicorn
 from starlette.applications import Starlette
@@ -33,7 +34,13 @@ def create_app_from_env() -> Starlette:
     return create_app(settings)
 
 
-def _server_options(settings: ReceiverSettings) -> dict[str, object]:
+class _ServerOptions(TypedDict):
+    limit_concurrency: int
+    h11_max_incomplete_event_size: int
+    access_log: bool
+
+
+def _server_options(settings: ReceiverSettings) -> _ServerOptions:
     """What bounds the server itself: connections (uvicorn answers 503 above the limit) and
     the size of a request head; the head deadline is the protocol's (intake/protocol.py)."""
     return {
@@ -74,7 +81,7 @@ def run_receiver(settings: Settings, host: str, port: int, workers: int = 1) -> 
             host=host,
             port=port,
             http=with_head_timeout(settings.receiver_header_timeout_s),
-            **_server_options(settings),  # type: ignore[arg-type]
+            **_server_options(settings),
         )
         return
     _export_settings(settings)
@@ -86,7 +93,7 @@ def run_receiver(settings: Settings, host: str, port: int, workers: int = 1) -> 
         workers=workers,
         # by name: worker processes are spawned and import it (create_app_from_env sets it up)
         http="sync_pipeline.intake.protocol:GuardedH11Protocol",
-        **_server_options(settings),  # type: ignore[arg-type]
+        **_server_options(settings),
     )
 
 
@@ -106,7 +113,7 @@ def running_receiver(settings: ReceiverSettings) -> Iterator[RunningReceiver]:
         create_app(settings),
         log_level="warning",
         http=with_head_timeout(settings.receiver_header_timeout_s),
-        **_server_options(settings),  # type: ignore[arg-type]
+        **_server_options(settings),
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(
