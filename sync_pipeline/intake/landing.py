@@ -225,8 +225,11 @@ class LandingLog:
 
     def health_problem(self, min_free_bytes: int, min_free_inodes: int) -> str | None:
         """Why the log cannot be written now, or None. Cheap: one statvfs."""
+        # the nearest folder that exists: a landing folder removed while running is recreated
+        # by the next write, so only its disk matters here
+        existing = next((p for p in (self.root, *self.root.parents) if p.exists()), self.root)
         try:
-            stats = os.statvfs(self.root)
+            stats = os.statvfs(existing)
         except OSError as exc:
             return f"landing folder unusable ({type(exc).__name__})"
         if stats.f_bavail * stats.f_frsize < min_free_bytes:
