@@ -9,6 +9,7 @@ import dataclasses
 import datetime as dt
 import itertools
 import json
+import os
 import socket
 import time
 from collections.abc import Iterator
@@ -20,7 +21,7 @@ import httpx
 import jwt
 import pytest
 
-from sync_pipeline.intake.landing import iter_landed
+from sync_pipeline.intake.landing import LandedDelivery, LandingLog, iter_landed
 from sync_pipeline.intake.load import drive_receiver
 from sync_pipeline.intake.server import RunningReceiver, running_receiver
 from sync_pipeline.settings import Settings
@@ -231,29 +232,40 @@ def test_a_landing_folder_that_cannot_be_written_makes_health_and_deliveries_503
     assert [json.loads(line)["headers"]["x-humanapi-nonce"] for line in landed] == ["2"]
 
 
+@pytest.mark.parametrize(
+    ("reserve", "problem"),
+    [
+        ({"landing_min_free_bytes": 2**62}, "landing disk is full"),
+        ({"landing_min_free_inodes": 2**62}, "landing disk has no free inodes"),
+    ],
+)
 def test_a_full_landing_disk_makes_health_and_deliveries_503_before_the_body(
-    bounded: Settings,
+    bounded: Settings, reserve: dict[str, int], problem: str
 ) -> None:
-    # free space is a real statvfs of the landing disk; a reserve above any disk is "full"
-    full = dataclasses.replace(bounded, landing_min_free_bytes=2**62)
+    # free space and inodes are a real statvfs of the landing disk; a reserve above any disk
+    # is what a full one looks like
+    full = dataclasses.replace(bounded, **reserve)
+    if "landing_min_free_inodes" in reserve and os.statvfs(bounded.data_dir.parent).f_files == 0:
+        problem = ""  # a file system without an inode limit (btrfs) never runs out of them
     with (
         running_receiver(full) as served,
         httpx.Client(base_url=served.base_url, timeout=GENEROUS_S) as client,
     ):
         health = client.get("/healthz")
-        assert health.status_code == 503 and "full" in health.json()["error"]
         headers = {**signed_headers(BATCH), "Content-Length": str(len(BATCH))}
         with closing(connect(served.base_url)) as sock:
             sock.sendall(head("/notifications", headers))  # no body: refused before it
             status, answer = read_answer(sock)
-        assert status == 503 and b"landing disk is full" in answer
+    if not problem:
+        assert health.status_code == 200
+        return
+    assert health.status_code == 503 and problem in health.json()["error"]
+    assert status == 503 and problem.encode() in answer
     assert landed_lines(full.data_dir, "notifications") == []
 
 
 def test_several_worker_dedup_stores_agree_through_one_database(tmp_path: Path) -> None:
     # two LandingLogs on one folder are what two worker processes are
-    from sync_pipeline.intake.landing import LandedDelivery, LandingLog
-
     first, second = LandingLog(tmp_path, "notifications"), LandingLog(tmp_path, "notifications")
     delivery = LandedDelivery("a" * 64, "notifications", dt.datetime.now(dt.UTC), {}, "[]", None)
     try:
