@@ -233,19 +233,18 @@ def test_a_landing_folder_that_cannot_be_written_makes_health_and_deliveries_503
 
 
 @pytest.mark.parametrize(
-    ("reserve", "problem"),
-    [
-        ({"landing_min_free_bytes": 2**62}, "landing disk is full"),
-        ({"landing_min_free_inodes": 2**62}, "landing disk has no free inodes"),
-    ],
+    ("free_bytes", "free_inodes", "problem"),
+    [(2**62, 0, "landing disk is full"), (0, 2**62, "landing disk has no free inodes")],
 )
 def test_a_full_landing_disk_makes_health_and_deliveries_503_before_the_body(
-    bounded: Settings, reserve: dict[str, int], problem: str
+    bounded: Settings, free_bytes: int, free_inodes: int, problem: str
 ) -> None:
     # free space and inodes are a real statvfs of the landing disk; a reserve above any disk
     # is what a full one looks like
-    full = dataclasses.replace(bounded, **reserve)
-    if "landing_min_free_inodes" in reserve and os.statvfs(bounded.data_dir.parent).f_files == 0:
+    full = dataclasses.replace(
+        bounded, landing_min_free_bytes=free_bytes, landing_min_free_inodes=free_inodes
+    )
+    if free_inodes and os.statvfs(bounded.data_dir.parent).f_files == 0:
         problem = ""  # a file system without an inode limit (btrfs) never runs out of them
     with (
         running_receiver(full) as served,
