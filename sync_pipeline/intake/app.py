@@ -100,6 +100,10 @@ class Busy(Exception):
     """More deliveries in flight than allowed: answered 503 (the sender retries)."""
 
 
+class CannotLand(Exception):
+    """The landing log cannot take a delivery now (disk full, folder unusable): 503."""
+
+
 class Admission:
     """At most `limit` deliveries read or landed at once in this process; no queue (a queue
     would hold connections and memory; the sender's retry is the queue)."""
@@ -151,10 +155,6 @@ def _guarded(handler: Handler) -> Handler:
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
-
-
-class CannotLand(Exception):
-    """The landing log cannot take a delivery now (disk full, folder unusable): 503."""
 
 
 async def _land(log: LandingLog, delivery: LandedDelivery, replay_until: float) -> Response:

@@ -82,11 +82,17 @@ def token_replay_until(claims: Mapping[str, Any], now: float, max_lifetime_s: fl
     `max_lifetime_s`: the receiver remembers each delivery until its token expires, so an
     unbounded `exp` would be unbounded dedup state (and an unbounded replay window)."""
     exp = claims.get("exp")
-    if isinstance(exp, bool) or not isinstance(exp, int | float) or not math.isfinite(exp):
+    if isinstance(exp, bool) or not isinstance(exp, int | float):
         raise Rejected(401, "token exp is not a time")
-    if exp > now + max_lifetime_s:
+    try:
+        seconds = float(exp)
+    except OverflowError:  # an int beyond any float
+        raise Rejected(401, "token expires too far in the future") from None
+    if not math.isfinite(seconds):
+        raise Rejected(401, "token exp is not a time")
+    if seconds > now + max_lifetime_s:
         raise Rejected(401, "token expires too far in the future")
-    return float(exp)
+    return seconds
 
 
 def check_signature(

@@ -21,6 +21,7 @@ import httpx
 import jwt
 import pytest
 
+from sync_pipeline.intake.checks import Rejected, token_replay_until
 from sync_pipeline.intake.landing import LandedDelivery, LandingLog, iter_landed
 from sync_pipeline.intake.load import drive_receiver
 from sync_pipeline.intake.server import RunningReceiver, running_receiver
@@ -273,3 +274,29 @@ def test_several_worker_dedup_stores_agree_through_one_database(tmp_path: Path) 
     finally:
         first.close()
         second.close()
+
+
+@pytest.mark.parametrize(
+    ("exp", "answer"),
+    [
+        (1_000_600, 1_000_600.0),
+        (1_000_600.5, 1_000_600.5),
+        (1_000_000 + 86_401, "token expires too far in the future"),
+        (10**400, "token expires too far in the future"),
+        (float("inf"), "token exp is not a time"),
+        (float("nan"), "token exp is not a time"),
+        (True, "token exp is not a time"),
+        ("1000600", "token exp is not a time"),
+        (None, "token exp is not a time"),
+    ],
+)
+def test_the_dedup_horizon_of_a_session_is_its_exp_within_the_maximum(
+    exp: object, answer: float | str
+) -> None:
+    claims = {"exp": exp}
+    if isinstance(answer, float):
+        assert token_replay_until(claims, 1_000_000.0, 86_400) == answer
+        return
+    with pytest.raises(Rejected) as refused:
+        token_replay_until(claims, 1_000_000.0, 86_400)
+    assert (refused.value.status, refused.value.reason) == (401, answer)
