@@ -306,16 +306,17 @@ def iter_landed(data_dir: Path, kind: str, day: dt.date) -> Iterator[LandedDeliv
         return
     seen: set[str] = set()
     for path in sorted(directory.glob("*.jsonl")):
-        lines = path.read_bytes().split(b"\n")
-        # split leaves the text after the last newline as the final element: b"" or a torn line
-        if lines[-1]:
-            logger.warning("skipping an incomplete last line in %s", path.name)
-        for number, line in enumerate(lines[:-1], start=1):
-            try:
-                delivery = _decode_line(line)
-            except (ValueError, KeyError, TypeError) as exc:
-                message = f"{path}: line {number} is not a landed delivery"
-                raise LandingCorruptError(message) from exc
-            if delivery.digest not in seen:
-                seen.add(delivery.digest)
-                yield delivery
+        # line by line: a day's log can be far larger than memory, one line is one delivery
+        with path.open("rb") as lines:
+            for number, line in enumerate(lines, start=1):
+                if not line.endswith(b"\n"):  # only ever the last line: torn or in progress
+                    logger.warning("skipping an incomplete last line in %s", path.name)
+                    break
+                try:
+                    delivery = _decode_line(line)
+                except (ValueError, KeyError, TypeError) as exc:
+                    message = f"{path}: line {number} is not a landed delivery"
+                    raise LandingCorruptError(message) from exc
+                if delivery.digest not in seen:
+                    seen.add(delivery.digest)
+                    yield delivery

@@ -212,15 +212,13 @@ def _notification_row(
 
 
 def _item_reject(item: object, notification_id: str, reason: str) -> dict[str, Any]:
+    """A rejected item, keyed by its notification_id (delivery digest and position), which is
+    unique per received item: identical bad items in several deliveries stay apart, so
+    received = loaded + rejected holds item by item. Its objectId stays in `raw`."""
     fields = item if isinstance(item, dict) else {}
-    # as sent (repaired), even when not an id: they point at the item, nothing routes on them
-    human_id = storable_or_none(fields.get("humanId"))
-    object_id = storable_or_none(fields.get("objectId"))
+    # as sent (repaired), even when not an id: it points at the user, nothing routes on it
     return _reject(
-        human_id,
-        notification_id if object_id is None else object_id,
-        reason,
-        json_text(item),
+        storable_or_none(fields.get("humanId")), notification_id, reason, json_text(item)
     )
 
 

@@ -18,7 +18,9 @@ from typing import Any
 import dagster as dg
 import httpx
 import jwt
+import pytest
 
+from sync_pipeline.assets import intake as intake_assets
 from sync_pipeline.assets.connect import connection_state
 from sync_pipeline.assets.intake import notification_log, session_responses
 from sync_pipeline.assets.resources import SyncSettings
@@ -45,7 +47,11 @@ def item(human_id: str, object_id: str, **overrides: Any) -> dict[str, Any]:
     }
 
 
-def test_poison_deliveries_reject_alone_and_the_partitions_succeed(tmp_path: Path) -> None:
+def test_poison_deliveries_reject_alone_and_the_partitions_succeed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # two deliveries per chunk: the three batches span two chunks of one transaction
+    monkeypatch.setattr(intake_assets, "CHUNK_DELIVERIES", 2)
     keys = make_keypair()
     data_dir = tmp_path / "data"
     settings = dataclasses.replace(
@@ -104,6 +110,20 @@ def test_poison_deliveries_reject_alone_and_the_partitions_succeed(tmp_path: Pat
             instance=instance,
         )
         assert intake.success
+        counted = {
+            key.to_user_string(): {
+                name: intake.asset_materializations_for_node(node)[0].metadata[name].value
+                for name in ("deliveries", "rows", "rejected")
+            }
+            for key, node in [
+                (dg.AssetKey(["ops", "notifications"]), "ops__notifications"),
+                (dg.AssetKey(["connect", "session_responses"]), "connect__session_responses"),
+            ]
+        }
+        assert counted == {
+            "ops/notifications": {"deliveries": 3, "rows": 3, "rejected": 2},
+            "connect/session_responses": {"deliveries": 3, "rows": 2, "rejected": 1},
+        }
         assert dg.materialize([connection_state], resources=resources, instance=instance).success
 
     with db.connect(data_dir / "warehouse.duckdb", read_only=True) as con:
