@@ -11,6 +11,7 @@ import itertools
 import json
 import os
 import socket
+import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, closing
@@ -22,6 +23,7 @@ import jwt
 import pytest
 
 from sync_pipeline.intake.checks import Rejected, token_replay_until
+from sync_pipeline.intake.dedup import FILENAME
 from sync_pipeline.intake.landing import LandedDelivery, LandingLog, iter_landed
 from sync_pipeline.intake.load import drive_receiver
 from sync_pipeline.intake.server import RunningReceiver, running_receiver
@@ -300,3 +302,33 @@ def test_the_dedup_horizon_of_a_session_is_its_exp_within_the_maximum(
     with pytest.raises(Rejected) as refused:
         token_replay_until(claims, 1_000_000.0, 86_400)
     assert (refused.value.status, refused.value.reason) == (401, answer)
+
+
+def test_dedup_entries_live_until_the_replay_window_closes(
+    served: RunningReceiver, bounded: Settings, keys: KeyPair
+) -> None:
+    now = int(time.time())
+    timestamp = str(now * 1000)
+    token = jwt.encode(
+        {"client_user_id": "u", "human_id": "h", "iat": now, "exp": now + 120},
+        keys.private,
+        algorithm="RS256",
+    )
+    session = b'{"event":"close","response":{"status":"SUCCESS"}}'
+    with httpx.Client(base_url=served.base_url, timeout=GENEROUS_S) as client:
+        notified = client.post(
+            "/notifications", content=BATCH, headers=signed_headers(BATCH, timestamp=timestamp)
+        )
+        connected = client.post(
+            "/connect/sessions", content=session, headers={"Authorization": f"Bearer {token}"}
+        )
+    assert (notified.status_code, connected.status_code) == (200, 200)
+
+    def expiries(kind: str) -> list[float]:
+        path = bounded.data_dir / "landing" / kind / FILENAME
+        with closing(sqlite3.connect(path)) as db:
+            return [row[0] for row in db.execute("SELECT expires_at FROM seen")]
+
+    # notifications: the signed timestamp + tolerance; sessions: the token's exp
+    assert expiries("notifications") == [now + bounded.signature_tolerance_s]
+    assert expiries("sessions") == [now + 120]
