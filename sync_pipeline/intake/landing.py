@@ -17,7 +17,8 @@ Why it is safe with several receiver processes and crashes at any instruction:
 - within one process, concurrent duplicates share one write (see ``LandingLog.land``).
 - a write that fails is cut back off its file (ftruncate to the length before it), so a
   delivery answered 503 is not in the log; the file is then left for a fresh one.
-- files: one per process and day, plus the three of the dedup store; never one per delivery.
+- files: one per process start and day (and a fresh one after a failed write), plus the three
+  of the dedup store and a health probe per kind; never one per delivery.
 """
 
 from __future__ import annotations
