@@ -71,6 +71,14 @@ class Settings:
     freshness_hours: float = 26.0
     # SYNC_PARTITIONS_START: the first day of the daily intake partitions
     partitions_start: date = field(default_factory=lambda: _default_partitions_start())
+    # receiver bounds (see the README's configuration table)
+    receiver_max_inflight: int = 64
+    receiver_max_connections: int = 1000
+    receiver_header_timeout_s: float = 10.0
+    receiver_body_timeout_s: float = 10.0
+    session_max_token_lifetime_s: int = 86400
+    landing_min_free_bytes: int = 64 * 1024 * 1024
+    landing_min_free_inodes: int = 1000
 
     @property
     def warehouse_path(self) -> Path:
@@ -206,4 +214,21 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         warehouse_key=_warehouse_key(env),
         freshness_hours=_float(env, "SYNC_FRESHNESS_HOURS", 26.0, low=0.1, high=24 * 365),
         partitions_start=_partitions_start(env, datetime.now(UTC).date()),
+        receiver_max_inflight=_int(env, "SYNC_RECEIVER_MAX_INFLIGHT", 64, low=1, high=10_000),
+        receiver_max_connections=_int(
+            env, "SYNC_RECEIVER_MAX_CONNECTIONS", 1000, low=2, high=100_000
+        ),
+        receiver_header_timeout_s=_float(
+            env, "SYNC_RECEIVER_HEADER_TIMEOUT_S", 10.0, low=0.1, high=3600
+        ),
+        receiver_body_timeout_s=_float(
+            env, "SYNC_RECEIVER_BODY_TIMEOUT_S", 10.0, low=0.1, high=3600
+        ),
+        session_max_token_lifetime_s=_int(
+            env, "SYNC_SESSION_MAX_TOKEN_LIFETIME_S", 86400, low=1, high=366 * 86400
+        ),
+        landing_min_free_bytes=_int(
+            env, "SYNC_LANDING_MIN_FREE_BYTES", 64 * MIB, low=0, high=2**50
+        ),
+        landing_min_free_inodes=_int(env, "SYNC_LANDING_MIN_FREE_INODES", 1000, low=0, high=2**40),
     )

@@ -1,6 +1,7 @@
 """Intake group: what the receiver landed, as rows (one run handles one day or a range)."""
 
 import datetime as dt
+import itertools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -22,6 +23,8 @@ landing_days = dg.DailyPartitionsDefinition(
     start_date=load_settings().partitions_start.isoformat(), end_offset=1
 )
 POOL = "warehouse"  # one slot: only one step at a time opens the DuckDB file
+# deliveries turned into rows at once (a delivery is at most SYNC_MAX_BODY_BYTES)
+CHUNK_DELIVERIES = 2000
 
 
 # Preview columns: ids, times and statuses only. Never names, values or payloads: metadata is
@@ -99,27 +102,23 @@ def _land_days(
     re-materialising a day changes nothing); unusable items go to ops.rejected_records."""
     settings = sync.load()
     days = _days(context)
-    deliveries = [d for day in days for d in iter_landed(settings.data_dir, kind, day)]
-    rows, rejected = to_rows(deliveries, settings)
+    deliveries = (d for day in days for d in iter_landed(settings.data_dir, kind, day))
+    counts = {"deliveries": 0, "rows": 0, "inserted": 0, "rejected": 0, "rejected_new": 0}
     with db.connect(settings.warehouse_path, key=settings.warehouse_key) as con:
         con.execute("BEGIN TRANSACTION")
-        inserted = db.insert_absent(
-            con, table, pa.Table.from_pandas(rows, preserve_index=False), (key,)
-        )
-        rejected_new = db.store_rejects(con, rejected, context.run.run_id, _now())
+        # in chunks: memory follows the chunk, not the partition's days (one transaction still)
+        while chunk := list(itertools.islice(deliveries, CHUNK_DELIVERIES)):
+            rows, rejected = to_rows(chunk, settings)
+            counts["deliveries"] += len(chunk)
+            counts["rows"] += len(rows)
+            counts["rejected"] += len(rejected)
+            counts["inserted"] += db.insert_absent(
+                con, table, pa.Table.from_pandas(rows, preserve_index=False), (key,)
+            )
+            counts["rejected_new"] += db.store_rejects(con, rejected, context.run.run_id, _now())
         con.execute("COMMIT")
         metadata = table_metadata(con, table)
-    return dg.MaterializeResult(
-        metadata={
-            **metadata,
-            "days": f"{days[0]} .. {days[-1]}",
-            "deliveries": len(deliveries),
-            "rows": len(rows),
-            "inserted": inserted,
-            "rejected": len(rejected),
-            "rejected_new": rejected_new,
-        }
-    )
+    return dg.MaterializeResult(metadata={**metadata, "days": f"{days[0]} .. {days[-1]}", **counts})
 
 
 @dg.asset(

@@ -6,11 +6,14 @@ all of it depends only on the *set* of deliveries, never on the order they arriv
 - duplicates are dropped twice over: by `delivery_digest` (the same delivery landed twice), then
   by content (the same callback posted again, so a new digest but the same human, session
   instant, event, status and payload JSON; payloads are compared after `json.loads`, so
-  whitespace and key order do not matter). The smallest digest of a group represents it.
-- sessions are ordered by `(session_at, event rank, delivery_digest)`. The JWT `iat` has
-  one-second resolution, so a `connect_source` callback and the `close` of the same Connect
-  session usually share an instant; deltas rank before the `close`, whose `currentConnections`
-  is the full state at the end of the session. The digest breaks the remaining ties.
+  whitespace and key order do not matter). The first received of a group represents it
+  (then the smallest digest).
+- sessions are ordered by `(session_at, received_at, event rank, delivery_digest)`. The JWT
+  `iat` has one-second resolution, so several callbacks of one user often share a second; the
+  order they were received in is the only evidence of their real order (a `close` and a later
+  `disconnect_source` within one second must leave the source disconnected). Deliveries
+  received at the same instant too fall back to the event rank, deltas before the `close`
+  (whose `currentConnections` is the full state at the end of the session), then the digest.
 """
 
 from __future__ import annotations
@@ -85,6 +88,7 @@ class MalformedPayload(ValueError):
 class Session:
     delivery_digest: str
     session_at: pd.Timestamp
+    received_at: pd.Timestamp
     event: str
     status: str | None
     client_user_id: str | None
@@ -94,11 +98,20 @@ class Session:
     raw_payload: str | None
 
     @property
-    def order_key(self) -> tuple[bool, pd.Timestamp, int, str]:
+    def order_key(self) -> tuple[bool, pd.Timestamp, bool, pd.Timestamp, int, str]:
         # NaT does not compare, so sessions without a time sort last (they change nothing anyway)
         undated = bool(pd.isna(self.session_at))
         at = _EPOCH if undated else self.session_at
-        return (undated, at, EVENT_RANK.get(self.event, len(EVENT_RANK)), self.delivery_digest)
+        unreceived = bool(pd.isna(self.received_at))
+        received = _EPOCH if unreceived else self.received_at
+        rank = EVENT_RANK.get(self.event, len(EVENT_RANK))
+        return (undated, at, unreceived, received, rank, self.delivery_digest)
+
+    @property
+    def first_received_key(self) -> tuple[bool, pd.Timestamp, str]:
+        unreceived = bool(pd.isna(self.received_at))
+        received = _EPOCH if unreceived else self.received_at
+        return (unreceived, received, self.delivery_digest)
 
     @property
     def changes_state(self) -> bool:
@@ -125,6 +138,8 @@ def parse_payload(text: object) -> Payload:
         document = json.loads(text)
     except json.JSONDecodeError as error:
         raise MalformedPayload(f"payload is not JSON: {error.msg}") from None
+    except (ValueError, RecursionError):  # a number past the int digit limit, deep nesting
+        raise MalformedPayload("payload is not JSON we can read") from None
     if not isinstance(document, dict):
         raise MalformedPayload("payload is not a JSON object")
     results = document.get("sessionResults")
@@ -160,8 +175,8 @@ def _source_list(value: Any, field: str) -> tuple[SourceRef, ...]:
 def ordered_sessions(sessions: pd.DataFrame) -> list[Session]:
     """Every distinct session, deduplicated and in deterministic order (see module docstring)."""
     by_content: dict[tuple[Any, ...], Session] = {}
-    # deliveries come in digest order, so the first of a content group has the smallest digest
-    for session in sorted(distinct_deliveries(sessions), key=lambda s: s.delivery_digest):
+    # the first received of a content group (then the smallest digest) represents it
+    for session in sorted(distinct_deliveries(sessions), key=lambda s: s.first_received_key):
         by_content.setdefault(_content_key(session), session)
     return sorted(by_content.values(), key=lambda s: s.order_key)
 
@@ -174,13 +189,17 @@ def distinct_deliveries(sessions: pd.DataFrame) -> list[Session]:
     if sessions.empty:
         return []
     session_at = utc_instants(sessions["session_at"])
+    received_at = utc_instants(sessions["received_at"])
     parsed = [
-        _session(row, at) for row, at in zip(sessions.to_dict("records"), session_at, strict=True)
+        _session(row, at, received)
+        for row, at, received in zip(
+            sessions.to_dict("records"), session_at, received_at, strict=True
+        )
     ]
-    # one digest is one delivery landed more than once; should its rows ever disagree, keep one
-    # by a rule that does not depend on row order
+    # one digest is one delivery landed more than once (its first receipt counts); should its
+    # rows ever disagree, keep one by a rule that does not depend on row order
     by_digest: dict[str, Session] = {}
-    for session in sorted(parsed, key=_full_key):
+    for session in sorted(parsed, key=lambda s: (s.first_received_key, _full_key(s))):
         by_digest.setdefault(session.delivery_digest, session)
     return sorted(by_digest.values(), key=lambda s: s.order_key)
 
@@ -205,7 +224,9 @@ def malformed_sessions(sessions: pd.DataFrame) -> pd.DataFrame:
     return typed_frame(rows, REJECTED_SCHEMA)
 
 
-def _session(row: Mapping[Hashable, Any], session_at: pd.Timestamp) -> Session:
+def _session(
+    row: Mapping[Hashable, Any], session_at: pd.Timestamp, received_at: pd.Timestamp
+) -> Session:
     raw = _text(row["payload"])
     status = _text(row["status"])
     event = _text(row["event"]) or ""
@@ -223,6 +244,7 @@ def _session(row: Mapping[Hashable, Any], session_at: pd.Timestamp) -> Session:
     return Session(
         delivery_digest=str(row["delivery_digest"]),
         session_at=session_at,
+        received_at=received_at,
         event=event,
         status=status,
         client_user_id=_text(row["client_user_id"]),
@@ -250,7 +272,7 @@ def _label_problem(
 def _content_key(session: Session) -> tuple[Any, ...]:
     canonical: str | None = session.raw_payload
     if session.raw_payload is not None:
-        with contextlib.suppress(json.JSONDecodeError):
+        with contextlib.suppress(ValueError, RecursionError):
             canonical = json.dumps(json.loads(session.raw_payload), sort_keys=True)
     return (
         session.human_id,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import re
 import time
 from collections.abc import Mapping
@@ -67,6 +68,31 @@ def signature_headers(headers: Mapping[str, str]) -> SignatureHeaders:
     if not _NONCE.fullmatch(nonce):
         raise Rejected(400, f"{NONCE_HEADER} header is not a number")
     return SignatureHeaders(signature=sig, timestamp=timestamp, nonce=nonce)
+
+
+def check_timestamp(parts: SignatureHeaders, tolerance_s: float, now: float | None = None) -> None:
+    """The signed timestamp is within ±tolerance of now: checked before the body is read."""
+    now = time.time() if now is None else now
+    if abs(now - signature.timestamp_seconds(parts.timestamp)) > tolerance_s:
+        raise Rejected(401, "timestamp outside the accepted window")
+
+
+def token_replay_until(claims: Mapping[str, Any], now: float, max_lifetime_s: float) -> float:
+    """The token's `exp` (epoch seconds), refused when it lies further ahead than
+    `max_lifetime_s`: the receiver remembers each delivery until its token expires, so an
+    unbounded `exp` would be unbounded dedup state (and an unbounded replay window)."""
+    exp = claims.get("exp")
+    if isinstance(exp, bool) or not isinstance(exp, int | float):
+        raise Rejected(401, "token exp is not a time")
+    try:
+        seconds = float(exp)
+    except OverflowError:  # an int beyond any float
+        raise Rejected(401, "token expires too far in the future") from None
+    if not math.isfinite(seconds):
+        raise Rejected(401, "token exp is not a time")
+    if seconds > now + max_lifetime_s:
+        raise Rejected(401, "token expires too far in the future")
+    return seconds
 
 
 def check_signature(

@@ -8,13 +8,17 @@ Why it is safe with several receiver processes and crashes at any instruction:
   line per write, then ``os.fsync``; a landed line is never rewritten. A crash can leave at most
   an incomplete last line in that process's file, and readers skip it (it was never
   acknowledged, so the sender retries).
-- deduplication across processes uses a marker file ``_seen/<digest[:2]>/<digest>`` created
-  with O_CREAT|O_EXCL *after* the line is fsync'd. A present marker proves the delivery is
-  landed, so a duplicate can be acknowledged without writing. Two processes receiving the same
-  delivery at the same instant may both append it (both saw no marker); that is harmless
-  because readers deduplicate by digest too. A crash between append and marker only loses the
-  shortcut, never the delivery.
+- deduplication across processes uses one SQLite store per kind (`intake/dedup.py`): a digest
+  is recorded *after* its line is fsync'd and kept until its replay window closes. A recorded
+  digest proves the delivery is landed, so a duplicate can be acknowledged without writing.
+  Two processes receiving the same delivery at the same instant may both append it (both saw
+  no entry); that is harmless because readers deduplicate by digest too. A crash between
+  append and record only loses the shortcut, never the delivery.
 - within one process, concurrent duplicates share one write (see ``LandingLog.land``).
+- a write that fails is cut back off its file (ftruncate to the length before it), so a
+  delivery answered 503 is not in the log; the file is then left for a fresh one.
+- files: one per process start and day (and a fresh one after a failed write), plus the three
+  of the dedup store and a health probe per kind; never one per delivery.
 """
 
 from __future__ import annotations
@@ -27,17 +31,22 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from sync_pipeline.intake.dedup import DedupStore
+
 logger = logging.getLogger(__name__)
 
 Kind = Literal["notifications", "sessions"]
 KINDS: tuple[Kind, ...] = ("notifications", "sessions")
-_SEEN_DIR = "_seen"
+# how long a delivery landed without a replay window of its own stays deduplicated
+DEFAULT_REPLAY_WINDOW_S = 3600.0
+_HEALTH_PROBE = "_health-probe"
 _DIR_MODE = 0o700
 _FILE_MODE = 0o600
 
@@ -92,7 +101,13 @@ def encode_line(delivery: LandedDelivery) -> bytes:
         "body": delivery.body,
         "claims": delivery.claims,
     }
-    return json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n"
+    text = json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+    try:
+        return text.encode("utf-8") + b"\n"
+    except UnicodeEncodeError:
+        # a claim holding a lone surrogate (JSON allows the escape): ASCII escapes keep the
+        # exact value and make the line valid UTF-8
+        return json.dumps(record, separators=(",", ":")).encode("ascii") + b"\n"
 
 
 def _decode_line(line: bytes) -> LandedDelivery:
@@ -118,11 +133,21 @@ class _DayFile:
         _fsync_dir(directory)
 
     def append(self, line: bytes) -> None:
-        view = memoryview(line)
-        while view:
-            written = os.write(self.fd, view)
-            view = view[written:]
-        os.fsync(self.fd)
+        """Append and fsync one line; on failure cut the file back to where it was."""
+        start = os.lseek(self.fd, 0, os.SEEK_END)
+        try:
+            view = memoryview(line)
+            while view:
+                written = os.write(self.fd, view)
+                view = view[written:]
+            os.fsync(self.fd)
+        except OSError:
+            # the delivery will be answered 503: it must not be in the log (a full line whose
+            # fsync failed would otherwise be read back). If this fails too, the file may end
+            # in a partial line, which stays its last line (the caller drops the file).
+            with contextlib.suppress(OSError):
+                os.ftruncate(self.fd, start)
+            raise
 
     def close(self) -> None:
         os.close(self.fd)
@@ -137,25 +162,49 @@ class LandingLog:
         self._lock = threading.Lock()
         self._files: dict[dt.date, _DayFile] = {}
         self._inflight: dict[str, asyncio.Future[bool]] = {}  # digest → its write
+        self._dedup = DedupStore(self.root)
+        # the last write's failure (its type), None after a success: /healthz reports it
+        self.last_error: str | None = None
+        self._prepared = False
 
     def prepare(self) -> None:
-        """Create the folders now, so a misconfigured data directory fails at startup."""
-        _ensure_private_dir(self.root / _SEEN_DIR)
+        """Create the folder and dedup store now, so a bad data directory fails at startup."""
+        _ensure_private_dir(self.root)
+        self._dedup.open(time.time())
+        self._prepared = True
 
     def close(self) -> None:
         with self._lock:
             for day_file in self._files.values():
                 day_file.close()
             self._files.clear()
+        self._dedup.close()
 
-    def _marker(self, digest: str) -> Path:
-        return self.root / _SEEN_DIR / digest[:2] / digest
+    def dedup_entries(self) -> int:
+        return self._dedup.entries()
 
-    def land_sync(self, delivery: LandedDelivery) -> bool:
-        """Durably append `delivery` unless already landed; True when this call wrote it."""
-        marker = self._marker(delivery.digest)
-        if marker.exists():
-            return False
+    def land_sync(self, delivery: LandedDelivery, replay_until: float | None = None) -> bool:
+        """Durably append `delivery` unless already landed; True when this call wrote it.
+
+        `replay_until` (epoch seconds) is when a replay of it would be refused anyway; until
+        then a duplicate is answered without writing. Default: an hour from now.
+        """
+        now = time.time()
+        try:
+            if not self._prepared:
+                self.prepare()
+            if self._dedup.seen(delivery.digest, now):
+                return False
+            self._append(delivery)
+        except OSError as exc:
+            self.last_error = type(exc).__name__
+            raise
+        self.last_error = None
+        expires_at = now + DEFAULT_REPLAY_WINDOW_S if replay_until is None else replay_until
+        self._dedup.remember(delivery.digest, expires_at, now)
+        return True
+
+    def _append(self, delivery: LandedDelivery) -> None:
         line = encode_line(delivery)
         day = delivery.received_at.astimezone(dt.UTC).date()
         with self._lock:
@@ -174,13 +223,45 @@ class LandingLog:
                 del self._files[day]
                 day_file.close()
                 raise
-        _ensure_private_dir(marker.parent)
-        # FileExistsError: another process landed the same delivery concurrently; readers dedup
-        with contextlib.suppress(FileExistsError):
-            os.close(os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _FILE_MODE))
-        return True
 
-    async def land(self, delivery: LandedDelivery) -> bool:
+    def health_problem(self, min_free_bytes: int, min_free_inodes: int) -> str | None:
+        """Why the log cannot be written now, or None. Cheap: one statvfs."""
+        # the nearest folder that exists: a landing folder removed while running is recreated
+        # by the next write, so only its disk matters here
+        existing = next((p for p in (self.root, *self.root.parents) if p.exists()), self.root)
+        try:
+            stats = os.statvfs(existing)
+        except OSError as exc:
+            return f"landing folder unusable ({type(exc).__name__})"
+        if stats.f_bavail * stats.f_frsize < min_free_bytes:
+            return "landing disk is full"
+        # f_files is 0 where the file system has no inode limit
+        if stats.f_files and stats.f_favail < min_free_inodes:
+            return "landing disk has no free inodes"
+        return None
+
+    def probe(self, min_free_bytes: int, min_free_inodes: int) -> str | None:
+        """`health_problem`, plus a real write and fsync in the landing folder, plus the last
+        delivery write's failure (cleared by the next write that succeeds)."""
+        problem = self.health_problem(min_free_bytes, min_free_inodes)
+        if problem is not None:
+            return problem
+        try:
+            fd = os.open(
+                self.root / _HEALTH_PROBE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, _FILE_MODE
+            )
+            try:
+                os.write(fd, b"ok\n")
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            return f"landing folder not writable ({type(exc).__name__})"
+        if self.last_error is not None:
+            return f"the last landing write failed ({self.last_error})"
+        return None
+
+    async def land(self, delivery: LandedDelivery, replay_until: float | None = None) -> bool:
         """`land_sync` off the event loop; True when this call wrote the delivery.
 
         Concurrent duplicates in this process await the same write. The write runs as its own
@@ -190,7 +271,7 @@ class LandingLog:
         task = self._inflight.get(digest)
         first = task is None
         if task is None:
-            task = asyncio.ensure_future(asyncio.to_thread(self.land_sync, delivery))
+            task = asyncio.ensure_future(asyncio.to_thread(self.land_sync, delivery, replay_until))
             self._inflight[digest] = task
             task.add_done_callback(lambda done: self._finished(digest, done))
         wrote = await asyncio.shield(task)
@@ -211,7 +292,7 @@ def landed_days(data_dir: Path, kind: str) -> list[dt.date]:
         try:
             days.append(dt.date.fromisoformat(child.name))
         except ValueError:
-            continue  # the _seen markers and anything else that is not a day folder
+            continue  # the dedup store and anything else that is not a day folder
     return sorted(days)
 
 
@@ -226,16 +307,17 @@ def iter_landed(data_dir: Path, kind: str, day: dt.date) -> Iterator[LandedDeliv
         return
     seen: set[str] = set()
     for path in sorted(directory.glob("*.jsonl")):
-        lines = path.read_bytes().split(b"\n")
-        # split leaves the text after the last newline as the final element: b"" or a torn line
-        if lines[-1]:
-            logger.warning("skipping an incomplete last line in %s", path.name)
-        for number, line in enumerate(lines[:-1], start=1):
-            try:
-                delivery = _decode_line(line)
-            except (ValueError, KeyError, TypeError) as exc:
-                message = f"{path}: line {number} is not a landed delivery"
-                raise LandingCorruptError(message) from exc
-            if delivery.digest not in seen:
-                seen.add(delivery.digest)
-                yield delivery
+        # line by line: a day's log can be far larger than memory, one line is one delivery
+        with path.open("rb") as lines:
+            for number, line in enumerate(lines, start=1):
+                if not line.endswith(b"\n"):  # only ever the last line: torn or in progress
+                    logger.warning("skipping an incomplete last line in %s", path.name)
+                    break
+                try:
+                    delivery = _decode_line(line)
+                except (ValueError, KeyError, TypeError) as exc:
+                    message = f"{path}: line {number} is not a landed delivery"
+                    raise LandingCorruptError(message) from exc
+                if delivery.digest not in seen:
+                    seen.add(delivery.digest)
+                    yield delivery

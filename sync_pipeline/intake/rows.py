@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-import numpy as np
 import pandas as pd
 
 from sync_pipeline.intake.checks import SESSION_EVENTS
 from sync_pipeline.intake.landing import LandedDelivery
+from sync_pipeline.intake.text import is_storable, json_text, repaired, storable_or_none
 from sync_pipeline.upstream.endpoints import Endpoint, endpoint_for_path
 
 # The real upstream's public origin; a payload may also name the configured SYNC_API_URL.
@@ -129,118 +129,144 @@ def _resolve(url: object, origins: Sequence[_Origin]) -> _Resolved:
     return _Resolved(None, None, "endpoint path is not a known record endpoint")
 
 
-def _text_or_none(values: Iterable[object]) -> list[str | None]:
-    return [v if isinstance(v, str) else None for v in values]
+def _reject(human_id: str | None, record_id: str, reason: str, raw: str) -> dict[str, Any]:
+    return {
+        "table_name": NOTIFICATIONS_TABLE,
+        "human_id": human_id,
+        "record_id": record_id,
+        "reason": reason,
+        "raw": raw,
+    }
+
+
+class _ItemRejected(Exception):
+    """This notification item cannot be used; the message is the reason stored with it."""
+
+
+def _id_field(item: dict[str, Any], key: str) -> str:
+    value = item.get(key)
+    if not isinstance(value, str):
+        raise _ItemRejected(f"missing {key}")
+    if not _ID.fullmatch(value):
+        raise _ItemRejected(f"{key} is not an id")
+    return value
+
+
+def _instant(value: object) -> dt.datetime | None:
+    """An ISO 8601 instant as UTC (naive taken as UTC); None when it is not one."""
+    if not isinstance(value, str) or not value.isascii():
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=dt.UTC)
+        return parsed.astimezone(dt.UTC)
+    except (ValueError, OverflowError):  # not ISO 8601, or out of range once shifted to UTC
+        return None
+
+
+def _notification_row(
+    item: object,
+    notification_id: str,
+    delivery: LandedDelivery,
+    origins: Sequence[_Origin],
+    cache: dict[str, _Resolved],
+) -> dict[str, Any]:
+    """One ops.notifications row, or `_ItemRejected` with the reason of the item's first problem."""
+    if not isinstance(item, dict):
+        raise _ItemRejected("item is not an object")
+    human_id = _id_field(item, "humanId")
+    object_id = _id_field(item, "objectId")
+    action = item.get("action")
+    if action not in ACTIONS:
+        raise _ItemRejected("unknown action")
+    url = item.get("endpoint")
+    if isinstance(url, str):
+        if url not in cache:  # few distinct endpoint URLs per batch: resolve each once
+            cache[url] = _resolve(url, origins)
+        resolved = cache[url]
+    else:
+        resolved = _resolve(url, origins)
+    if resolved.problem is not None or resolved.endpoint is None:
+        raise _ItemRejected(resolved.problem or "endpoint path is not a known record endpoint")
+    if resolved.id_in_url is not None and resolved.id_in_url != object_id:
+        raise _ItemRejected("endpoint id does not match objectId")
+    updated_at = _instant(item.get("updatedAt"))
+    if updated_at is None:
+        raise _ItemRejected("missing or invalid updatedAt")
+    return {
+        "notification_id": notification_id,
+        "delivery_digest": delivery.digest,
+        "human_id": human_id,
+        "endpoint": resolved.endpoint.path,
+        "table_name": resolved.endpoint.table,
+        "object_id": object_id,
+        "action": action,
+        # descriptive labels: repaired rather than rejected (see intake/text.py)
+        "model": storable_or_none(item.get("model")),
+        "type": storable_or_none(item.get("type")),
+        "updated_at": updated_at,
+        "received_at": delivery.received_at,
+        "status": "received",
+    }
+
+
+def _item_reject(item: object, notification_id: str, reason: str) -> dict[str, Any]:
+    """A rejected item, keyed by its notification_id (delivery digest and position), which is
+    unique per received item: identical bad items in several deliveries stay apart, so
+    received = loaded + rejected holds item by item. Its objectId stays in `raw`."""
+    fields = item if isinstance(item, dict) else {}
+    # as sent (repaired), even when not an id: it points at the user, nothing routes on it
+    return _reject(
+        storable_or_none(fields.get("humanId")), notification_id, reason, json_text(item)
+    )
+
+
+def _document(body: str) -> Any:
+    """The parsed body, or None when it is not JSON (also when nested or sized beyond limits)."""
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError):
+        return None
 
 
 def notification_rows(
     deliveries: Iterable[LandedDelivery], api_url: str
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(ops.notifications rows, ops.rejected_records rows): one per received notification item."""
+    """(ops.notifications rows, ops.rejected_records rows): one per received notification item.
+
+    Containment, one boundary per level: a delivery whose body is not a JSON array is one
+    rejected row; inside it each item becomes a row or a rejected row on its own, and an item
+    that breaks the builder in a way not foreseen is rejected with the error's type, never
+    stopping the other items, deliveries or days.
+    """
     origins = [_origin(UPSTREAM_ORIGIN), _origin(api_url)]
-    whole_rejects: list[dict[str, Any]] = []
-    ids: list[str] = []
-    digests: list[str] = []
-    received: list[dt.datetime] = []
-    items: list[Any] = []
+    cache: dict[str, _Resolved] = {}
+    rows: list[dict[str, Any]] = []
+    rejects: list[dict[str, Any]] = []
     for delivery in deliveries:
-        try:
-            document = json.loads(delivery.body)
-        except ValueError:
-            document = None
+        document = _document(delivery.body)
         if not isinstance(document, list):
-            whole_rejects.append(
-                {
-                    "table_name": NOTIFICATIONS_TABLE,
-                    "human_id": None,
-                    "record_id": delivery.digest,
-                    "reason": "delivery body is not a JSON array",
-                    "raw": delivery.body,
-                }
-            )
+            reason = "delivery body is not a JSON array"
+            rejects.append(_reject(None, delivery.digest, reason, repaired(delivery.body)))
             continue
         for index, item in enumerate(document):
-            ids.append(f"{delivery.digest}:{index}")
-            digests.append(delivery.digest)
-            received.append(delivery.received_at)
-            items.append(item)
-
-    objects = [item if isinstance(item, dict) else {} for item in items]
-    human_raw = pd.Series(_text_or_none(o.get("humanId") for o in objects), dtype=_STRING)
-    object_raw = pd.Series(_text_or_none(o.get("objectId") for o in objects), dtype=_STRING)
-    action = pd.Series(_text_or_none(o.get("action") for o in objects), dtype=_STRING)
-    updated_at = pd.to_datetime(
-        pd.Series(_text_or_none(o.get("updatedAt") for o in objects), dtype=object),
-        utc=True,
-        errors="coerce",
-        format="ISO8601",
-    ).astype(_INSTANT)
-    # few distinct endpoint URLs per batch: resolve each once
-    endpoint_urls = [o.get("endpoint") for o in objects]
-    cache: dict[str, _Resolved] = {}
-    for url in endpoint_urls:
-        if isinstance(url, str) and url not in cache:
-            cache[url] = _resolve(url, origins)
-    resolved = [cache[u] if isinstance(u, str) else _resolve(u, origins) for u in endpoint_urls]
-
-    def valid_id(values: pd.Series) -> np.ndarray:
-        return np.asarray(values.str.fullmatch(ID_PATTERN).fillna(False), dtype=bool)
-
-    id_in_url = pd.Series([r.id_in_url for r in resolved], dtype=_STRING)
-    # (mask, reason) in priority order; a row gets the reason of its first problem
-    problems: list[tuple[np.ndarray, Any]] = [
-        (np.array([not isinstance(i, dict) for i in items], dtype=bool), "item is not an object"),
-        (np.asarray(human_raw.isna(), dtype=bool), "missing humanId"),
-        (~valid_id(human_raw), "humanId is not an id"),
-        (np.asarray(object_raw.isna(), dtype=bool), "missing objectId"),
-        (~valid_id(object_raw), "objectId is not an id"),
-        (~np.asarray(action.isin(list(ACTIONS)).fillna(False), dtype=bool), "unknown action"),
-    ]
-    endpoint_problem = np.array([r.problem or "" for r in resolved], dtype=object)
-    problems.append((endpoint_problem != "", endpoint_problem))
-    problems.append(
-        (
-            np.asarray((id_in_url.notna() & (id_in_url != object_raw)).fillna(False), dtype=bool),
-            "endpoint id does not match objectId",
-        )
-    )
-    problems.append((np.asarray(updated_at.isna(), dtype=bool), "missing or invalid updatedAt"))
-    reason = np.select(
-        [mask for mask, _ in problems],
-        [text for _, text in problems],
-        default="",
-    )
-    rejected_mask = reason != ""
-
-    every_item = _frame(
+            notification_id = f"{delivery.digest}:{index}"
+            try:
+                rows.append(_notification_row(item, notification_id, delivery, origins, cache))
+            except _ItemRejected as problem:
+                rejects.append(_item_reject(item, notification_id, str(problem)))
+            except Exception as exc:  # the item boundary: see the docstring
+                reason = f"item could not be read ({type(exc).__name__})"
+                rejects.append(_item_reject(item, notification_id, reason))
+    frame = _frame(
         NOTIFICATION_COLUMNS,
         {
-            "notification_id": ids,
-            "delivery_digest": digests,
-            "human_id": human_raw,
-            "endpoint": [r.endpoint.path if r.endpoint else None for r in resolved],
-            "table_name": [r.endpoint.table if r.endpoint else None for r in resolved],
-            "object_id": object_raw,
-            "action": action,
-            "model": _text_or_none(o.get("model") for o in objects),
-            "type": _text_or_none(o.get("type") for o in objects),
-            "updated_at": updated_at,
-            "received_at": pd.Series(received, dtype=object),
-            "status": ["received"] * len(ids),
+            name: pd.Series([row[name] for row in rows], dtype=object)
+            for name in NOTIFICATION_COLUMNS
         },
     )
-    rows = every_item[~rejected_mask].reset_index(drop=True)
-    item_rejects = [
-        {
-            "table_name": NOTIFICATIONS_TABLE,
-            "human_id": human_raw.iloc[i] if pd.notna(human_raw.iloc[i]) else None,
-            "record_id": object_raw.iloc[i] if pd.notna(object_raw.iloc[i]) else ids[i],
-            "reason": reason[i],
-            "raw": json.dumps(items[i], ensure_ascii=False),
-        }
-        for i in np.flatnonzero(rejected_mask)
-    ]
-    return rows, _rejected(whole_rejects + item_rejects)
+    return frame, _rejected(rejects)
 
 
 # --- sessions --------------------------------------------------------------------------------
@@ -279,63 +305,89 @@ def member_text(document: str, key: str) -> str | None:
     return found
 
 
-def _session_problem(document: Any, claims: dict[str, Any] | None) -> str | None:
+class _SessionRejected(Exception):
+    """This session delivery cannot be used; the message is the reason stored with it."""
+
+
+def _claim(claims: dict[str, Any] | None, name: str) -> str:
+    value = claims.get(name) if isinstance(claims, dict) else None
+    if not isinstance(value, str) or not value:
+        raise _SessionRejected("missing token claims")
+    if not is_storable(value):
+        raise _SessionRejected(f"token claim {name} is not valid text")
+    return value
+
+
+def _session_at(claims: dict[str, Any], received_at: dt.datetime) -> dt.datetime:
+    """The JWT `iat` (one-second resolution), else the receive time."""
+    issued = claims.get("iat")
+    if isinstance(issued, int | float) and not isinstance(issued, bool):
+        try:
+            return dt.datetime.fromtimestamp(issued, dt.UTC)
+        except (ValueError, OverflowError, OSError):  # NaN, or outside the datetime range
+            pass
+    return received_at
+
+
+def _session_row(delivery: LandedDelivery) -> dict[str, Any]:
+    """One connect.session_responses row, or `_SessionRejected` with the first problem."""
+    document = _document(delivery.body)
     if not isinstance(document, dict):
-        return "body is not a JSON object"
-    if document.get("event") not in SESSION_EVENTS:
-        return "unknown event"
+        raise _SessionRejected("body is not a JSON object")
+    event = document.get("event")
+    if event not in SESSION_EVENTS:
+        raise _SessionRejected("unknown event")
     response = document.get("response")
     if not isinstance(response, dict):
-        return "response is not an object"
-    if not isinstance(response.get("status"), str) or not response["status"]:
-        return "missing response status"
-    if claims is None or not all(
-        isinstance(claims.get(c), str) and claims[c] for c in ("client_user_id", "human_id")
-    ):
-        return "missing token claims"
-    return None
+        raise _SessionRejected("response is not an object")
+    status = response.get("status")
+    if not isinstance(status, str) or not status:
+        raise _SessionRejected("missing response status")
+    if not is_storable(status):  # a status routes connection state: never repaired
+        raise _SessionRejected("response status is not valid text")
+    client_user_id = _claim(delivery.claims, "client_user_id")
+    human_id = _claim(delivery.claims, "human_id")
+    assert delivery.claims is not None  # checked by _claim
+    payload = member_text(delivery.body, "response")
+    return {
+        "delivery_digest": delivery.digest,
+        "received_at": delivery.received_at,
+        "session_at": _session_at(delivery.claims, delivery.received_at),
+        "event": event,
+        "status": status,
+        "client_user_id": client_user_id,
+        "human_id": human_id,
+        "payload": None if payload is None else repaired(payload),
+    }
 
 
 def session_rows(deliveries: Iterable[LandedDelivery]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(connect.session_responses rows, ops.rejected_records rows): one per landed delivery."""
+    """(connect.session_responses rows, ops.rejected_records rows): one per landed delivery.
+
+    Each delivery is its own boundary: it becomes a row or a rejected row with a reason, also
+    when something not foreseen breaks the builder (the reason names the error's type).
+    """
     rows: list[dict[str, Any]] = []
     rejects: list[dict[str, Any]] = []
     for delivery in deliveries:
         try:
-            document = json.loads(delivery.body)
-        except ValueError:
-            document = None
-        claims = delivery.claims
-        problem = _session_problem(document, claims)
-        if problem is not None:
-            human_id = claims.get("human_id") if claims else None
-            rejects.append(
-                {
-                    "table_name": SESSIONS_TABLE,
-                    "human_id": human_id if isinstance(human_id, str) else None,
-                    "record_id": delivery.digest,
-                    "reason": problem,
-                    "raw": delivery.body,
-                }
-            )
+            rows.append(_session_row(delivery))
             continue
-        assert claims is not None  # checked by _session_problem
-        issued = claims.get("iat")
-        session_at = (
-            dt.datetime.fromtimestamp(issued, dt.UTC)
-            if isinstance(issued, int | float) and not isinstance(issued, bool)
-            else delivery.received_at
-        )
-        rows.append(
+        except _SessionRejected as problem:
+            reason = str(problem)
+        except Exception as exc:  # the delivery boundary: see the docstring
+            reason = f"delivery could not be read ({type(exc).__name__})"
+        claims = delivery.claims
+        human_id = claims.get("human_id") if isinstance(claims, dict) else None
+        rejects.append(
             {
-                "delivery_digest": delivery.digest,
-                "received_at": delivery.received_at,
-                "session_at": session_at,
-                "event": document["event"],
-                "status": document["response"]["status"],
-                "client_user_id": claims["client_user_id"],
-                "human_id": claims["human_id"],
-                "payload": member_text(delivery.body, "response"),
+                "table_name": SESSIONS_TABLE,
+                "human_id": human_id
+                if isinstance(human_id, str) and is_storable(human_id)
+                else None,
+                "record_id": delivery.digest,
+                "reason": reason,
+                "raw": repaired(delivery.body),
             }
         )
     session_frame = _frame(

@@ -53,7 +53,8 @@ def verify_token(token: str, key: RSAPublicKey) -> dict[str, Any]:
         )
     except jwt.ExpiredSignatureError:
         raise Rejected(401, "token expired") from None
-    except jwt.PyJWTError:
+    except (jwt.PyJWTError, ValueError, TypeError, OverflowError):
+        # PyJWT lets OverflowError out for an `exp` or `iat` of 1e999 (int(inf))
         raise Rejected(401, "token not valid") from None
     for claim in ("client_user_id", "human_id"):
         if not isinstance(claims[claim], str) or not claims[claim]:

@@ -292,3 +292,18 @@ def test_no_sessions_give_typed_empty_tables() -> None:
 def test_missing_columns_are_refused() -> None:
     with pytest.raises(ValueError, match="payload"):
         connection_history(sessions_frame([]).drop(columns=["payload"]))
+
+
+def test_a_disconnect_received_after_a_close_in_the_same_second_closes_the_source() -> None:
+    # JWT iat has one-second resolution: both share session_at, and only the receive order
+    # says the disconnect came after the close that still listed the source
+    close = delivery("0000", "10:00", "close", connected=[FITBIT], current=[FITBIT])
+    disconnect = delivery("ffff", "10:00", "disconnect_source", disconnected=[FITBIT])
+    close["received_at"] = at("10:00") + pd.Timedelta(milliseconds=100)
+    disconnect["received_at"] = at("10:00") + pd.Timedelta(milliseconds=600)
+
+    for rows in ([close, disconnect], [disconnect, close]):
+        history = connection_history(sessions_frame(rows))
+
+        assert_history(history, history_rows([(FITBIT, "10:00", "10:00", "0000", "ffff")]))
+        assert current_connections(history).empty

@@ -252,10 +252,16 @@ def test_a_landing_failure_is_a_logged_503_without_the_body(
     client: httpx.Client, settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
     # the day folder is a file: appending fails with an OSError inside the handler
-    (settings.data_dir / "landing" / "notifications" / today().isoformat()).write_text("")
+    blocker = settings.data_dir / "landing" / "notifications" / today().isoformat()
+    blocker.write_text("")
     response = client.post("/notifications", content=BATCH, headers=signed_headers(BATCH))
     assert response.status_code == 503
     assert "error" in response.json()
     assert "NotADirectoryError" in caplog.text
     assert "testResult" not in caplog.text
+    # /healthz says so until a write succeeds again
+    health = client.get("/healthz")
+    assert health.status_code == 503 and "NotADirectoryError" in health.json()["error"]
+    blocker.unlink()
+    assert client.post("/notifications", content=BATCH, headers=signed_headers(BATCH)).is_success
     assert client.get("/healthz").status_code == 200

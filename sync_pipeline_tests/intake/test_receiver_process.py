@@ -32,7 +32,7 @@ def free_port() -> int:
 
 @contextmanager
 def receiver_process(
-    data_dir: Path, workers: int = 1
+    data_dir: Path, workers: int = 1, extra_env: dict[str, str] | None = None
 ) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     port = free_port()
     env = {
@@ -40,6 +40,7 @@ def receiver_process(
         "SYNC_DATA_DIR": str(data_dir),
         "SYNC_CLIENT_SECRET": SECRET,
         "SYNC_SESSION_PUBLIC_KEY": "",
+        **(extra_env or {}),
     }
     process = subprocess.Popen(
         [sys.executable, "-c", RUN.format(port=port, workers=workers)],
@@ -115,3 +116,24 @@ def test_several_worker_processes_land_each_delivery_once(tmp_path: Path) -> Non
                 )
                 assert response.status_code == 200
     assert sorted(landed_bodies(data_dir)) == sorted(batch(n).decode() for n in range(20))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", [1, 2])
+def test_worker_processes_close_half_sent_heads_at_the_deadline(
+    tmp_path: Path, workers: int
+) -> None:
+    # worker processes import the protocol by name: the deadline must reach them too
+    timeout = {"SYNC_RECEIVER_HEADER_TIMEOUT_S": "1"}
+    with receiver_process(tmp_path / "data", workers=workers, extra_env=timeout) as (_, url):
+        port = int(url.rsplit(":", 1)[1])
+        # 5 s: well above the 1 s deadline, below the 10 s default it must not fall back to
+        sockets = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(4)]
+        try:
+            for sock in sockets:
+                sock.sendall(b"POST /notifications HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Hu")
+            for sock in sockets:
+                assert sock.recv(1024) == b""  # closed by the server
+        finally:
+            for sock in sockets:
+                sock.close()
