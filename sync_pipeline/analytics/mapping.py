@@ -144,6 +144,13 @@ def mapping_problems(mapping: ObservationMapping) -> list[str]:
     for category in set(mapping.names.column("category").to_pylist()):
         if category not in ("vital", "lab"):
             problems.append(f"names.csv: category {category!r} is not vital or lab")
+    rules: dict[tuple[str, str], list[str | None]] = {}
+    for row in mapping.endpoints.to_pylist():
+        rules.setdefault((row["record_table"], row["field"]), []).append(row["unit"])
+    for (table, field), units in rules.items():
+        # a rule for any unit beside unit-specific ones would let one value match twice
+        if None in units and len(units) > 1:
+            problems.append(f"endpoints.csv: {table}.{field} mixes an any-unit rule with others")
     ucum = set(mapping.units.column("ucum").to_pylist())
     for unit in mapping.endpoints.column("unit").to_pylist():
         if unit and unit not in ucum:
