@@ -115,14 +115,14 @@ def _table_section(
     ]
     is_record_table = table in SPECS
     for name, data_type in columns:
-        if is_record_table and name in COMMON_COLUMN_NOTES:
+        if name in COLUMN_NOTES.get(table, {}):
+            note = COLUMN_NOTES[table][name]
+        elif is_record_table and name in COMMON_COLUMN_NOTES:
             note = COMMON_COLUMN_NOTES[name]
         elif name == "position" and keys and "position" in keys:
             note = "0-based index of the element in the parent record's list as sent"
         elif name in sources:
             note = f"from `{sources[name]}`"
-        elif name in COLUMN_NOTES.get(table, {}):
-            note = COLUMN_NOTES[table][name]
         else:
             note = ""
         lines.append(f"| `{name}` | {data_type} | {_cell(note)} |")

@@ -140,7 +140,8 @@ COLUMN_NOTES: dict[str, dict[str, str]] = {
         "value_text": "the value as sent when it is not a number (e.g. `Negative`, `>60`), or "
         "when its unit is unknown",
         "unit": "UCUM unit of `value_numeric`",
-        "source_name": "the name the source gave (vital/component name, or `<table>.<field>`)",
+        "source_name": "the name the source gave (vital or component name); for readings the "
+        "reading type (`height`, `blood_pressure.systolic`, ...)",
         "source_value": "the value as received (text)",
         "source_unit": "the unit as received (for labs, the unit written after the number "
         "when `unit` was empty)",

@@ -5,8 +5,6 @@ DuckDB transaction, in the single-slot `warehouse` pool like every other writer;
 right after it in the same pool.
 """
 
-from __future__ import annotations
-
 import datetime as dt
 from collections.abc import Iterator
 from typing import Any
@@ -70,6 +68,16 @@ ANALYTICS_SPECS = [
 ]
 
 
+# Preview columns: ids, days and statuses only, never values, names or codes (the Dagster
+# instance is not PHI storage; a LOINC code next to a human_id says what was tested).
+PREVIEWS = {
+    OBSERVATIONS: ("record_table", "human_id", "record_id", "position", "source_id", "mapping"),
+    LATEST: ("human_id", "record_table", "record_id", "position", "source_id"),
+    COVERAGE: ("human_id", "source_id", "data_type", "day", "records", "reason"),
+    UNMAPPED: ("kind", "record_table", "observations", "users", "example_record_id"),
+}
+
+
 class AnalyticsConfig(dg.Config):
     # rebuild every user's observations, not only those whose record rows changed
     full: bool = False
@@ -85,7 +93,7 @@ def analytics_build(
     with db.connect(settings.warehouse_path, key=settings.warehouse_key) as con:
         db.bound_memory(con)
         counts = sql.build_analytics(con, mapping, today=now.date(), now=now, full=config.full)
-        tables = {t: table_metadata(con, t) for t in (OBSERVATIONS, LATEST, COVERAGE, UNMAPPED)}
+        tables = {table: table_metadata(con, table, columns) for table, columns in PREVIEWS.items()}
         codes = sql.distinct_codes(con)
     context.log.info(
         "analytics: %d users rebuilt (%s), %d observations, %d unmapped names/units",
