@@ -112,10 +112,11 @@ DESCRIPTIONS: dict[str, str] = {
     LATEST: "One row per (human_id, code): the newest observation of that code for that user, "
     "its time, value, unit and the record it came from.",
     COVERAGE: "One row per (user, source, data type, day) from the day the user first connected "
-    "the source (or its first record, if earlier; at most three years back) to today: whether a "
-    "connection was open that day, the records of that type from that source created upstream "
-    "that day, the endpoint's last successful and last failed sync for the user, needs_reconnect, "
-    "and the reason for a day without records.",
+    "the source (by Connect session or the upstream's connectedSince; or its first record, if "
+    "earlier; at most three years back) to today: whether a connection was open that day, the "
+    "records of that type from that source created upstream that day, the endpoint's last "
+    "successful and last failed sync for the user, needs_reconnect, and the reason for a day "
+    "without records.",
     UNMAPPED: "One row per source name or unit spelling that did not map (kind 'name': no LOINC "
     "code; kind 'unit': a unit with no UCUM spelling in the mapping), per record table, with how "
     "often it occurs and an example record, so the mapping can grow from real traffic.",
@@ -159,7 +160,9 @@ COLUMN_NOTES: dict[str, dict[str, str]] = {
     COVERAGE: {
         "data_type": "the record table (e.g. `wellness.blood_pressure`)",
         "day": "UTC day",
-        "connected": "a connect.connection_history period of this source was open that day",
+        "connected": "a connect.connection_history period of this source was open that day, "
+        "or the day falls after the upstream's `connectedSince` for it (connect.source_status) "
+        "and before the first Connect session that told us about it",
         "records": "records of this type from this source created upstream that day "
         "(`created_at`), not deleted",
         "last_synced_at": "the endpoint's last sync without error for the user "

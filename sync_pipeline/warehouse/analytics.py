@@ -240,10 +240,33 @@ def _coverage_sql() -> str:
 INSERT INTO {quoted(COVERAGE)} BY NAME
 WITH landed AS ({_landed_sql()}),
 types AS (SELECT DISTINCT source_id, data_type FROM landed),
-periods AS (
-    SELECT human_id, source_id, source_name, valid_from, valid_to,
-           (valid_from AT TIME ZONE 'UTC')::DATE AS from_day
+history AS (
+    SELECT human_id, source_id, source_name, valid_from, valid_to
     FROM connect.connection_history
+),
+-- Connect sessions only tell us about a connection from the day the session landed; the
+-- upstream's /sources snapshot says since when it has really been connected (`connectedSince`),
+-- which is what explains the history a new connection brings with it
+upstream AS (
+    SELECT human_id, raw->>'$.id' AS source_id, any_value(raw->>'$.name') AS source_name,
+           min(connected_since) AS since
+    FROM connect.source_status
+    WHERE connected_since IS NOT NULL AND raw->>'$.id' IS NOT NULL
+    GROUP BY ALL
+),
+periods AS (
+    SELECT *, (valid_from AT TIME ZONE 'UTC')::DATE AS from_day
+    FROM (
+        SELECT * FROM history
+        UNION ALL
+        SELECT u.human_id, u.source_id, u.source_name, u.since AS valid_from,
+               h.first_from AS valid_to
+        FROM upstream u
+        LEFT JOIN (
+            SELECT human_id, source_id, min(valid_from) AS first_from FROM history GROUP BY ALL
+        ) h USING (human_id, source_id)
+        WHERE h.first_from IS NULL OR u.since < h.first_from
+    )
 ),
 conn AS (
     SELECT human_id, source_id, arg_max(source_name, valid_from) AS source_name,

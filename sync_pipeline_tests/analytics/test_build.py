@@ -555,3 +555,45 @@ def test_coverage_explains_every_empty_day(tmp_path: Path) -> None:
         "needs_reconnect",
     ]
     assert theirs[D0][5] is True
+
+
+def test_coverage_counts_the_upstreams_connected_since_as_connected(tmp_path: Path) -> None:
+    # a Connect session told us about the connection on day 2, but the upstream's /sources
+    # snapshot says it has been connected since day -3: those days are not "not connected"
+    path = tmp_path / "warehouse.duckdb"
+    with db.connect(path) as con:
+        weight = _variant("weight/readings", "9" * 24, source=SOURCE)
+        weight["createdAt"] = weight["updatedAt"] = _at(1).isoformat().replace("+00:00", "Z")
+        load(con, "weight/readings", [weight])
+        db.append(
+            con,
+            "connect.connection_history",
+            pa.Table.from_pylist(
+                [{"human_id": HUMAN_ID, "source_id": SOURCE, "valid_from": _at(2)}]
+            ),
+        )
+        raw = f'{{"id": "{SOURCE}", "name": "Withings", "connectedSince": "..."}}'
+        db.append(
+            con,
+            "connect.source_status",
+            pa.Table.from_pylist(
+                [
+                    {
+                        "human_id": HUMAN_ID,
+                        "snapshot_at": _at(2),
+                        "source": "withings",
+                        "connected_since": _at(-3),
+                        "raw": raw,
+                    }
+                ]
+            ),
+        )
+        analytics.build_analytics(con, MAPPING, today=D0 + dt.timedelta(days=4), now=NOW)
+        rows = con.execute(
+            "SELECT day, connected, records, reason, source_name FROM analytics.coverage "
+            "WHERE data_type = 'wellness.weight' ORDER BY day"
+        ).fetchall()
+    assert [(r[0] - D0).days for r in rows] == list(range(-3, 5))
+    assert all(r[1] for r in rows)
+    assert [r[3] for r in rows] == ["no_data"] * 4 + [None] + ["no_data"] * 3
+    assert {r[4] for r in rows} == {"Withings"}
