@@ -5,6 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from sync_pipeline import deploy
+from sync_pipeline.assets.analytics import ANALYTICS_CHECKS, analytics_build
 from sync_pipeline.assets.checks import CHECKS
 from sync_pipeline.assets.connect import CONNECT_CHECKS, connection_state
 from sync_pipeline.assets.intake import notification_log, session_responses
@@ -16,8 +17,8 @@ from sync_pipeline.assets.sensors import SENSORS
 defs = dg.Definitions(
     # executors are fixed when the code location loads: SYNC_EXECUTOR picks one (deploy.py)
     executor=deploy.executor_def(),
-    assets=[notification_log, session_responses, connection_state, record_sync],
-    asset_checks=[*CHECKS, *CONNECT_CHECKS],
+    assets=[notification_log, session_responses, connection_state, record_sync, analytics_build],
+    asset_checks=[*CHECKS, *CONNECT_CHECKS, *ANALYTICS_CHECKS],
     jobs=JOBS,
     schedules=SCHEDULES,
     sensors=SENSORS,

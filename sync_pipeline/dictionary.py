@@ -21,11 +21,14 @@ from pathlib import Path
 
 import duckdb
 
+from sync_pipeline.analytics.schemas import ANALYTICS_KEYS, COLUMN_NOTES, DESCRIPTIONS, STATE
 from sync_pipeline.normalize.schemas import PARENT_OF, SPECS, TABLE_KEYS
 from sync_pipeline.warehouse.schemas import OWNED_KEYS, VIEWS
 
-SCHEMA_ORDER = ("medical", "wellness", "connect", "ops")
+SCHEMA_ORDER = ("analytics", "medical", "wellness", "connect", "ops")
 SCHEMA_NOTES = {
+    "analytics": "The analyst layer: one coded, unit-normalised observations table (LOINC, UCUM) "
+    "with lineage, the latest value per code, and daily coverage that explains gaps.",
     "medical": "Medical records (EHR data), one table per upstream endpoint, plus child tables.",
     "wellness": "Wellness data (activities, sleep, readings), one table per upstream endpoint.",
     "connect": "Who is connected to which source, rebuilt from Connect session responses.",
@@ -47,6 +50,7 @@ TABLE_NOTES = {
     "during a sync: that user must reconnect.",
     "connect.current_connections": "View: one row per open connection (the rows of "
     "connect.connection_history with valid_to NULL).",
+    STATE: DESCRIPTIONS[STATE],
 }
 
 # Columns every record table starts with (contract part C).
@@ -93,7 +97,7 @@ def _table_section(
     description: str,
     sources: Mapping[str, str],
 ) -> list[str]:
-    keys = TABLE_KEYS.get(table) or OWNED_KEYS.get(table)
+    keys = TABLE_KEYS.get(table) or OWNED_KEYS.get(table) or ANALYTICS_KEYS.get(table)
     lines = [f"### `{table}`", "", _cell(description) or "(no description in the code)", ""]
     facts = []
     if kind == "VIEW":
@@ -111,7 +115,9 @@ def _table_section(
     ]
     is_record_table = table in SPECS
     for name, data_type in columns:
-        if is_record_table and name in COMMON_COLUMN_NOTES:
+        if name in COLUMN_NOTES.get(table, {}):
+            note = COLUMN_NOTES[table][name]
+        elif is_record_table and name in COMMON_COLUMN_NOTES:
             note = COMMON_COLUMN_NOTES[name]
         elif name == "position" and keys and "position" in keys:
             note = "0-based index of the element in the parent record's list as sent"

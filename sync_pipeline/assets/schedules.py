@@ -11,6 +11,9 @@ def _sync_config(mode: str) -> dict[str, object]:
 
 RECORDS = dg.AssetSelection.assets(["medical", "allergies"]).required_multi_asset_neighbors()
 CONNECT = dg.AssetSelection.assets(["connect", "users"]).required_multi_asset_neighbors()
+# the analyst layer is rebuilt (incrementally) at the end of every sync run, so the demo, the
+# hourly sync and the daily catch-up all end with analytics level with the records
+ANALYTICS = dg.AssetSelection.groups("analytics")
 
 intake_job = dg.define_asset_job(
     "intake_job",
@@ -20,13 +23,13 @@ intake_job = dg.define_asset_job(
 )
 incremental_sync_job = dg.define_asset_job(
     "incremental_sync_job",
-    selection=CONNECT | RECORDS,
+    selection=CONNECT | RECORDS | ANALYTICS,
     config=_sync_config("incremental"),
     description="Fetch what pending notifications name (no notifications → no requests).",
 )
 catchup_sync_job = dg.define_asset_job(
     "catchup_sync_job",
-    selection=CONNECT | RECORDS,
+    selection=CONNECT | RECORDS | ANALYTICS,
     config=_sync_config("catchup"),
     description="Every connected user and endpoint from its updated_since cursor: "
     "guarantees completeness when notifications were lost.",
@@ -39,7 +42,15 @@ connection_state_job = dg.define_asset_job(
     "landed session response.",
 )
 
-JOBS = [intake_job, connection_state_job, incremental_sync_job, catchup_sync_job]
+analytics_job = dg.define_asset_job(
+    "analytics_job",
+    selection=ANALYTICS,
+    description="Rebuild the analyst layer (analytics.*, ops.unmapped_codes) from the record "
+    "tables: only users whose records changed, or everyone with "
+    "ops.analytics_build.config.full = true.",
+)
+
+JOBS = [intake_job, connection_state_job, incremental_sync_job, catchup_sync_job, analytics_job]
 
 SCHEDULES = [
     dg.build_schedule_from_partitioned_job(intake_job, minute_of_hour=55),

@@ -22,8 +22,16 @@ _NUMERIC_TEXT = re.compile(r"^-?\d+(\.\d+)?$")
 
 # Stamped by us on every clone, so never treated as template content to vary.
 _STAMPED = frozenset({"id", "source", "createdAt", "updatedAt", "humanId", "userId"})
-# Bounded quantities the jitter must not push out of range.
+# Bounded quantities the jitter must not push out of range: by field name, and any value whose
+# unit is a percentage (an SpO2 of 107% is no reading a device sends).
 _CAPS = {"efficiency": 100}
+_PERCENT_UNITS = frozenset({"%", "percent", "SpO2"})
+
+
+def _cap(key: str, value: int | float, unit: object) -> int | float:
+    cap = _CAPS.get(key) or (100 if key == "value" and unit in _PERCENT_UNITS else None)
+    return min(value, cap) if cap is not None else value
+
 
 # 2014-era wellness endpoints keep their `userId`; everything else carries `humanId`, so the
 # simulator serves both generations of record identity the real upstream has.
@@ -177,9 +185,7 @@ class EndpointFactory:
             for key, moments in blueprint.instant_lists:
                 record[key] = [iso_instant(m + shift) for m in moments]
         for key, number in blueprint.numbers:
-            varied = jitter(number, rng)
-            cap = _CAPS.get(key)
-            record[key] = min(varied, cap) if cap is not None else varied
+            record[key] = _cap(key, jitter(number, rng), record.get("unit"))
         if isinstance(record.get("organization"), dict):
             record["organization"] = self._organization(source)
         if isinstance(record.get("location"), dict):
@@ -216,10 +222,12 @@ def _vary_results(
         result = varied[index]
         factor = 1.0 + 0.1 * (2.0 * rng.random() - 1.0)
         original = result["value"]
-        value: int | float = (
+        value = _cap(
+            "value",
             round(original * factor)
             if isinstance(original, int)
-            else round(original * factor, max(_decimals(original), 1))
+            else round(original * factor, max(_decimals(original), 1)),
+            result.get("unit"),
         )
         new_result = {**result, "value": value}
         if isinstance(result.get("raw"), dict):
@@ -245,7 +253,7 @@ def mutate(record: Record, rng: random.Random) -> Record:
     )
     if numbers:
         key = rng.choice(numbers)
-        changed[key] = jitter(record[key], rng)
+        changed[key] = _cap(key, jitter(record[key], rng), record.get("unit"))
     elif numeric_components and isinstance(components, list):
         changed["components"] = _vary_components(components, numeric_components[:1], rng)
     elif isinstance(record.get("status"), str):

@@ -1,4 +1,5 @@
-"""All SQL against the DuckDB warehouse. Nothing else in the package writes SQL.
+"""All SQL against the DuckDB warehouse. Nothing outside warehouse/ writes SQL (the analyst
+layer's is in warehouse/analytics.py).
 
 Identifiers (schemas, tables, columns) only ever come from the table schemas (an allow-list);
 every value is a bound parameter or an Arrow relation registered on the connection.
@@ -29,9 +30,10 @@ from sync_pipeline.warehouse.schemas import CONNECT_SCHEMAS, OPS_SCHEMAS, VIEWS
 
 
 def all_schemas() -> dict[str, pa.Schema]:
+    from sync_pipeline.analytics.schemas import ANALYTICS_SCHEMAS
     from sync_pipeline.normalize.schemas import TABLE_SCHEMAS
 
-    return {**TABLE_SCHEMAS, **OPS_SCHEMAS, **CONNECT_SCHEMAS}
+    return {**TABLE_SCHEMAS, **OPS_SCHEMAS, **CONNECT_SCHEMAS, **ANALYTICS_SCHEMAS}
 
 
 def quoted(table: str) -> str:

@@ -36,7 +36,8 @@ def test_checks_pass_on_a_synced_warehouse(tmp_path: Path) -> None:
         assert len(by_name[LEDGER]) == len(by_name[FRESH]) == len(ENDPOINTS)
         failed = [e.asset_check_key.to_user_string() for e in evaluations if not e.passed]
         # a table never synced (an endpoint none of the users has data for) may be stale;
-        # everything the catch-up just synced is fresh, and nothing else may fail
+        # everything the catch-up just synced is fresh, and nothing else may fail (the
+        # simulator keeps percentages at or below 100, so the analytics bounds hold)
         assert all(name.endswith(f":{FRESH}") for name in failed), failed
         fresh = [e for e in by_name[FRESH] if e.passed]
         assert len(fresh) >= 10

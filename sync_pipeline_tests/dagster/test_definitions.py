@@ -23,8 +23,9 @@ def test_job_resolves(name: str) -> None:
     [
         ("intake_job", {"intake_checks"}),
         ("connection_state_job", {"connect_checks"}),
-        ("incremental_sync_job", {"connect_checks", "record_checks"}),
-        ("catchup_sync_job", {"connect_checks", "record_checks"}),
+        ("incremental_sync_job", {"connect_checks", "record_checks", "analytics_checks"}),
+        ("catchup_sync_job", {"connect_checks", "record_checks", "analytics_checks"}),
+        ("analytics_job", {"analytics_checks"}),
     ],
 )
 def test_jobs_include_the_checks_of_their_assets(job: str, check_ops: set[str]) -> None:

@@ -41,6 +41,7 @@ STARTUP_TIMEOUT_S = 120  # the webserver loads the code location in a subprocess
 UI_TIMEOUT_MS = 60_000
 # a few assets of every group the code location defines
 ASSETS_BY_GROUP = {
+    "analytics": ("observations", "coverage"),
     "connect": ("users", "connection_history"),
     "intake": ("notifications", "session_responses"),
     "medical": ("test_results", "test_result_components"),

@@ -1,0 +1,190 @@
+"""Analytics group: the analyst layer built from the record tables after every sync.
+
+One step writes the four analytics tables (and its own bookkeeping, ops.analytics_state) in one
+DuckDB transaction, in the single-slot `warehouse` pool like every other writer; its checks run
+right after it in the same pool.
+"""
+
+import datetime as dt
+from collections.abc import Iterator
+from typing import Any
+
+import dagster as dg
+
+from sync_pipeline.analytics.mapping import load_mapping
+from sync_pipeline.analytics.schemas import (
+    COVERAGE,
+    DESCRIPTIONS,
+    LATEST,
+    OBSERVATIONS,
+    UNMAPPED,
+)
+from sync_pipeline.assets.intake import POOL, table_metadata
+from sync_pipeline.assets.resources import SyncSettings
+from sync_pipeline.upstream.endpoints import ENDPOINTS
+from sync_pipeline.warehouse import analytics as sql
+from sync_pipeline.warehouse import db
+
+
+def _key(table: str) -> dg.AssetKey:
+    return dg.AssetKey(table.split("."))
+
+
+_OBSERVATION_INPUTS = [*sql.VITALS, *sql.LABS, *sql.READINGS]
+
+ANALYTICS_SPECS = [
+    dg.AssetSpec(
+        _key(OBSERVATIONS),
+        group_name="analytics",
+        kinds={"duckdb"},
+        deps=[_key(t) for t in _OBSERVATION_INPUTS],
+        description=DESCRIPTIONS[OBSERVATIONS],
+    ),
+    dg.AssetSpec(
+        _key(LATEST),
+        group_name="analytics",
+        kinds={"duckdb"},
+        deps=[_key(OBSERVATIONS)],
+        description=DESCRIPTIONS[LATEST],
+    ),
+    dg.AssetSpec(
+        _key(COVERAGE),
+        group_name="analytics",
+        kinds={"duckdb"},
+        deps=[
+            ["connect", "users"],
+            ["connect", "connection_history"],
+            *(_key(e.table) for e in ENDPOINTS),
+        ],
+        description=DESCRIPTIONS[COVERAGE],
+    ),
+    dg.AssetSpec(
+        _key(UNMAPPED),
+        group_name="analytics",
+        kinds={"duckdb"},
+        deps=[_key(OBSERVATIONS)],
+        description=DESCRIPTIONS[UNMAPPED],
+    ),
+]
+
+
+# Preview columns: ids, days and statuses only, never values, names or codes (the Dagster
+# instance is not PHI storage; a LOINC code next to a human_id says what was tested).
+PREVIEWS = {
+    OBSERVATIONS: ("record_table", "human_id", "record_id", "position", "source_id", "mapping"),
+    LATEST: ("human_id", "record_table", "record_id", "position", "source_id"),
+    COVERAGE: ("human_id", "source_id", "data_type", "day", "records", "reason"),
+    UNMAPPED: ("kind", "record_table", "observations", "users", "example_record_id"),
+}
+
+
+class AnalyticsConfig(dg.Config):
+    # rebuild every user's observations, not only those whose record rows changed
+    full: bool = False
+
+
+@dg.multi_asset(specs=ANALYTICS_SPECS, pool=POOL, name="analytics_build")
+def analytics_build(
+    context: dg.AssetExecutionContext, config: AnalyticsConfig, sync: SyncSettings
+) -> Iterator[dg.MaterializeResult]:
+    settings = sync.load()
+    mapping = load_mapping()
+    now = dt.datetime.now(dt.UTC)
+    with db.connect(settings.warehouse_path, key=settings.warehouse_key) as con:
+        db.bound_memory(con)
+        counts = sql.build_analytics(con, mapping, today=now.date(), now=now, full=config.full)
+        tables = {table: table_metadata(con, table, columns) for table, columns in PREVIEWS.items()}
+        codes = sql.distinct_codes(con)
+    context.log.info(
+        "analytics: %d users rebuilt (%s), %d observations, %d unmapped names/units",
+        counts.users_rebuilt,
+        "full" if config.full else "incremental",
+        counts.observations,
+        counts.unmapped,
+    )
+    common: dict[str, Any] = {
+        "users_rebuilt": counts.users_rebuilt,
+        "mapping_version": mapping.version,
+    }
+    yield dg.MaterializeResult(
+        asset_key=_key(OBSERVATIONS),
+        metadata={**common, **tables[OBSERVATIONS], "distinct_codes": codes},
+    )
+    yield dg.MaterializeResult(asset_key=_key(LATEST), metadata={**common, **tables[LATEST]})
+    yield dg.MaterializeResult(asset_key=_key(COVERAGE), metadata=tables[COVERAGE])
+    yield dg.MaterializeResult(asset_key=_key(UNMAPPED), metadata=tables[UNMAPPED])
+
+
+TRACEABLE = "traces_to_record"
+UCUM = "coded_values_have_ucum_units"
+PLAUSIBLE = "values_within_plausible_bounds"
+
+_CHECK_SPECS = [
+    dg.AssetCheckSpec(
+        TRACEABLE,
+        asset=_key(OBSERVATIONS),
+        description="Every observation's (record_table, human_id, record_id, position) is an "
+        "existing, not deleted record row.",
+    ),
+    dg.AssetCheckSpec(
+        UCUM,
+        asset=_key(OBSERVATIONS),
+        description="No coded numeric observation without a unit, or with a unit that is not "
+        "one of the mapping's UCUM units.",
+    ),
+    dg.AssetCheckSpec(
+        PLAUSIBLE,
+        asset=_key(OBSERVATIONS),
+        description="Numeric values lie within the plausible physiological bounds of their "
+        "code (loinc.csv low/high, in the code's unit); a warning names the codes and counts.",
+    ),
+]
+
+
+@dg.multi_asset_check(specs=_CHECK_SPECS, name="analytics_checks", can_subset=True, pool=POOL)
+def analytics_checks(
+    context: dg.AssetCheckExecutionContext, sync: SyncSettings
+) -> Iterator[dg.AssetCheckResult]:
+    settings = sync.load()
+    mapping = load_mapping()
+    with db.connect(settings.warehouse_path, read_only=True, key=settings.warehouse_key) as con:
+        untraceable = sql.untraceable_observations(con)
+        without_ucum = sql.coded_values_without_ucum(con, mapping.ucum_units())
+        outside = sql.out_of_bounds(con, mapping.loinc)
+    error, warn = dg.AssetCheckSeverity.ERROR, dg.AssetCheckSeverity.WARN
+    results = {
+        TRACEABLE: dg.AssetCheckResult(
+            asset_key=_key(OBSERVATIONS),
+            check_name=TRACEABLE,
+            passed=untraceable == 0,
+            severity=error,
+            description=None if untraceable == 0 else f"{untraceable} row(s) trace to nothing",
+            metadata={"untraceable_rows": untraceable},
+        ),
+        UCUM: dg.AssetCheckResult(
+            asset_key=_key(OBSERVATIONS),
+            check_name=UCUM,
+            passed=without_ucum == 0,
+            severity=error,
+            description=None if without_ucum == 0 else f"{without_ucum} row(s) without UCUM unit",
+            metadata={"rows_without_ucum_unit": without_ucum},
+        ),
+        PLAUSIBLE: dg.AssetCheckResult(
+            asset_key=_key(OBSERVATIONS),
+            check_name=PLAUSIBLE,
+            passed=not outside,
+            severity=warn,
+            description=None
+            if not outside
+            else "outside bounds: " + ", ".join(f"{c} ({n})" for c, n in outside.items()),
+            metadata={
+                "rows_out_of_bounds": sum(outside.values()),
+                "codes_out_of_bounds": dg.MetadataValue.json(outside),
+            },
+        ),
+    }
+    for check in sorted(context.selected_asset_check_keys, key=str):
+        yield results[check.name]
+
+
+ANALYTICS_CHECKS = [analytics_checks]

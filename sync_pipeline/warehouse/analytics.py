@@ -1,0 +1,522 @@
+"""The SQL of the analyst layer: analytics.observations, latest_observations, coverage and
+ops.unmapped_codes, built inside DuckDB from the record tables and the packaged mapping.
+
+Set-based on purpose: the record rows never leave DuckDB; the mapping (a few hundred rows) is
+registered as Arrow tables and joined. Table and column names come from the schemas and the
+endpoint catalogue (allow-listed by `db.quoted`), values are bound.
+
+Incremental: a user's observations are rebuilt only when the fingerprint of their record rows
+(count and a hash of record_id, updated_at, deleted_at over every source table) or the mapping
+version differs from what `ops.analytics_state` holds from the last build. A deletion changes
+`deleted_at` and so the fingerprint; child rows are replaced only together with their parent's
+`updated_at`, so the parents are enough. latest_observations follows the same users;
+unmapped_codes and coverage are rebuilt whole (small aggregates, and coverage depends on
+today's date). `full=True` rebuilds everything and gives the same tables.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import duckdb
+import pyarrow as pa
+
+from sync_pipeline.analytics.mapping import ObservationMapping
+from sync_pipeline.analytics.schemas import (
+    ANALYTICS_SCHEMAS,
+    COLUMN_NOTES,
+    COVERAGE,
+    DESCRIPTIONS,
+    LATEST,
+    OBSERVATIONS,
+    STATE,
+    UNMAPPED,
+)
+from sync_pipeline.upstream.endpoints import ENDPOINTS, READING_TYPES
+from sync_pipeline.warehouse.db import quoted
+
+# Coverage goes back at most this far: enough for trends, bounded for sources with decades.
+COVERAGE_MAX_DAYS = 3 * 365
+# Drops binary floating-point noise after a conversion (1727 mm × 0.1 → 172.7, not
+# 172.70000000000002); far below any instrument's precision.
+CONVERTED_DECIMALS = 9
+
+VITALS = ("medical.vitals", "medical.vital_results")
+LABS = ("medical.test_results", "medical.test_result_components")
+READINGS = tuple(f"wellness.{kind}" for kind in READING_TYPES)
+# the fields of a reading that are measured values, in `position` order
+READING_FIELDS: dict[str, tuple[str, ...]] = {
+    table: ("systolic", "diastolic", "heart_rate")
+    if table == "wellness.blood_pressure"
+    else ("value",)
+    for table in READINGS
+}
+# the parent tables whose rows decide which users' observations are rebuilt
+FINGERPRINT_TABLES = (VITALS[0], LABS[0], *READINGS)
+
+
+def _number_text(column: str) -> str:
+    """A number as text the way JSON sent it: 136 rather than DuckDB's 136.0 for a DOUBLE."""
+    return (
+        f"CASE WHEN {column} = trunc({column}) AND abs({column}) < 1e15 "
+        f"THEN CAST(CAST({column} AS BIGINT) AS VARCHAR) ELSE CAST({column} AS VARCHAR) END"
+    )
+
+
+# a number, then the rest of the text: a lab value like "5.1 THO/uL" states its unit inline
+_INLINE_UNIT = r"^\s*[-+]?(?:\d+(?:\.\d*)?|\.\d+)\s*(.*?)\s*$"
+
+
+@dataclass(frozen=True)
+class BuildCounts:
+    users_rebuilt: int
+    observations: int
+    latest: int
+    coverage: int
+    unmapped: int
+
+
+def _reading_sources() -> str:
+    selects = []
+    for table in READINGS:
+        kind = table.split(".", 1)[1]
+        for position, field in enumerate(READING_FIELDS[table]):
+            # blood pressure's `unit` is the pressures' unit; its heart rate states none
+            unit = "NULL" if field == "heart_rate" and kind == "blood_pressure" else "unit"
+            name = kind if field == "value" else f"{kind}.{field}"
+            selects.append(
+                f"""SELECT human_id, source_id, measured_at AS observed_at, 'device' AS category,
+                    '{table}' AS record_table, record_id, {position}::BIGINT AS position,
+                    '{name}' AS source_name, {_number_text(f'"{field}"')} AS source_value,
+                    CAST("{field}" AS DOUBLE) AS number,
+                    nullif(trim({unit}), '') AS source_unit, NULL::VARCHAR AS source_code,
+                    '{field}' AS field
+                FROM {quoted(table)}
+                WHERE deleted_at IS NULL AND human_id IN (SELECT human_id FROM scope)"""
+            )
+    return "\nUNION ALL\n".join(selects)
+
+
+def _source_sql() -> str:
+    """One row per measured value of the users in `scope`, with the source's own values."""
+    return f"""
+    SELECT r.human_id, v.source_id, v.recorded_at AS observed_at, 'vital' AS category,
+           'medical.vital_results' AS record_table, r.record_id, r.position,
+           r.name AS source_name, {_number_text("r.value")} AS source_value,
+           r.value AS number, nullif(trim(r.unit), '') AS source_unit,
+           r.loinc_code AS source_code, NULL::VARCHAR AS field
+    FROM {quoted(VITALS[1])} r JOIN {quoted(VITALS[0])} v USING (human_id, record_id)
+    WHERE v.deleted_at IS NULL AND r.human_id IN (SELECT human_id FROM scope)
+    UNION ALL
+    SELECT c.human_id, t.source_id, t.result_at, 'lab',
+           'medical.test_result_components', c.record_id, c.position,
+           c.name, c.value, c.value_numeric,
+           coalesce(
+               nullif(trim(c.unit), ''),
+               CASE WHEN c.value_numeric IS NOT NULL
+                    THEN nullif(regexp_extract(c.value, '{_INLINE_UNIT}', 1), '') END
+           ),
+           c.loinc_code, NULL
+    FROM {quoted(LABS[1])} c JOIN {quoted(LABS[0])} t USING (human_id, record_id)
+    WHERE t.deleted_at IS NULL AND c.human_id IN (SELECT human_id FROM scope)
+    UNION ALL
+    {_reading_sources()}
+    """
+
+
+# The mapping applied to the source rows. Each join finds at most one row (the mapping's keys
+# are unique: mapping_problems), so the result has exactly one row per source row.
+_RESOLVE = """
+WITH src AS ({source}),
+unit_known AS (
+    SELECT s.*, u.ucum AS spelled_ucum
+    FROM src s LEFT JOIN map_units u ON u.source_unit = s.source_unit
+),
+coded AS (
+    SELECT s.*,
+           n.code AS name_code,
+           e.code AS endpoint_code,
+           CASE WHEN s.source_unit IS NULL THEN e.assumed_unit ELSE s.spelled_ucum END
+               AS source_ucum
+    FROM unit_known s
+    LEFT JOIN map_names n
+           ON n.category = s.category AND n.name = lower(trim(s.source_name))
+    LEFT JOIN map_endpoints e
+           ON e.record_table = s.record_table AND e.field = s.field
+          AND (e.unit IS NULL OR e.unit = s.spelled_ucum)
+),
+resolved AS (
+    SELECT s.*,
+           coalesce(s.source_code, s.name_code, s.endpoint_code) AS code,
+           CASE WHEN s.source_code IS NOT NULL THEN 'source_code'
+                WHEN s.name_code IS NOT NULL THEN 'by_name'
+                WHEN s.endpoint_code IS NOT NULL THEN 'by_endpoint'
+                ELSE 'unmapped' END AS mapping
+    FROM coded s
+)
+SELECT s.human_id, s.source_id, s.observed_at, s.category, s.code,
+       CASE WHEN s.code IS NOT NULL THEN 'LOINC' END AS code_system,
+       coalesce(l.display, CASE WHEN s.code IS NOT NULL THEN s.source_name END) AS display,
+       CASE WHEN z.value IS NOT NULL OR s.source_ucum IS NULL THEN NULL
+            WHEN l.unit = s.source_ucum OR k.factor IS NULL THEN s.number
+            ELSE round(s.number * k.factor, $decimals) END AS value_numeric,
+       CASE WHEN z.value IS NOT NULL THEN NULL
+            WHEN s.number IS NULL OR s.source_ucum IS NULL THEN s.source_value END AS value_text,
+       CASE WHEN k.factor IS NOT NULL THEN l.unit ELSE s.source_ucum END AS unit,
+       s.source_name, s.source_value, s.source_unit, s.source_code, s.mapping,
+       s.record_table, s.record_id, s.position
+FROM resolved s
+LEFT JOIN map_loinc l ON l.code = s.code
+LEFT JOIN map_conversions k ON k.from_unit = s.source_ucum AND k.to_unit = l.unit
+LEFT JOIN map_sentinels z
+       ON z.record_table = s.record_table AND z.field = s.field AND z.value = s.number
+"""
+
+
+def _fingerprint_sql() -> str:
+    parts = " UNION ALL ".join(
+        f"SELECT '{t}' AS t, human_id, record_id, updated_at, deleted_at FROM {quoted(t)}"
+        for t in FINGERPRINT_TABLES
+    )
+    return f"""
+    SELECT human_id,
+           count(*)::VARCHAR || ':'
+               || sum(hash(t, record_id, updated_at, deleted_at)::HUGEINT)::VARCHAR
+               AS fingerprint
+    FROM ({parts}) GROUP BY human_id
+    """
+
+
+_LATEST = f"""
+INSERT INTO {quoted(LATEST)} BY NAME
+SELECT human_id, code, code_system, display, category, observed_at, value_numeric, value_text,
+       unit, source_id, record_table, record_id, position
+FROM {quoted(OBSERVATIONS)}
+WHERE code IS NOT NULL AND (value_numeric IS NOT NULL OR value_text IS NOT NULL)
+  AND human_id IN (SELECT human_id FROM scope)
+QUALIFY row_number() OVER (
+    PARTITION BY human_id, code
+    ORDER BY observed_at DESC NULLS LAST, record_table, record_id, position
+) = 1
+"""
+
+_UNMAPPED = f"""
+INSERT INTO {quoted(UNMAPPED)} BY NAME
+WITH problems AS (
+    SELECT 'name' AS kind, record_table, coalesce(source_name, '(missing)') AS value,
+           human_id, record_id, position, observed_at
+    FROM {quoted(OBSERVATIONS)} WHERE mapping = 'unmapped'
+    UNION ALL
+    -- a unit spelling the mapping does not know, or a number sent with no unit at all
+    SELECT 'unit', record_table, coalesce(source_unit, '(missing)'),
+           human_id, record_id, position, observed_at
+    FROM {quoted(OBSERVATIONS)}
+    WHERE unit IS NULL
+      AND (source_unit IS NOT NULL OR TRY_CAST(source_value AS DOUBLE) IS NOT NULL)
+)
+SELECT kind, record_table, value, count(*) AS observations,
+       count(DISTINCT human_id) AS users,
+       arg_min(human_id, (record_id, position)) AS example_human_id,
+       min(record_id) AS example_record_id,
+       min(observed_at) AS first_observed_at, max(observed_at) AS last_observed_at
+FROM problems GROUP BY kind, record_table, value
+"""
+
+
+def _landed_sql() -> str:
+    return " UNION ALL ".join(
+        f"""SELECT human_id, source_id, '{e.table}' AS data_type,
+                   (created_at AT TIME ZONE 'UTC')::DATE AS day, count(*) AS records
+            FROM {quoted(e.table)}
+            WHERE deleted_at IS NULL AND source_id IS NOT NULL AND created_at IS NOT NULL
+            GROUP BY ALL"""
+        for e in ENDPOINTS
+    )
+
+
+def _coverage_sql() -> str:
+    return f"""
+INSERT INTO {quoted(COVERAGE)} BY NAME
+WITH landed AS ({_landed_sql()}),
+types AS (SELECT DISTINCT source_id, data_type FROM landed),
+history AS (
+    SELECT human_id, source_id, source_name, valid_from, valid_to
+    FROM connect.connection_history
+),
+-- Connect sessions only tell us about a connection from the day the session landed; the
+-- upstream's /sources snapshot says since when it has really been connected (`connectedSince`),
+-- which is what explains the history a new connection brings with it
+upstream AS (
+    SELECT human_id, raw->>'$.id' AS source_id, any_value(raw->>'$.name') AS source_name,
+           min(connected_since) AS since
+    FROM connect.source_status
+    WHERE connected_since IS NOT NULL AND raw->>'$.id' IS NOT NULL
+    GROUP BY ALL
+),
+periods AS (
+    SELECT *, (valid_from AT TIME ZONE 'UTC')::DATE AS from_day
+    FROM (
+        SELECT * FROM history
+        UNION ALL
+        SELECT u.human_id, u.source_id, u.source_name, u.since AS valid_from,
+               h.first_from AS valid_to
+        FROM upstream u
+        LEFT JOIN (
+            SELECT human_id, source_id, min(valid_from) AS first_from FROM history GROUP BY ALL
+        ) h USING (human_id, source_id)
+        WHERE h.first_from IS NULL OR u.since < h.first_from
+    )
+),
+conn AS (
+    SELECT human_id, source_id, arg_max(source_name, valid_from) AS source_name,
+           min(from_day) AS first_day
+    FROM periods GROUP BY ALL
+),
+pairs AS (
+    SELECT human_id, source_id FROM conn
+    UNION SELECT DISTINCT human_id, source_id FROM landed
+),
+first_landed AS (
+    SELECT human_id, source_id, data_type, min(day) AS first_day FROM landed GROUP BY ALL
+),
+starts AS (
+    SELECT p.human_id, p.source_id, t.data_type,
+           greatest(
+               least(coalesce(c.first_day, f.first_day), coalesce(f.first_day, c.first_day)),
+               $today::DATE - $max_days
+           ) AS start_day
+    FROM pairs p
+    JOIN types t USING (source_id)
+    LEFT JOIN conn c USING (human_id, source_id)
+    LEFT JOIN first_landed f USING (human_id, source_id, data_type)
+),
+calendar AS (
+    SELECT unnest(generate_series(
+        (SELECT min(start_day) FROM starts), $today::DATE, INTERVAL 1 DAY
+    ))::DATE AS day
+),
+grid AS (
+    SELECT s.human_id, s.source_id, s.data_type, d.day
+    FROM starts s JOIN calendar d ON d.day >= s.start_day
+),
+paths AS (SELECT * FROM endpoint_paths),
+synced AS (
+    SELECT p.data_type, s.human_id, max(s.last_synced_at) AS last_synced_at
+    FROM ops.sync_state s JOIN paths p ON p.path = s.endpoint GROUP BY ALL
+),
+failures AS (
+    SELECT p.data_type, f.human_id, f.failed_at
+    FROM ops.sync_failures f JOIN paths p ON p.path = f.endpoint
+),
+failed AS (
+    SELECT f.data_type, f.human_id, max(f.failed_at) AS last_failed_at,
+           -- still failing: the first failure after the last success
+           min(f.failed_at) FILTER (
+               WHERE s.last_synced_at IS NULL OR f.failed_at > s.last_synced_at
+           ) AS failing_since
+    FROM failures f LEFT JOIN synced s USING (data_type, human_id) GROUP BY ALL
+),
+reconnect AS (
+    SELECT u.human_id,
+           coalesce(
+               min(r.refused_at) FILTER (
+                   WHERE u.last_seen_at IS NULL OR r.refused_at >= u.last_seen_at
+               ),
+               any_value(u.last_seen_at)
+           ) AS since
+    FROM connect.users u LEFT JOIN connect.token_refusals r USING (human_id)
+    WHERE u.needs_reconnect GROUP BY u.human_id
+),
+days AS (
+    SELECT g.*, coalesce(l.records, 0) AS records,
+           EXISTS (
+               SELECT 1 FROM periods h
+               WHERE h.human_id = g.human_id AND h.source_id = g.source_id
+                 AND h.from_day <= g.day
+                 AND (h.valid_to IS NULL OR h.valid_to > (g.day::TIMESTAMP AT TIME ZONE 'UTC'))
+           ) AS connected
+    FROM grid g LEFT JOIN landed l USING (human_id, source_id, data_type, day)
+)
+SELECT d.human_id, d.source_id, c.source_name, d.data_type, d.day, d.connected, d.records,
+       sy.last_synced_at, fl.last_failed_at,
+       coalesce(u.needs_reconnect, false) AS needs_reconnect,
+       CASE WHEN d.records > 0 THEN NULL
+            WHEN NOT d.connected THEN 'not_connected'
+            WHEN rc.since IS NOT NULL AND d.day >= (rc.since AT TIME ZONE 'UTC')::DATE
+                THEN 'needs_reconnect'
+            WHEN fl.failing_since IS NOT NULL
+                 AND fl.last_failed_at > coalesce(sy.last_synced_at, '-infinity'::TIMESTAMPTZ)
+                 AND d.day >= (fl.failing_since AT TIME ZONE 'UTC')::DATE
+                THEN 'sync_failing'
+            ELSE 'no_data' END AS reason
+FROM days d
+LEFT JOIN conn c USING (human_id, source_id)
+LEFT JOIN synced sy USING (data_type, human_id)
+LEFT JOIN failed fl USING (data_type, human_id)
+LEFT JOIN connect.users u USING (human_id)
+LEFT JOIN reconnect rc USING (human_id)
+"""
+
+
+def _register_mapping(con: duckdb.DuckDBPyConnection, mapping: ObservationMapping) -> list[str]:
+    names = []
+    for name, table in mapping.tables().items():
+        con.register(f"map_{name}", table)
+        names.append(f"map_{name}")
+    paths = pa.table(
+        {
+            "path": pa.array([e.path for e in ENDPOINTS], pa.string()),
+            "data_type": pa.array([e.table for e in ENDPOINTS], pa.string()),
+        }
+    )
+    con.register("endpoint_paths", paths)
+    return [*names, "endpoint_paths"]
+
+
+def comment_tables(con: duckdb.DuckDBPyConnection) -> None:
+    """Put the tables' descriptions and column notes into DuckDB's catalog (COMMENT ON)."""
+
+    # COMMENT ON takes no bound parameters; the texts are this package's constants
+    def literal(text: str) -> str:
+        return "'" + text.replace("'", "''") + "'"
+
+    for table in ANALYTICS_SCHEMAS:
+        con.execute(f"COMMENT ON TABLE {quoted(table)} IS {literal(DESCRIPTIONS[table])}")
+        for column, note in COLUMN_NOTES.get(table, {}).items():
+            if column in ANALYTICS_SCHEMAS[table].names:
+                con.execute(f'COMMENT ON COLUMN {quoted(table)}."{column}" IS {literal(note)}')
+
+
+def build_analytics(
+    con: duckdb.DuckDBPyConnection,
+    mapping: ObservationMapping,
+    *,
+    today: dt.date,
+    now: dt.datetime,
+    full: bool = False,
+) -> BuildCounts:
+    """Bring the analytics tables level with the record tables, in one transaction."""
+    registered = _register_mapping(con, mapping)
+    con.execute("BEGIN TRANSACTION")
+    try:
+        con.execute(f"CREATE OR REPLACE TEMP TABLE fingerprints AS {_fingerprint_sql()}")
+        con.execute(
+            f"""CREATE OR REPLACE TEMP TABLE scope AS
+            SELECT human_id FROM fingerprints n FULL JOIN {quoted(STATE)} s USING (human_id)
+            WHERE $full OR n.fingerprint IS DISTINCT FROM s.fingerprint
+               OR s.mapping_version IS DISTINCT FROM $version""",
+            {"full": full, "version": mapping.version},
+        )
+        if full:
+            for table in (OBSERVATIONS, LATEST, STATE):
+                con.execute(f"DELETE FROM {quoted(table)}")
+        else:
+            for table in (OBSERVATIONS, LATEST, STATE):
+                con.execute(
+                    f"DELETE FROM {quoted(table)} WHERE human_id IN (SELECT human_id FROM scope)"
+                )
+        con.execute(
+            f"INSERT INTO {quoted(OBSERVATIONS)} BY NAME " + _RESOLVE.format(source=_source_sql()),
+            {"decimals": CONVERTED_DECIMALS},
+        )
+        con.execute(_LATEST)
+        con.execute(
+            f"""INSERT INTO {quoted(STATE)} BY NAME
+            SELECT human_id, fingerprint, $version AS mapping_version, $now AS built_at
+            FROM fingerprints WHERE human_id IN (SELECT human_id FROM scope)""",
+            {"version": mapping.version, "now": now},
+        )
+        con.execute(f"DELETE FROM {quoted(UNMAPPED)}")
+        con.execute(_UNMAPPED)
+        con.execute(f"DELETE FROM {quoted(COVERAGE)}")
+        con.execute(_coverage_sql(), {"today": today, "max_days": COVERAGE_MAX_DAYS})
+        comment_tables(con)
+        users = con.execute("SELECT count(*) FROM scope").fetchall()[0][0]
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    finally:
+        for name in registered:
+            con.unregister(name)
+    counts = {
+        t: int(con.execute(f"SELECT count(*) FROM {quoted(t)}").fetchall()[0][0])
+        for t in (OBSERVATIONS, LATEST, COVERAGE, UNMAPPED)
+    }
+    return BuildCounts(
+        users_rebuilt=int(users),
+        observations=counts[OBSERVATIONS],
+        latest=counts[LATEST],
+        coverage=counts[COVERAGE],
+        unmapped=counts[UNMAPPED],
+    )
+
+
+def distinct_codes(con: duckdb.DuckDBPyConnection) -> int:
+    return int(
+        con.execute(f"SELECT count(DISTINCT code) FROM {quoted(OBSERVATIONS)}").fetchall()[0][0]
+    )
+
+
+# --- asset checks ---------------------------------------------------------------------------
+
+
+def untraceable_observations(con: duckdb.DuckDBPyConnection) -> int:
+    """Observations whose record row does not exist (or is deleted)."""
+    parts = [
+        f"""SELECT count(*) FROM {quoted(OBSERVATIONS)} o
+        WHERE o.record_table = 'medical.vital_results' AND NOT EXISTS (
+            SELECT 1 FROM {quoted(VITALS[1])} r JOIN {quoted(VITALS[0])} v
+                USING (human_id, record_id)
+            WHERE r.human_id = o.human_id AND r.record_id = o.record_id
+              AND r.position = o.position AND v.deleted_at IS NULL)""",
+        f"""SELECT count(*) FROM {quoted(OBSERVATIONS)} o
+        WHERE o.record_table = 'medical.test_result_components' AND NOT EXISTS (
+            SELECT 1 FROM {quoted(LABS[1])} c JOIN {quoted(LABS[0])} t
+                USING (human_id, record_id)
+            WHERE c.human_id = o.human_id AND c.record_id = o.record_id
+              AND c.position = o.position AND t.deleted_at IS NULL)""",
+        *(
+            f"""SELECT count(*) FROM {quoted(OBSERVATIONS)} o
+            WHERE o.record_table = '{table}' AND NOT EXISTS (
+                SELECT 1 FROM {quoted(table)} w
+                WHERE w.human_id = o.human_id AND w.record_id = o.record_id
+                  AND w.deleted_at IS NULL AND o.position < {len(READING_FIELDS[table])})"""
+            for table in READINGS
+        ),
+        f"""SELECT count(*) FROM {quoted(OBSERVATIONS)}
+        WHERE record_table NOT IN (SELECT unnest($tables::VARCHAR[]))""",
+    ]
+    total = 0
+    for sql in parts:
+        params = {"tables": [VITALS[1], LABS[1], *READINGS]} if "$tables" in sql else {}
+        total += int(con.execute(sql, params).fetchall()[0][0])
+    return total
+
+
+def coded_values_without_ucum(con: duckdb.DuckDBPyConnection, units: set[str]) -> int:
+    """Coded numeric observations whose unit is NULL or not one of the mapping's UCUM units."""
+    row = con.execute(
+        f"""SELECT count(*) FROM {quoted(OBSERVATIONS)}
+        WHERE code IS NOT NULL AND value_numeric IS NOT NULL
+          AND (unit IS NULL OR unit NOT IN (SELECT unnest($units::VARCHAR[])))""",
+        {"units": sorted(units)},
+    ).fetchall()
+    return int(row[0][0])
+
+
+def out_of_bounds(con: duckdb.DuckDBPyConnection, loinc: pa.Table) -> dict[str, int]:
+    """Per code: observations in the concept's unit whose value lies outside its plausible
+    low/high (from loinc.csv)."""
+    con.register("bounds", loinc)
+    try:
+        rows = con.execute(
+            f"""SELECT o.code, count(*) FROM {quoted(OBSERVATIONS)} o
+            JOIN bounds b ON b.code = o.code AND b.unit = o.unit
+            WHERE o.value_numeric < b.low OR o.value_numeric > b.high
+            GROUP BY o.code ORDER BY o.code"""
+        ).fetchall()
+    finally:
+        con.unregister("bounds")
+    return {str(code): int(n) for code, n in rows}
