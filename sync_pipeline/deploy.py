@@ -25,6 +25,25 @@ import yaml
 # deploy/ at the repository root, beside the package (the configs are operator-facing files).
 DEPLOY_DIR = Path(__file__).resolve().parent.parent / "deploy"
 
+# One warehouse pool slot: steps that open the DuckDB file run one at a time, across runs.
+# No network here, so no telemetry. Run monitoring (where the daemon runs) fails runs stuck
+# starting or running past any sane length and frees the slots of ended runs; runs the CLI
+# executes are checked by the CLI itself (reap_dead_runs).
+LOCAL_INSTANCE_YAML = """\
+telemetry:
+  enabled: false
+concurrency:
+  pools:
+    default_limit: 1
+run_monitoring:
+  enabled: true
+  start_timeout_seconds: 180
+  cancel_timeout_seconds: 180
+  max_runtime_seconds: 21600
+  free_slots_after_run_end_seconds: 30
+  poll_interval_seconds: 30
+"""
+
 STORAGES = ("sqlite", "postgres")
 EXECUTORS = ("multiprocess", "in_process", "celery", "k8s")
 
@@ -63,8 +82,6 @@ def instance_yaml(env: Mapping[str, str] | None = None) -> str:
                 "SYNC_DAGSTER_STORAGE=postgres needs " + ", ".join(missing) + " in the environment"
             )
         return (DEPLOY_DIR / "dagster.postgres.yaml").read_text()
-    from sync_pipeline.instance import LOCAL_INSTANCE_YAML
-
     return LOCAL_INSTANCE_YAML
 
 

@@ -12,31 +12,12 @@ from pathlib import Path
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 from dagster._core.storage.dagster_run import FINISHED_STATUSES
 
-# One warehouse pool slot: steps that open the DuckDB file run one at a time, across runs.
-# No network here, so no telemetry. Run monitoring (where the daemon runs) fails runs stuck
-# starting or running past any sane length and frees the slots of ended runs; runs the CLI
-# executes are checked by the CLI itself (reap_dead_runs).
-LOCAL_INSTANCE_YAML = """\
-telemetry:
-  enabled: false
-concurrency:
-  pools:
-    default_limit: 1
-run_monitoring:
-  enabled: true
-  start_timeout_seconds: 180
-  cancel_timeout_seconds: 180
-  max_runtime_seconds: 21600
-  free_slots_after_run_end_seconds: 30
-  poll_interval_seconds: 30
-"""
+from sync_pipeline.deploy import write_instance_yaml
 
 
 def ensure_local_instance(dagster_home: Path) -> DagsterInstance:
     """Point DAGSTER_HOME at `dagster_home`, whose dagster.yaml is the one the environment
     selects (SYNC_DAGSTER_STORAGE: the embedded SQLite default, or Postgres)."""
-    from sync_pipeline.deploy import write_instance_yaml
-
     write_instance_yaml(dagster_home)
     os.environ["DAGSTER_HOME"] = str(dagster_home)
     instance = DagsterInstance.get()

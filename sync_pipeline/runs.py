@@ -8,8 +8,11 @@ from typing import Any
 
 from dagster import DagsterInstance, ExecuteInProcessResult
 
+from sync_pipeline.assets.schedules import sync_config
 from sync_pipeline.instance import process_tags
 from sync_pipeline.settings import Settings
+
+__all__ = ["RunFailed", "export_settings", "run_job", "sync_config", "today_partition"]
 
 
 class RunFailed(RuntimeError):
@@ -26,10 +29,6 @@ def export_settings(settings: Settings) -> None:
     os.environ["SYNC_CLIENT_SECRET"] = settings.client_secret
     if settings.session_public_key:
         os.environ["SYNC_SESSION_PUBLIC_KEY"] = settings.session_public_key
-
-
-def sync_config(mode: str, users: list[str] | None = None) -> dict[str, Any]:
-    return {"ops": {"record_sync": {"config": {"mode": mode, "users": users or []}}}}
 
 
 def today_partition() -> str:

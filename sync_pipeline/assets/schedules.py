@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import dagster as dg
 
 
-def _sync_config(mode: str) -> dict[str, object]:
-    return {"ops": {"record_sync": {"config": {"mode": mode}}}}
+def sync_config(mode: str, users: list[str] | None = None) -> dict[str, Any]:
+    """Run config of the record sync: its mode, and the users to narrow it to (all if none)."""
+    return {"ops": {"record_sync": {"config": {"mode": mode, "users": users or []}}}}
 
 
 RECORDS = dg.AssetSelection.assets(["medical", "allergies"]).required_multi_asset_neighbors()
@@ -24,13 +27,13 @@ intake_job = dg.define_asset_job(
 incremental_sync_job = dg.define_asset_job(
     "incremental_sync_job",
     selection=CONNECT | RECORDS | ANALYTICS,
-    config=_sync_config("incremental"),
+    config=sync_config("incremental"),
     description="Fetch what pending notifications name (no notifications → no requests).",
 )
 catchup_sync_job = dg.define_asset_job(
     "catchup_sync_job",
     selection=CONNECT | RECORDS | ANALYTICS,
-    config=_sync_config("catchup"),
+    config=sync_config("catchup"),
     description="Every connected user and endpoint from its updated_since cursor: "
     "guarantees completeness when notifications were lost.",
 )

@@ -35,9 +35,13 @@ import pandas as pd
 from sync_pipeline import connect as state
 from sync_pipeline.assets.intake import landing_days
 from sync_pipeline.assets.resources import SyncSettings
-from sync_pipeline.assets.schedules import catchup_sync_job, incremental_sync_job, intake_job
+from sync_pipeline.assets.schedules import (
+    catchup_sync_job,
+    incremental_sync_job,
+    intake_job,
+    sync_config,
+)
 from sync_pipeline.intake.landing import KINDS, landed_days, landing_root
-from sync_pipeline.runs import sync_config
 from sync_pipeline.warehouse import db
 
 TRIGGER_TAG = "sync_pipeline/trigger"

@@ -20,7 +20,7 @@ import duckdb
 import pytest
 
 from sync_pipeline.definitions import defs
-from sync_pipeline.instance import LOCAL_INSTANCE_YAML
+from sync_pipeline.deploy import LOCAL_INSTANCE_YAML
 from sync_pipeline.intake.landing import LandedDelivery, LandingLog
 
 API = "https://api.humanapi.co/v1/human"
