@@ -56,6 +56,8 @@ def describe_progress(state: progress.SyncProgress) -> str:
         f"users {state.users_done}/{state.users} · endpoints {state.items_done}/{state.items} · "
         f"{state.records:,} records · {state.requests:,} requests"
     )
+    if state.skipped:
+        text += f" · {state.skipped} skipped (must reconnect)"
     return text + (f" · [red]{state.failed} failed[/red]" if state.failed else "")
 
 

@@ -12,8 +12,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from rich.table import Table
 
-from sync_pipeline.commands import launch, open_instance
-from sync_pipeline.console import console, step
+from sync_pipeline.commands import launch, open_instance, sync_outcome
+from sync_pipeline.console import console, print_outcome, step
 from sync_pipeline.runs import export_settings, sync_config, today_partition
 from sync_pipeline.settings import Settings
 from sync_pipeline.simulator.config import SimFaults
@@ -144,16 +144,20 @@ def run_demo(settings: Settings, *, users: int, seed: int) -> int:
             ("Dagster run: connection state (incremental sync, nothing pending)", incremental),
             ("Dagster run: catch-up sync of every connected user", catchup),
         ]:
-            if not launch(instance, title, job, partition_key=partition, config=config).success:
+            result = launch(instance, title, job, partition_key=partition, config=config)
+            if not result.success:
                 return 1
+        print_outcome(sync_outcome(settings, result.run_id))
         with step("Time passes upstream: records change, signed notifications arrive") as shown:
             shown.facts["notified changes"] = len(sim.advance(created=30, updated=20)["items"])
         for title, (job, partition, config) in [
             ("Dagster run: intake of the notifications", intake),
             ("Dagster run: incremental sync of the notified changes", incremental),
         ]:
-            if not launch(instance, title, job, partition_key=partition, config=config).success:
+            result = launch(instance, title, job, partition_key=partition, config=config)
+            if not result.success:
                 return 1
+        print_outcome(sync_outcome(settings, result.run_id))
     _print_summary(settings)
     console.print(
         f"Runs are in the Dagster instance at {settings.dagster_home}: "

@@ -19,7 +19,7 @@ from sync_pipeline.sync.plan import Shard
 from sync_pipeline.sync.run import run_sync
 from sync_pipeline.upstream.client import ClientCredentialsRejected, UpstreamUnreachable
 from sync_pipeline.upstream.endpoints import ENDPOINTS
-from sync_pipeline.upstream.errors import failure_kind
+from sync_pipeline.upstream.errors import NEEDS_RECONNECT, failure_kind
 from sync_pipeline.warehouse import db
 
 RECORD_SPECS = [
@@ -149,7 +149,7 @@ def record_sync(
         metadata["failed_items"] = len(summary.failed_items)
         metadata["users_needing_reconnect"] = len(summary.refused_users)
         yield dg.MaterializeResult(asset_key=spec.key, metadata=metadata)  # type: ignore[arg-type]
-    left_behind = [item for item in summary.failed_items if item[2] != db.NEEDS_RECONNECT]
+    left_behind = [item for item in summary.failed_items if item[2] != NEEDS_RECONNECT]
     if left_behind:
         # everything that succeeded is committed and materialised above; the step still fails,
         # so a run with items left behind is red in the UI and the CLI exits non-zero (the

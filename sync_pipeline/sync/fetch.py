@@ -31,6 +31,7 @@ from sync_pipeline.upstream.client import (
     UserRef,
 )
 from sync_pipeline.upstream.endpoints import CHILD_TABLES, ENDPOINTS, Endpoint
+from sync_pipeline.upstream.errors import NEEDS_RECONNECT
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +185,7 @@ async def fetch_plan(
         """Fetch one item into the batcher; False when its user was already refused."""
         user, endpoint = item.user, item.endpoint
         if user.human_id in refused:
-            result.ok, result.error = False, "user needs to reconnect"
+            result.ok, result.error = False, NEEDS_RECONNECT
             return False
         try:
             if item.how == "list":
@@ -205,7 +206,7 @@ async def fetch_plan(
                 await fetch_by_id(item, item.record_ids, result)
         except UserNeedsReconnect as exc:
             refused[user.human_id] = exc.status
-            result.ok, result.error = False, "user needs to reconnect"
+            result.ok, result.error = False, NEEDS_RECONNECT
         except ClientCredentialsRejected:
             raise
         except UpstreamError as exc:

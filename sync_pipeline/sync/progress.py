@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 
 from sync_pipeline.sync.fetch import ItemResult
 from sync_pipeline.sync.plan import SyncPlan
+from sync_pipeline.upstream.errors import NEEDS_RECONNECT
 
 LOGGER = logging.getLogger("sync_pipeline.progress")
 # the attribute of a log record that carries a SyncProgress
@@ -27,6 +28,7 @@ class SyncProgress:
     records: int = 0
     requests: int = 0
     failed: int = 0
+    skipped: int = 0  # items of users whose token was refused: they must reconnect
 
 
 class ProgressReporter:
@@ -47,7 +49,8 @@ class ProgressReporter:
             users_done=state.users_done + (self._open_items[human_id] == 0),
             records=state.records + result.received,
             requests=requests,
-            failed=state.failed + (not result.ok),
+            failed=state.failed + (not result.ok and result.error != NEEDS_RECONNECT),
+            skipped=state.skipped + (not result.ok and result.error == NEEDS_RECONNECT),
         )
         self._emit()
 

@@ -72,6 +72,10 @@ class RequestFailed(UpstreamError):
         super().__init__(f"{path}: {reason} ({shown_status}, request id {request_id})")
 
 
+# the failure reason of every item of a user whose token was refused (403/404): not a fault of
+# the run, the user must reconnect (summaries count these items as skipped)
+NEEDS_RECONNECT = "user needs to reconnect"
+
 _REQUEST_FAILED = re.compile(
     r"^\S+: (?P<reason>.*) \((?:status \d+|no response), request id [^)]*\)$", re.DOTALL
 )

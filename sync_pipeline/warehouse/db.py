@@ -25,7 +25,7 @@ import pandas as pd
 import pyarrow as pa
 
 from sync_pipeline.private import owner_only_files
-from sync_pipeline.upstream.errors import failure_kind
+from sync_pipeline.upstream.errors import NEEDS_RECONNECT, failure_kind
 from sync_pipeline.warehouse.schemas import CONNECT_SCHEMAS, OPS_SCHEMAS, VIEWS
 
 
@@ -530,9 +530,6 @@ def cursors_by_run(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, tup
         [run_id],
     ).fetchall()
     return {str(e): (int(n), c) for e, n, c in rows}
-
-
-NEEDS_RECONNECT = "user needs to reconnect"
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,11 @@
-"""A refused token request is asked once per run, however many endpoint tasks want it."""
+"""A refused or failed token request is asked once per run, however many endpoint tasks want
+it: its outcome is shared by every item of that user."""
 
 from __future__ import annotations
 
 import asyncio
 
-from sync_pipeline.upstream.errors import UserNeedsReconnect
+from sync_pipeline.upstream.errors import RequestFailed, UserNeedsReconnect
 from sync_pipeline.upstream.models import UserRef
 from sync_pipeline.upstream.tokens import IssuedToken, TokenCache
 
@@ -29,6 +30,29 @@ def test_refusal_is_remembered_for_every_waiter() -> None:
     outcomes = asyncio.run(main())
     assert calls == 1
     assert all(isinstance(o, UserNeedsReconnect) and o.status == 403 for o in outcomes)
+
+
+def test_a_token_request_that_failed_for_good_is_shared_not_retried_per_endpoint() -> None:
+    calls = 0
+
+    async def unreachable(user: UserRef) -> IssuedToken:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.01)
+        raise RequestFailed(
+            path="/v1/connect/token", status=None, request_id="r1",
+            reason="gave up after 6 attempts: ConnectError",
+        )  # fmt: skip
+
+    async def main() -> list[BaseException | str]:
+        cache = TokenCache(unreachable)
+        first = await asyncio.gather(*(cache.get(USER) for _ in range(5)), return_exceptions=True)
+        later = await asyncio.gather(*(cache.get(USER) for _ in range(5)), return_exceptions=True)
+        return [*first, *later]
+
+    outcomes = asyncio.run(main())
+    assert calls == 1  # one token request's retries, not one per endpoint
+    assert all(isinstance(o, RequestFailed) and o.request_id == "r1" for o in outcomes)
 
 
 def test_a_granted_token_is_not_affected() -> None:
