@@ -6,12 +6,13 @@ from __future__ import annotations
 import signal
 from typing import Any
 
-from dagster import DagsterInstance, ExecuteInProcessResult
+from dagster import AssetKey, DagsterInstance, ExecuteInProcessResult
 
 from sync_pipeline.console import console, failure_reasons, print_outcome, step
 from sync_pipeline.instance import ensure_local_instance, reap_dead_runs
 from sync_pipeline.runs import export_settings, run_job, sync_config, today_partition
 from sync_pipeline.settings import Settings
+from sync_pipeline.sync.run import plan_for
 from sync_pipeline.upstream.endpoints import ENDPOINTS
 from sync_pipeline.warehouse import db
 
@@ -77,6 +78,22 @@ def sync_outcome(settings: Settings, run_id: str) -> db.RunOutcome:
         return db.run_outcome(con, run_id, [e.table for e in ENDPOINTS])
 
 
+def _nothing_to_do(settings: Settings, intake: ExecuteInProcessResult, users: list[str]) -> bool:
+    """True when an incremental run would change nothing: intake brought no new session (so
+    connection state stands) and the planner finds no notified change to fetch."""
+    sessions = AssetKey(["connect", "session_responses"])
+    new_sessions = [
+        event.materialization.metadata.get("inserted")
+        for event in intake.get_asset_materialization_events()
+        if event.asset_key == sessions
+    ]
+    if any(inserted is None or inserted.value for inserted in new_sessions):
+        return False
+    if not settings.warehouse_path.exists():
+        return False
+    return not plan_for(settings, "incremental", only_users=set(users) or None).items
+
+
 def run_sync_command(settings: Settings, *, mode: str, users: list[str]) -> int:
     instance = open_instance(settings)
     export_settings(settings)
@@ -87,6 +104,11 @@ def run_sync_command(settings: Settings, *, mode: str, users: list[str]) -> int:
     )  # fmt: skip
     if not intake.success:
         return _exit_code(intake)
+    if mode == "incremental" and _nothing_to_do(settings, intake, users):
+        # an incremental run only fetches what pending notifications name and rebuilds
+        # connection state from sessions: with neither, a run would write events and no data
+        console.print("[green]✓[/green] incremental sync: nothing pending, no run needed")
+        return 0
     job = "incremental_sync_job" if mode == "incremental" else "catchup_sync_job"
     synced = launch(instance, f"Dagster run: {mode} sync", job, config=sync_config(mode, users))
     if synced.success or "failed_items" in _failure_metadata(synced):

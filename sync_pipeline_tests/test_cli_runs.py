@@ -180,3 +180,28 @@ def test_the_demo_twice_gives_the_same_tables(tmp_path: Path) -> None:
     assert second.returncode == 0, second.stdout + second.stderr
     assert "replacing the previous demo's warehouse.duckdb, lake, landing" in second.stdout
     assert table_counts(data) == counts
+
+
+def test_an_incremental_sync_with_nothing_pending_launches_no_run(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    with connected_upstream(data) as sim:
+        env = cli_env(data, SYNC_API_URL=sim.base_url, SYNC_AUTH_URL=sim.base_url)
+
+        def sync(*args: str) -> str:
+            done = subprocess.run(
+                cli("sync", *args), env=env, capture_output=True, text=True, timeout=240
+            )
+            assert done.returncode == 0, done.stdout + done.stderr
+            return done.stdout
+
+        sync()  # the first catch-up
+        runs = len(run_statuses(data))
+        assert "nothing pending, no run needed" in sync("--mode", "incremental")
+        assert len(run_statuses(data)) == runs + 1  # the intake run only
+
+        changes = sim.advance(created=3, updated=2)["items"]  # signed notifications land
+        assert changes
+        output = sync("--mode", "incremental")
+        assert "nothing pending" not in output
+        assert len(run_statuses(data)) == runs + 3  # intake and the incremental sync
+        assert "0 records received" not in output

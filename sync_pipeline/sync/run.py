@@ -25,9 +25,6 @@ from sync_pipeline.warehouse import db, lake
 
 log = logging.getLogger(__name__)
 
-# notifications still to act on: never fetched, or a previous attempt failed / was unactionable
-PENDING = "status NOT IN ('synced', 'gone')"
-
 
 @dataclass(frozen=True)
 class SyncInputs:
@@ -49,7 +46,7 @@ def read_inputs(settings: Settings) -> SyncInputs:
     with db.connect(settings.warehouse_path, key=settings.warehouse_key) as con:
         users = db.query_arrow(con, "connect.users").to_pandas()
         connected = db.query_arrow(con, "connect.current_connections").to_pandas()
-        pending = db.query_arrow(con, "ops.notifications", PENDING).to_pandas()
+        pending = db.query_arrow(con, "ops.notifications", db.PENDING).to_pandas()
         state = db.query_arrow(con, "ops.sync_state").to_pandas()
     cursors = {
         (str(h), str(e)): pd.Timestamp(c).to_pydatetime()
@@ -70,6 +67,27 @@ def read_inputs(settings: Settings) -> SyncInputs:
     )
 
 
+def plan_for(
+    settings: Settings,
+    mode: SyncMode,
+    *,
+    only_users: set[str] | None = None,
+    shard: Shard = EVERYONE,
+) -> SyncPlan:
+    """What a run of `mode` would fetch now, from the warehouse's notifications and cursors."""
+    inputs = read_inputs(settings)
+    return plan_sync(
+        mode=mode,
+        users=inputs.users,
+        needs_reconnect=inputs.needs_reconnect,
+        connected=inputs.connected,
+        notifications=inputs.notifications,
+        cursors=inputs.cursors,
+        only_users=only_users,
+        shard=shard,
+    )
+
+
 def run_sync(
     settings: Settings,
     *,
@@ -81,17 +99,7 @@ def run_sync(
     """Raises UpstreamUnreachable or ClientCredentialsRejected when the probe shows nothing can
     succeed, SyncInterrupted on SIGINT/SIGTERM; either way nothing is committed."""
     with StopSignals() as stop:
-        inputs = read_inputs(settings)
-        plan = plan_sync(
-            mode=mode,
-            users=inputs.users,
-            needs_reconnect=inputs.needs_reconnect,
-            connected=inputs.connected,
-            notifications=inputs.notifications,
-            cursors=inputs.cursors,
-            only_users=only_users,
-            shard=shard,
-        )
+        plan = plan_for(settings, mode, only_users=only_users, shard=shard)
         if plan.skipped_reconnect:
             log.warning(
                 "skipping %d user(s) waiting to reconnect: %s",

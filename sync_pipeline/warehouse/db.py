@@ -532,6 +532,10 @@ def cursors_by_run(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, tup
     return {str(e): (int(n), c) for e, n, c in rows}
 
 
+# notifications still to act on: never fetched, or a previous attempt failed / was unactionable
+PENDING = "status NOT IN ('synced', 'gone')"
+
+
 @dataclass(frozen=True)
 class RunOutcome:
     """What one sync run did, from what its commit wrote: the end-of-run summary."""
