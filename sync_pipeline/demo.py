@@ -7,9 +7,11 @@ import os
 import shutil
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from dagster import DagsterInstance
 from rich.table import Table
 
 from sync_pipeline.commands import launch, open_instance, sync_outcome
@@ -93,6 +95,23 @@ def _replace(found: list[Path], settings: Settings) -> None:
             leftover.unlink(missing_ok=True)
 
 
+# a job, its partition and its run config
+_Run = tuple[str, str | None, dict[str, Any] | None]
+
+
+def _launch_in_turn(
+    instance: DagsterInstance, settings: Settings, runs: list[tuple[str, _Run]]
+) -> bool:
+    """Launch each titled run in turn; stop at the first failure. The last run is a sync:
+    print what it did."""
+    for title, (job, partition, config) in runs:
+        result = launch(instance, title, job, partition_key=partition, config=config)
+        if not result.success:
+            return False
+    print_outcome(sync_outcome(settings, result.run_id))
+    return True
+
+
 def run_demo(settings: Settings, *, users: int, seed: int) -> int:
     from sync_pipeline.intake.server import running_receiver
     from sync_pipeline.simulator.server import running_simulator
@@ -136,28 +155,30 @@ def run_demo(settings: Settings, *, users: int, seed: int) -> int:
         sim.app_config.faults = SimFaults(refused_users=(refused,), corrupt_rate=0.01, seed=seed)
         with step("Users connect their sources (Connect sessions → receiver)") as shown:
             shown.facts["sessions"] = len(sim.post_initial_sessions())
-        intake = ("intake_job", today_partition(), None)
-        incremental = ("incremental_sync_job", None, sync_config("incremental", []))
-        catchup = ("catchup_sync_job", None, sync_config("catchup", []))
-        for title, (job, partition, config) in [
-            ("Dagster run: intake (landing log → tables)", intake),
-            ("Dagster run: connection state (incremental sync, nothing pending)", incremental),
-            ("Dagster run: catch-up sync of every connected user", catchup),
-        ]:
-            result = launch(instance, title, job, partition_key=partition, config=config)
-            if not result.success:
-                return 1
-        print_outcome(sync_outcome(settings, result.run_id))
+        intake: _Run = ("intake_job", today_partition(), None)
+        incremental: _Run = ("incremental_sync_job", None, sync_config("incremental", []))
+        catchup: _Run = ("catchup_sync_job", None, sync_config("catchup", []))
+        if not _launch_in_turn(
+            instance,
+            settings,
+            [
+                ("Dagster run: intake (landing log → tables)", intake),
+                ("Dagster run: connection state (incremental sync, nothing pending)", incremental),
+                ("Dagster run: catch-up sync of every connected user", catchup),
+            ],
+        ):
+            return 1
         with step("Time passes upstream: records change, signed notifications arrive") as shown:
             shown.facts["notified changes"] = len(sim.advance(created=30, updated=20)["items"])
-        for title, (job, partition, config) in [
-            ("Dagster run: intake of the notifications", intake),
-            ("Dagster run: incremental sync of the notified changes", incremental),
-        ]:
-            result = launch(instance, title, job, partition_key=partition, config=config)
-            if not result.success:
-                return 1
-        print_outcome(sync_outcome(settings, result.run_id))
+        if not _launch_in_turn(
+            instance,
+            settings,
+            [
+                ("Dagster run: intake of the notifications", intake),
+                ("Dagster run: incremental sync of the notified changes", incremental),
+            ],
+        ):
+            return 1
     _print_summary(settings)
     console.print(
         f"Runs are in the Dagster instance at {settings.dagster_home}: "
