@@ -12,7 +12,7 @@ from dagster import DagsterRunStatus, RunsFilter
 from dagster_postgres import PostgresRunStorage
 
 from sync_pipeline import deploy
-from sync_pipeline.instance import LOCAL_INSTANCE_YAML
+from sync_pipeline.deploy import LOCAL_INSTANCE_YAML
 from sync_pipeline_tests.dagster.test_backfill import PER_DAY, day_range, land_days, rows_per_day
 from sync_pipeline_tests.distributed.services import PG, fresh_pg_database, postgres_stack
 
