@@ -55,6 +55,27 @@ class Settings:
     # SYNC_WAREHOUSE_KEY: when set, the DuckDB warehouse is encrypted at rest with it (ASCII:
     # DuckDB's key derivation takes it as text). None keeps the file in plaintext.
     warehouse_key: str | None = None
+    # Containment bounds of the sync path (issue 13): what one record, response, clock or wait
+    # may cost at most. Defaults here so code building Settings by hand keeps working.
+    # SYNC_MAX_RESPONSE_BYTES: decompressed bytes read from one response; beyond it the
+    # (user, endpoint) item fails. Bounds the memory one page can take.
+    max_response_bytes: int = 32 * 2**20
+    # SYNC_MAX_RECORD_BYTES: one record's JSON size; a larger record is rejected (id, size)
+    # and its raw is not stored whole.
+    max_record_bytes: int = 4 * 2**20
+    # SYNC_MAX_PAGES: pages one (user, endpoint) list may take, however its Link chain runs.
+    max_pages: int = 10_000
+    # SYNC_CURSOR_LAG_S: a catch-up cursor stays this far behind the upstream's clock and the
+    # newest record seen, so each catch-up re-reads that trailing window.
+    cursor_lag_s: float = 300.0
+    # SYNC_FUTURE_TOLERANCE_S: an updatedAt this far past the upstream's clock is flagged.
+    future_tolerance_s: float = 300.0
+    # SYNC_HTTP_MAX_PAUSE_S: longest pause one response (429 Retry-After, X-RateLimit-Reset)
+    # may impose on every request of the run.
+    http_max_pause_s: float = 60.0
+    # SYNC_STAGED_MAX_AGE_S: staged Parquet in no committed manifest and older than this is
+    # deleted when a run starts (a run's own staged files go when it fails).
+    staged_max_age_s: float = 86_400.0
 
     @property
     def warehouse_path(self) -> Path:
@@ -97,6 +118,20 @@ def _float(env: Mapping[str, str], name: str, default: float | None) -> float | 
         return float(raw)
     except ValueError as exc:
         raise SettingsError(f"{name} must be a number, got {raw!r}") from exc
+
+
+def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+    value = _int(env, name, default)
+    if value < 1:
+        raise SettingsError(f"{name} must be at least 1, got {value}")
+    return value
+
+
+def _non_negative(env: Mapping[str, str], name: str, default: float) -> float:
+    value = _float(env, name, default)
+    if value is None or not 0 <= value < float("inf"):
+        raise SettingsError(f"{name} must be a finite number >= 0, got {value}")
+    return value
 
 
 def _warehouse_key(env: Mapping[str, str]) -> str | None:
@@ -157,4 +192,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         rate_backend=_rate_backend(env),
         uses_embedded_simulator=embedded,
         warehouse_key=_warehouse_key(env),
+        max_response_bytes=_positive_int(env, "SYNC_MAX_RESPONSE_BYTES", 32 * 2**20),
+        max_record_bytes=_positive_int(env, "SYNC_MAX_RECORD_BYTES", 4 * 2**20),
+        max_pages=_positive_int(env, "SYNC_MAX_PAGES", 10_000),
+        cursor_lag_s=_non_negative(env, "SYNC_CURSOR_LAG_S", 300.0),
+        future_tolerance_s=_non_negative(env, "SYNC_FUTURE_TOLERANCE_S", 300.0),
+        http_max_pause_s=_non_negative(env, "SYNC_HTTP_MAX_PAUSE_S", 60.0),
+        staged_max_age_s=_non_negative(env, "SYNC_STAGED_MAX_AGE_S", 86_400.0),
     )

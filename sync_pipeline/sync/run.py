@@ -2,6 +2,14 @@
 
 DuckDB is opened twice, briefly: to read the inputs, then to commit. The long network phase
 holds no database handle. Dagster assets and the CLI both call `run_sync`.
+
+Staged Parquet holds PHI, so none outlives the run that wrote it unless that run committed
+it: a run that fails (fetch, staging or commit) deletes its own chunks on the way out, and
+each run first deletes chunks that no committed manifest names and that are older than
+SYNC_STAGED_MAX_AGE_S (left by a run killed outright).
+
+What failed is in the returned report, never only in a log: `summary.failed_items` names each
+(user, endpoint) that did not sync, with its reason.
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ class SyncInputs:
     connected: set[str]
     notifications: pd.DataFrame
     cursors: dict[tuple[str, str], datetime]
+    committed_files: set[str]  # every lake file a committed run's manifest names
 
 
 @dataclass(frozen=True)
@@ -50,6 +59,7 @@ def read_inputs(settings: Settings) -> SyncInputs:
         connected = db.query_arrow(con, "connect.current_connections").to_pandas()
         pending = db.query_arrow(con, "ops.notifications", PENDING).to_pandas()
         state = db.query_arrow(con, "ops.sync_state").to_pandas()
+        manifests = db.query_arrow(con, "ops.load_log").column("lake_files").to_pylist()
     cursors = {
         (str(h), str(e)): pd.Timestamp(c).to_pydatetime()
         for h, e, c in zip(
@@ -66,6 +76,7 @@ def read_inputs(settings: Settings) -> SyncInputs:
         connected={str(h) for h in connected["human_id"]},
         notifications=pending,
         cursors=cursors,
+        committed_files={f for listing in manifests if listing for f in listing.split("\n")},
     )
 
 
@@ -96,6 +107,9 @@ def run_sync(
             ", ".join(plan.skipped_reconnect),
         )
     lake.remove_stray_temp_files(settings.lake_dir)
+    lake.remove_uncommitted(
+        settings.lake_dir, inputs.committed_files, older_than_s=settings.staged_max_age_s
+    )
     stager = Stager(settings.lake_dir, run_id)
     snapshot_users = (
         sorted({i.user for i in plan.items}, key=lambda u: u.human_id)
@@ -114,9 +128,20 @@ def run_sync(
                 workers=settings.http_concurrency,
                 snapshot_sources_for=snapshot_users,
                 progress=progress,
+                max_record_bytes=settings.max_record_bytes,
+                future_tolerance_s=settings.future_tolerance_s,
+                cursor_lag_s=settings.cursor_lag_s,
             )
 
-    fetched = asyncio.run(fetch())
-    with db.connect(settings.warehouse_path, key=settings.warehouse_key) as con:
-        summary = commit_run(con, run_id=run_id, plan=plan, fetched=fetched)
+    committed = False
+    try:
+        fetched = asyncio.run(fetch())
+        with db.connect(settings.warehouse_path, key=settings.warehouse_key) as con:
+            summary = commit_run(con, run_id=run_id, plan=plan, fetched=fetched)
+            committed = True
+    except BaseException:
+        if not committed:
+            removed = stager.discard()
+            log.warning("run %s did not commit: removed its %d staged file(s)", run_id, removed)
+        raise
     return SyncReport(plan=plan, fetched=fetched, summary=summary)

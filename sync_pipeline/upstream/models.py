@@ -15,9 +15,11 @@ class UserRef:
 
 @dataclass(frozen=True)
 class Page:
-    records: list[dict[str, Any]]
+    # the array's elements as sent: objects, or anything else for the normaliser to reject
+    records: list[Any]
     total_count: int | None  # X-Total-Count, when the upstream sent one
     request_id: str  # our X-Request-Id for the request that returned this page
+    body_bytes: int = 0  # decompressed size of the response body
 
 
 @dataclass(frozen=True)
