@@ -43,7 +43,9 @@ def test_a_lone_surrogate_is_repaired_in_raw_and_columns_and_flagged() -> None:
     row = batch.tables["wellness.weight"].iloc[0]
     assert row["unit"] == "k\ufffdg"
     assert json.loads(row["raw"]) == {
-        **BASE, "unit": "k\ufffdg", "note\ufffd": "\ufffd lone surrogate"
+        **BASE,
+        "unit": "k\ufffdg",
+        "note\ufffd": "\ufffd lone surrogate",
     }
     assert batch.flagged is not None
     assert batch.flagged[["record_id", "flag"]].values.tolist() == [["5e6a1f", "text_repaired"]]
