@@ -249,7 +249,8 @@ def _unexpected_reject(
         },
         dtype=pd.StringDtype(),
     )
-    return NormalizedBatch(tables=_empty_tables(spec), rejected=rejected, received=1)
+    flagged = FLAGGED_SCHEMA.empty_table().to_pandas()
+    return NormalizedBatch(_empty_tables(spec), rejected, received=1, flagged=flagged)
 
 
 def _empty_tables(spec: TableSpec) -> dict[str, pd.DataFrame]:
@@ -326,7 +327,12 @@ def _superseded_duplicates(
     """Valid rows whose (user, id) reappears in the batch with a later updated_at (ties: the
     later row wins)."""
     duplicate = np.zeros(len(ids), dtype=bool)
-    keys = list(zip(owners, ids, strict=True))
+    # only valid rows have a usable (string) id; the others get a key of their own (an id may
+    # be any JSON value, a dict say, which could not even be hashed)
+    keys = [
+        (o, i) if ok else ("", n)
+        for n, (o, i, ok) in enumerate(zip(owners, ids, valid, strict=True))
+    ]
     if len(set(keys)) == len(keys):
         return duplicate  # the usual page: nothing to sort
     candidates = pd.DataFrame({"key": keys, "updated_at": updated_at})[valid]

@@ -18,6 +18,7 @@ for records orjson refuses (surrogates, nesting past its limit, integers beyond 
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -107,10 +108,14 @@ def nesting_depth(value: Any) -> int:
 
 def repair_text(value: Any) -> tuple[Any, bool]:
     """`value` with every lone surrogate in strings and keys replaced by U+FFFD; and whether
-    anything changed. Callers bound the depth first (`nesting_depth`): this recurses."""
+    anything changed. NaN and infinities become null on the way, as orjson writes them (the
+    json module would write `NaN`, which is not JSON and which DuckDB refuses). Callers bound
+    the depth first (`nesting_depth`): this recurses."""
     if isinstance(value, str):
         fixed = _LONE_SURROGATE.sub("\ufffd", value)
         return fixed, fixed != value
+    if isinstance(value, float) and not math.isfinite(value):
+        return None, False
     if isinstance(value, list):
         items = [repair_text(v) for v in value]
         return [v for v, _ in items], any(c for _, c in items)
