@@ -99,7 +99,8 @@ class StagingFailed(Exception):
 # small enough (a few MB per table) to keep memory bounded.
 NORMALISE_BATCH = 2_000
 # ... or fewer, once their response bodies add up to this: a page of big records (each up to
-# SYNC_MAX_RECORD_BYTES) is typed soon instead of waiting for 2,000 of its kind.
+# SYNC_MAX_RECORD_BYTES) is typed soon instead of waiting for 2,000 of its kind; and across
+# tables, the largest buffer is typed whenever all of them together pass twice that.
 NORMALISE_BATCH_BYTES = 32 * 2**20
 
 
@@ -138,6 +139,8 @@ class _Batcher:
             or self._pending_bytes[endpoint.table] >= NORMALISE_BATCH_BYTES
         ):
             await self._flush(endpoint.table)
+        while sum(self._pending_bytes.values()) > 2 * NORMALISE_BATCH_BYTES:
+            await self._flush(max(self._pending_bytes, key=self._pending_bytes.__getitem__))
 
     async def table_done(self, table: str) -> None:
         """No more records will come for `table`: type what is buffered now, while other
