@@ -73,8 +73,8 @@ class Settings:
     # SYNC_HTTP_MAX_PAUSE_S: longest pause one response (429 Retry-After, X-RateLimit-Reset)
     # may impose on every request of the run.
     http_max_pause_s: float = 60.0
-    # SYNC_STAGED_MAX_AGE_S: staged Parquet in no committed manifest and older than this is
-    # deleted when a run starts (a run's own staged files go when it fails).
+    # SYNC_STAGED_MAX_AGE_S: staged Parquet of a run that never committed is deleted by a later
+    # run once older than this (a run's own staged files go when it fails).
     staged_max_age_s: float = 86_400.0
 
     @property

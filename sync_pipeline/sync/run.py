@@ -5,8 +5,8 @@ holds no database handle. Dagster assets and the CLI both call `run_sync`.
 
 Staged Parquet holds PHI, so none outlives the run that wrote it unless that run committed
 it: a run that fails (fetch, staging or commit) deletes its own chunks on the way out, and
-each run first deletes chunks that no committed manifest names and that are older than
-SYNC_STAGED_MAX_AGE_S (left by a run killed outright).
+each run first deletes chunks of runs that never committed (ops.load_log names every run that
+did) once older than SYNC_STAGED_MAX_AGE_S (left by a run killed outright).
 
 What failed is in the returned report, never only in a log: `summary.failed_items` names each
 (user, endpoint) that did not sync, with its reason.
@@ -43,7 +43,7 @@ class SyncInputs:
     connected: set[str]
     notifications: pd.DataFrame
     cursors: dict[tuple[str, str], datetime]
-    committed_files: set[str]  # every lake file a committed run's manifest names
+    committed_runs: set[str]  # runs that committed (their staged files are the lake's)
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ def read_inputs(settings: Settings) -> SyncInputs:
         connected = db.query_arrow(con, "connect.current_connections").to_pandas()
         pending = db.query_arrow(con, "ops.notifications", PENDING).to_pandas()
         state = db.query_arrow(con, "ops.sync_state").to_pandas()
-        manifests = db.query_arrow(con, "ops.load_log").column("lake_files").to_pylist()
+        committed_runs = db.query_arrow(con, "ops.load_log").column("run_id").to_pylist()
     cursors = {
         (str(h), str(e)): pd.Timestamp(c).to_pydatetime()
         for h, e, c in zip(
@@ -76,7 +76,7 @@ def read_inputs(settings: Settings) -> SyncInputs:
         connected={str(h) for h in connected["human_id"]},
         notifications=pending,
         cursors=cursors,
-        committed_files={f for listing in manifests if listing for f in listing.split("\n")},
+        committed_runs={str(r) for r in committed_runs},
     )
 
 
@@ -108,7 +108,7 @@ def run_sync(
         )
     lake.remove_stray_temp_files(settings.lake_dir)
     lake.remove_uncommitted(
-        settings.lake_dir, inputs.committed_files, older_than_s=settings.staged_max_age_s
+        settings.lake_dir, inputs.committed_runs, older_than_s=settings.staged_max_age_s
     )
     stager = Stager(settings.lake_dir, run_id)
     snapshot_users = (

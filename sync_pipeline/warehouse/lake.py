@@ -92,29 +92,31 @@ def remove_files(files: Iterable[str | Path]) -> int:
 
 
 def remove_uncommitted(
-    lake_dir: Path, committed: set[str], *, older_than_s: float, now: float | None = None
+    lake_dir: Path, committed_runs: set[str], *, older_than_s: float, now: float | None = None
 ) -> int:
-    """Delete local staged files that no committed manifest (ops.load_log.lake_files) names and
-    that are older than `older_than_s`: left by a run killed before it could clean up. The age
-    bound is what makes this safe while other runs (shards, workers) stage into the same lake:
-    a file in flight is at most one run old, and a run's files are committed or discarded when
-    it ends. An object-store lake is not swept here (a bucket lifecycle rule on `run=` keys
-    does that job); failed runs there still delete their own files."""
+    """Delete local staged files of runs that never committed (no ops.load_log row names their
+    run) once older than `older_than_s`: left by a run killed before it could clean up. A run
+    commits all its staged files in one transaction or none, so its id is what tells; paths are
+    not compared, so a data directory that moved keeps its committed files. The age bound is
+    what makes this safe while other runs (shards, workers) stage into the same lake: a file in
+    flight is at most one run old, and a run's files are committed or discarded when it ends.
+    An object-store lake is not swept here (a bucket lifecycle rule on `run=` keys does that
+    job); failed runs there still delete their own files."""
     if not lake_dir.exists():
         return 0
     cutoff = (time.time() if now is None else now) - older_than_s
     removed = 0
-    for path in lake_dir.glob(f"*/*/{RUN_DIR_PREFIX}*/*.parquet"):
-        if str(path) in committed:
+    for folder in lake_dir.glob(f"*/*/{RUN_DIR_PREFIX}*"):
+        if folder.name.removeprefix(RUN_DIR_PREFIX) in committed_runs or not folder.is_dir():
             continue
-        try:
-            if path.stat().st_mtime >= cutoff:
-                continue
-            path.unlink()
-        except FileNotFoundError:
-            continue  # its own run removed it meanwhile
-        removed += 1
-        folder = path.parent
+        for path in folder.glob("*.parquet"):
+            try:
+                if path.stat().st_mtime >= cutoff:
+                    continue
+                path.unlink()
+            except FileNotFoundError:
+                continue  # its own run removed it meanwhile
+            removed += 1
         if not any(folder.iterdir()):
             folder.rmdir()
     return removed

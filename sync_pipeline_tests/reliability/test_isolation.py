@@ -369,7 +369,7 @@ def test_staged_parquet_of_a_run_that_did_not_commit_is_removed(
     two_days_ago = time.time() - 2 * 86_400
     os.utime(killed_long_ago, (two_days_ago, two_days_ago))
     for path in committed:
-        os.utime(path, (two_days_ago, two_days_ago))  # old, but named by a committed manifest
+        os.utime(path, (two_days_ago, two_days_ago))  # old, but their run committed
     catchup(replace(settings))
     remaining = set(lake_files(settings))
     assert not killed_long_ago.exists() and not killed_long_ago.parent.exists()
