@@ -52,7 +52,7 @@ from .common import (
     to_text,
     utf8_series,
 )
-from .guard import admit, repair_text
+from .guard import admit, admit_page, repair_text
 from .schemas import FLAGGED_SCHEMA, PARENT_OF, REJECTED_TABLE, SPECS, TABLE_KEYS, TABLE_SCHEMAS
 
 __all__ = [
@@ -130,17 +130,17 @@ def normalize_records(
 def _normalize(
     spec: TableSpec, owners: list[str], page: list[Any], limits: Limits
 ) -> NormalizedBatch:
-    admitted = [admit(r, limits.max_record_bytes) for r in page]
+    admitted = admit_page(page, limits.max_record_bytes)
     # non-objects (and records refused by the guard) are read as {} so every field list lines
     # up with the page
     objects: list[Mapping[str, Any]] = [
-        a.value if isinstance(a.value, Mapping) else {} for a in admitted
+        v if isinstance(v, Mapping) else {} for v in admitted.values
     ]
-    raws = [a.raw for a in admitted]
+    raws = admitted.raws
 
     ids = extract(objects, ("id",))
-    for n, a in enumerate(admitted):
-        if a.problem is not None and isinstance(page[n], Mapping):
+    for n in admitted.problems:
+        if isinstance(page[n], Mapping):
             # a refused record still says which one it was
             ids[n] = repair_text(page[n].get("id"))[0]
     created_at = to_instant(extract(objects, ("createdAt",)))
@@ -153,7 +153,8 @@ def _normalize(
         updated_at = stamped.mask(future, pd.Timestamp(limits.clock).tz_convert("UTC"))
     typed = {f.column: CONVERTERS[f.kind](extract(objects, f.path)) for f in spec.fields}
 
-    guarded = np.fromiter((a.problem is None for a in admitted), dtype=bool, count=len(page))
+    guarded = np.ones(len(page), dtype=bool)
+    guarded[list(admitted.problems)] = False
     valid = (
         guarded
         & np.fromiter((isinstance(r, Mapping) for r in page), dtype=bool, count=len(page))
@@ -193,7 +194,7 @@ def _normalize(
             "human_id": [owners[i] for i in rejected_positions],
             "record_id": [_id_text(ids[i]) for i in rejected_positions],
             "reason": [
-                admitted[i].problem
+                admitted.problems.get(int(i))
                 or (DUPLICATE_REASON if duplicate[i] else _reason(spec, objects[i], page[i]))
                 for i in rejected_positions
             ],
@@ -202,14 +203,13 @@ def _normalize(
         dtype=pd.StringDtype(),
     )
     flags = [
-        (i, admitted[i].flag, "lone surrogates in text replaced by U+FFFD")
-        for i in kept_positions
-        if admitted[i].flag
+        (i, flag, "lone surrogates in text replaced by U+FFFD")
+        for i, flag in sorted(admitted.flags.items())
+        if kept[i]
     ] + [
         (i, FUTURE_UPDATED_AT, f"updatedAt {stamped[i].isoformat()} is past the upstream "
          f"clock {limits.clock.isoformat() if limits.clock else ''}; stored as that clock")
-        for i in kept_positions
-        if future[i]
+        for i in np.flatnonzero(kept & future.to_numpy())
     ]  # fmt: skip
     flagged = pd.DataFrame(
         {

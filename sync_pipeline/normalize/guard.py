@@ -42,6 +42,38 @@ class Admitted:
     flag: str | None = None  # loaded, but changed on the way: TEXT_REPAIRED
 
 
+@dataclass
+class AdmittedPage:
+    """`admit` over a page, kept as parallel lists (one object per page, not per record: the
+    good records' path is one orjson.dumps and a length check)."""
+
+    values: list[Any]
+    raws: list[bytes]
+    problems: dict[int, str]  # position -> why the guard rejects that record
+    flags: dict[int, str]  # position -> TEXT_REPAIRED
+
+
+def admit_page(records: list[Any], max_bytes: int) -> AdmittedPage:
+    page = AdmittedPage(list(records), [], {}, {})
+    dumps = orjson.dumps
+    for n, record in enumerate(records):
+        try:
+            raw = dumps(record)
+        except (TypeError, ValueError):
+            raw = b""  # the slow path below decides
+        if raw and len(raw) <= max_bytes:
+            page.raws.append(raw)
+            continue
+        admitted = admit(record, max_bytes)
+        page.values[n] = admitted.value
+        page.raws.append(admitted.raw)
+        if admitted.problem is not None:
+            page.problems[n] = admitted.problem
+        if admitted.flag is not None:
+            page.flags[n] = admitted.flag
+    return page
+
+
 def admit(record: Any, max_bytes: int) -> Admitted:
     try:
         raw = orjson.dumps(record)
