@@ -42,6 +42,7 @@ import pandas as pd
 import pyarrow as pa
 
 from ..upstream.endpoints import Endpoint
+from ..upstream.models import UndecodableRecord
 from .common import (
     CONVERTERS,
     Field,
@@ -139,10 +140,11 @@ def _normalize(
     raws = admitted.raws
 
     ids = extract(objects, ("id",))
-    for n in admitted.problems:
+    for n in admitted.problems:  # a refused record still says which one it was
         if isinstance(page[n], Mapping):
-            # a refused record still says which one it was
             ids[n] = repair_text(page[n].get("id"))[0]
+        elif isinstance(page[n], UndecodableRecord):
+            ids[n] = repair_text(page[n].record_id)[0]
     created_at = to_instant(extract(objects, ("createdAt",)))
     updated_sent = to_instant(extract(objects, ("updatedAt",)))
     stamped = updated_sent.fillna(created_at)

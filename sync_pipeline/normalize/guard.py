@@ -7,7 +7,8 @@ Every record of a page passes `admit` first. What comes out is either a value ev
   middle of an emoji decodes to) is repaired: each lone surrogate becomes U+FFFD, in values and
   keys, and the record is flagged `text_repaired`, so an analyst can find what was changed;
 - a record nested deeper than `MAX_DEPTH` is rejected (nothing downstream has to recurse
-  through it, and a recursion limit is never reached);
+  through it, and a recursion limit is never reached), and so is one the page decoder could not
+  decode at all (`UndecodableRecord`: deeper than the JSON decoder goes);
 - a record whose JSON is over the size limit is rejected with its id and size, and its raw is
   replaced by a short excerpt (`oversized_raw`), so it is never carried whole into the commit.
 
@@ -17,6 +18,7 @@ for records orjson refuses (surrogates, nesting past its limit, integers beyond 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
@@ -24,6 +26,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+
+from ..upstream.models import UndecodableRecord
 
 # orjson serialises at most 254 levels; a record deeper than that is no health record.
 MAX_DEPTH = 254
@@ -57,10 +61,10 @@ def admit_page(records: list[Any], max_bytes: int) -> AdmittedPage:
     page = AdmittedPage(list(records), [], {}, {})
     dumps = orjson.dumps
     for n, record in enumerate(records):
-        try:
-            raw = dumps(record)
-        except (TypeError, ValueError):
-            raw = b""  # the slow path below decides
+        raw = b""  # unless orjson writes it, the slow path below decides
+        if not isinstance(record, UndecodableRecord):
+            with contextlib.suppress(TypeError, ValueError):
+                raw = dumps(record)
         if raw and len(raw) <= max_bytes:
             page.raws.append(raw)
             continue
@@ -75,6 +79,10 @@ def admit_page(records: list[Any], max_bytes: int) -> AdmittedPage:
 
 
 def admit(record: Any, max_bytes: int) -> Admitted:
+    if isinstance(record, UndecodableRecord):
+        reason = f"{record.reason} ({record.size} bytes)"
+        head = {"id": record.record_id, "bytes": record.size, "head": record.excerpt}
+        return Admitted({}, _excerpt_json(head, reason), problem=reason)
     try:
         raw = orjson.dumps(record)
     except (TypeError, ValueError):

@@ -4,8 +4,9 @@
 bytes held never pass `limit` + one network chunk, however well the body compresses (a 200 kB
 gzip of zeros inflating to 200 MB stops at the limit; httpx's own decoder would inflate each
 64 KiB chunk whole, up to ~64 MB at a time). `decode_json` turns a body into JSON or says, with
-a reason, why it cannot: nesting past the decoder's limit is one such reason, never a
-RecursionError escaping into the run.
+a reason, why it cannot; an array element nested past the decoder's limit becomes one
+`UndecodableRecord` (rejected by the normaliser) while the rest of its page decodes, and a
+RecursionError never escapes into the run.
 
 Both raise `BodyRefused` for a body that will never do, which the client turns into a failure
 of that one request (and so of that one (user, endpoint) item), never retried: the same
@@ -15,11 +16,14 @@ upstream sends the same body again.
 from __future__ import annotations
 
 import json
+import re
 import zlib
 from typing import Any
 
 import httpx
 import orjson
+
+from sync_pipeline.upstream.models import UndecodableRecord
 
 # What we tell the upstream we can read: exactly what read_capped can inflate within bounds.
 ACCEPT_ENCODING = "gzip, deflate"
@@ -96,7 +100,12 @@ def decode_json(body: bytes) -> Any:
     passes here); the json module still decides what orjson refuses (NaN/Infinity literals,
     lone surrogates in strings, nesting past orjson's 1024 levels) so nothing the upstream
     could always send is refused now. ValueError when the body is not JSON (maybe cut off:
-    worth another attempt); BodyRefused when it nests deeper than the decoder can go."""
+    worth another attempt).
+
+    A body nested deeper than the decoder goes: when it is an array whose elements can be
+    told apart, each element is decoded alone and one still too deep becomes an
+    `UndecodableRecord` for the normaliser to reject, so the rest of the page loads; else
+    BodyRefused (the request fails, never with a RecursionError)."""
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -104,4 +113,62 @@ def decode_json(body: bytes) -> Any:
     try:
         return json.loads(body)
     except RecursionError:
-        raise BodyRefused("body is nested deeper than the JSON decoder allows") from None
+        pass
+    elements = split_array(body)
+    if elements is None:
+        raise BodyRefused("body is nested deeper than the JSON decoder allows")
+    return [_decode_element(element) for element in elements]
+
+
+# One token of JSON that matters for finding an array's elements: a string (escapes included),
+# a bracket or a comma. Everything else (numbers, literals, whitespace) lies between them.
+_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{},]')
+_ID = re.compile(rb'"id"\s*:\s*"((?:[^"\\]|\\.){1,200})"')
+_EXCERPT_BYTES = 1024
+
+
+def split_array(body: bytes) -> list[bytes] | None:
+    """The elements of a top-level JSON array, as byte slices; None if `body` is not one
+    (the elements themselves are not validated: each is decoded on its own)."""
+    start = body.find(b"[")
+    if start < 0 or body[:start].strip():
+        return None
+    depth = 0
+    elements: list[bytes] = []
+    element_start = start + 1
+    end = -1
+    for token in _TOKEN.finditer(body, start):
+        kind = token.group()
+        if kind in (b"[", b"{"):
+            depth += 1
+        elif kind in (b"]", b"}"):
+            depth -= 1
+            if depth == 0:
+                end = token.start()
+                break
+        elif kind == b"," and depth == 1:
+            elements.append(body[element_start : token.start()])
+            element_start = token.end()
+    if end < 0 or body[end + 1 :].strip():
+        return None
+    last = body[element_start:end]
+    if last.strip() or elements:
+        elements.append(last)
+    return elements
+
+
+def _decode_element(element: bytes) -> Any:
+    try:
+        return orjson.loads(element)
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        return json.loads(element)
+    except RecursionError:
+        reason = "record is nested deeper than the JSON decoder allows"
+    except (ValueError, UnicodeDecodeError):
+        reason = "record is not valid JSON"
+    found = _ID.search(element[: _EXCERPT_BYTES * 4])
+    record_id = found.group(1).decode(errors="replace") if found else None
+    excerpt = element[:_EXCERPT_BYTES].decode(errors="replace")
+    return UndecodableRecord(reason, len(element), record_id, excerpt)

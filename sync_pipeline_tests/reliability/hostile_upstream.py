@@ -131,12 +131,12 @@ class HostileUpstream:
         human_id = dict(USERS)[token]
         if path == "sources":
             return JSONResponse([])
-        if path == "medical/profile":
-            return JSONResponse(self.records[(human_id, path)][0])
-        records = self.records[(human_id, path)]
+        records = self.records.get((human_id, path), [])
         behaviour = self.poison.get((human_id, path))
         if behaviour is not None:
             return behaviour(request, records)
+        if path == "medical/profile":
+            return JSONResponse(records[0])
         since = _since(request)
         chosen = [r for r in records if since is None or _stamp(r) >= since]
         return raw_json_response(orjson.dumps(chosen), total=len(chosen))

@@ -1,7 +1,8 @@
 """Isolation against a hostile upstream on loopback: the real run_sync into a real DuckDB file.
 
-Poison is mixed among good records for two users: a lone surrogate and an oversized record
-on the same page as good records, a 5,000-deep sourceData, a gzip bomb, a Link chain that
+Poison is mixed among good records for two users: a lone surrogate, an oversized record and a
+5,000-deep sourceData on the same page as good records, a profile object nested 5,000 deep,
+a gzip bomb, a Link chain that
 never ends and one that repeats, an object where a list belongs, a record stamped 2199, a
 `Retry-After` of three years, an `X-RateLimit-Reset` ten years ahead and `expires_in: 0`.
 Every good record of every item that is not itself poisoned lands; each poisoned item fails
@@ -110,7 +111,7 @@ def bomb(request: Request, records: list[Any]) -> Response:
 
 
 POISONED_ITEMS = {
-    (A, "medical/issues"): "nested deeper than the JSON decoder allows",
+    (A, "medical/profile"): "body is nested deeper than the JSON decoder allows",
     (A, "activities"): "over the 33554432-byte limit (SYNC_MAX_RESPONSE_BYTES)",
     (A, "sleeps"): "next-page links go on far past X-Total-Count 2",
     (B, "sleeps"): "next-page link repeats an earlier page",
@@ -139,6 +140,8 @@ def hostile_world() -> HostileUpstream:
             good=False,
         )
         upstream.poison[(human_id, "medical/allergies")] = paged
+    # nested past the JSON decoder: one record of a page (rejected, the page loads), and a
+    # whole single-object body (that item fails)
     deep = b"[" * 5000 + b"]" * 5000
     upstream.add(
         A,
@@ -146,7 +149,11 @@ def hostile_world() -> HostileUpstream:
         Raw(b'{"id":"alice-deep","updatedAt":"2020-06-01T10:00:00Z","sourceData":' + deep + b"}"),
         good=False,
     )
+    upstream.add(A, "medical/issues", good_record("alice-after-deep"))
     upstream.poison[(A, "medical/issues")] = paged
+    upstream.poison[(A, "medical/profile")] = lambda request, records: raw_json_response(
+        b'{"id": "p", "demographics": ' + deep + b"}"
+    )
     upstream.poison[(A, "activities")] = bomb
     upstream.poison[(A, "sleeps")] = endless_chain
     upstream.poison[(B, "sleeps")] = repeating_chain
@@ -254,6 +261,14 @@ def test_poison_fails_only_its_own_item_and_every_good_record_lands(
     }
     assert must_land <= stored_ids(settings)
     assert ("medical/allergies", A, "alice-allergy-2") in must_land
+    assert ("medical/issues", A, "alice-after-deep") in must_land
+    [(human_id, reason, raw_length)] = query(
+        settings,
+        "SELECT human_id, reason, length(raw) FROM ops.rejected_records "
+        "WHERE table_name = 'medical.issues' AND record_id = 'alice-deep'",
+    )
+    assert human_id == A and raw_length < 2048  # an excerpt, not the 10 kB element
+    assert reason.startswith("record is nested deeper than the JSON decoder allows (")
 
     # the cut text is loaded repaired, and flagged where an analyst finds it
     assert query(

@@ -25,6 +25,7 @@ from sync_pipeline.sync.plan import WorkItem
 from sync_pipeline.upstream.body import BodyRefused, decode_json, read_capped
 from sync_pipeline.upstream.client import RequestFailed, UpstreamClient
 from sync_pipeline.upstream.endpoints import BY_PATH
+from sync_pipeline.upstream.models import UndecodableRecord
 from sync_pipeline.upstream.ratelimit import RateBudget, WaitTooLong
 from sync_pipeline.upstream.tokens import (
     DEFAULT_TOKEN_LIFETIME_S,
@@ -101,9 +102,21 @@ async def test_a_body_we_cannot_inflate_is_refused(encoding: str, wire: bytes, r
         await read_capped(response, MiB)
 
 
-def test_nesting_past_the_decoder_is_refused_and_a_cut_body_is_retryable() -> None:
+def test_nesting_past_the_decoder_costs_one_record_or_else_the_body() -> None:
+    deep = b"[" * 5000 + b"]" * 5000
+    element = b' {"id": "deep", "x": ' + deep + b"}"
+    page = decode_json(b'[{"id": "a, ]"},' + element + b", 7]")
+    assert page[0] == {"id": "a, ]"} and page[2] == 7
+    assert isinstance(page[1], UndecodableRecord)
+    assert (page[1].record_id, page[1].size) == ("deep", len(element))
+    assert page[1].excerpt == element[:1024].decode()  # what its reject row keeps
     with pytest.raises(BodyRefused, match="nested deeper"):
-        decode_json(b"[" * 5000 + b"]" * 5000)
+        decode_json(b'{"data": ' + deep + b"}")  # no array to salvage elements from
+    with pytest.raises(BodyRefused, match="nested deeper"):
+        decode_json(deep + b" trailing")
+
+
+def test_a_cut_body_is_retryable() -> None:
     with pytest.raises(ValueError):
         decode_json(b'[{"id": "a"')  # cut off: another attempt may get it whole
     assert decode_json(b'[{"a": NaN, "b": "\\ud800"}]')[0]["b"] == "\ud800"
