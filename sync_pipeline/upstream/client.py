@@ -11,7 +11,7 @@ list endpoints, fetches single records and objects, and lists a user's sources. 
   400/403/404 and other 4xx are never retried; only GETs and the token POST are ever sent, all
   idempotent, so retrying is safe;
 - never waits longer than what is left of its deadline: a `Retry-After` (or a rate-budget pause)
-  reaching past it fails the request at once, with that reason (waits.py);
+  reaching past it fails the request at once, with that reason (ratelimit.py);
 - reads its body streamed, inflated by us, at most `settings.max_response_bytes` (body.py); a
   body over that, nested past the decoder, or not the JSON shape the contract promises fails
   the request without a retry;
