@@ -43,6 +43,8 @@ class CommitSummary:
     failed_items: list[tuple[str, str, str]] = field(default_factory=list)  # human, endpoint, why
     refused_users: list[str] = field(default_factory=list)
     requests: int = 0
+    # loaded records flagged in ops.flagged_records by this run (text repaired, future stamps)
+    flagged: int = 0
 
 
 def commit_run(
@@ -105,7 +107,7 @@ def commit_run(
             rows = db.row_count(_scan(con, files))
             _log_load(con, run_id, now, TableLoad(child, rows, rows), files)
         db.store_rejects(con, fetched.rejected, run_id, now)
-        db.store_flags(con, fetched.flagged, run_id, now)
+        summary.flagged = db.store_flags(con, fetched.flagged, run_id, now)
         summary.cursors_advanced = _advance_cursors(con, fetched, run_id, now)
         _mark_notifications(con, plan, fetched, run_id, now)
         _store_refusals(con, fetched.refused, run_id, now)

@@ -279,6 +279,7 @@ def test_poison_fails_only_its_own_item_and_every_good_record_lands(
         "SELECT human_id, record_id FROM ops.flagged_records WHERE flag = 'text_repaired' "
         "ORDER BY human_id",
     ) == [(A, "alice-cut"), (B, "bob-cut")]
+    assert report.summary.flagged == 3  # the two cut texts and the record stamped 2199
     query(settings, "SELECT json_extract(raw, '$.name') FROM medical.allergies")  # all valid
 
     # the oversized record is rejected with its id and size; its body is not kept
