@@ -40,6 +40,9 @@ SCHEMA_NOTES = {
 TABLE_NOTES = {
     "ops.rejected_records": "One row per upstream record or intake item that could not be "
     "loaded, with the reason and the raw text; received = loaded + rejected.",
+    "ops.flagged_records": "One row per loaded record and flag: `text_repaired` (lone "
+    "surrogates replaced by U+FFFD), `future_updated_at` (updatedAt past the upstream's clock "
+    "by more than SYNC_FUTURE_TOLERANCE_S; updated_at stored as that clock, raw as sent).",
     "ops.sync_state": "One row per (user, endpoint): the cursor the next catch-up starts from.",
     "ops.http_requests": "One row per HTTP attempt toward the upstream (request audit; never "
     "a token or query string).",

@@ -79,6 +79,27 @@ class Settings:
     session_max_token_lifetime_s: int = 86400
     landing_min_free_bytes: int = 64 * 1024 * 1024
     landing_min_free_inodes: int = 1000
+    # Containment bounds of the sync path (issue 13): what one record, response, clock or wait
+    # may cost at most. Defaults here so code building Settings by hand keeps working.
+    # SYNC_MAX_RESPONSE_BYTES: decompressed bytes read from one response; beyond it the
+    # (user, endpoint) item fails. Bounds the memory one page can take.
+    max_response_bytes: int = 32 * 2**20
+    # SYNC_MAX_RECORD_BYTES: one record's JSON size; a larger record is rejected (id, size)
+    # and its raw is not stored whole.
+    max_record_bytes: int = 4 * 2**20
+    # SYNC_MAX_PAGES: pages one (user, endpoint) list may take, however its Link chain runs.
+    max_pages: int = 10_000
+    # SYNC_CURSOR_LAG_S: a catch-up cursor stays this far behind the upstream's clock and the
+    # newest record seen, so each catch-up re-reads that trailing window.
+    cursor_lag_s: float = 300.0
+    # SYNC_FUTURE_TOLERANCE_S: an updatedAt this far past the upstream's clock is flagged.
+    future_tolerance_s: float = 300.0
+    # SYNC_HTTP_MAX_PAUSE_S: longest pause one response (429 Retry-After, X-RateLimit-Reset)
+    # may impose on every request of the run.
+    http_max_pause_s: float = 60.0
+    # SYNC_STAGED_MAX_AGE_S: staged Parquet of a run that never committed is deleted by a later
+    # run once older than this (a run's own staged files go when it fails).
+    staged_max_age_s: float = 86_400.0
 
     @property
     def warehouse_path(self) -> Path:
@@ -231,4 +252,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             env, "SYNC_LANDING_MIN_FREE_BYTES", 64 * MIB, low=0, high=2**50
         ),
         landing_min_free_inodes=_int(env, "SYNC_LANDING_MIN_FREE_INODES", 1000, low=0, high=2**40),
+        max_response_bytes=_int(env, "SYNC_MAX_RESPONSE_BYTES", 32 * MIB, low=1024, high=2**34),
+        max_record_bytes=_int(env, "SYNC_MAX_RECORD_BYTES", 4 * MIB, low=1024, high=2**34),
+        max_pages=_int(env, "SYNC_MAX_PAGES", 10_000, low=1, high=10_000_000),
+        cursor_lag_s=_float(env, "SYNC_CURSOR_LAG_S", 300.0, low=0, high=7 * 86_400),
+        future_tolerance_s=_float(env, "SYNC_FUTURE_TOLERANCE_S", 300.0, low=0, high=365 * 86_400),
+        http_max_pause_s=_float(env, "SYNC_HTTP_MAX_PAUSE_S", 60.0, low=0, high=86_400),
+        staged_max_age_s=_float(env, "SYNC_STAGED_MAX_AGE_S", 86_400.0, low=0, high=365 * 86_400),
     )

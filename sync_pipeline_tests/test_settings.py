@@ -70,3 +70,24 @@ def test_with_upstream_points_both_urls_at_one_server() -> None:
     settings = load_settings({"SYNC_UPSTREAM": "humanapi"}).with_upstream("http://127.0.0.1:1234")
     assert (settings.auth_url, settings.api_url) == ("http://127.0.0.1:1234",) * 2
     assert settings.uses_embedded_simulator is False
+
+
+def test_isolation_bounds_have_documented_defaults_and_refuse_nonsense() -> None:
+    settings = load_settings({})
+    assert (settings.max_response_bytes, settings.max_record_bytes) == (32 * 2**20, 4 * 2**20)
+    assert (settings.max_pages, settings.cursor_lag_s, settings.future_tolerance_s) == (
+        10_000,
+        300.0,
+        300.0,
+    )
+    assert (settings.http_max_pause_s, settings.staged_max_age_s) == (60.0, 86_400.0)
+    assert load_settings({"SYNC_MAX_RECORD_BYTES": "65536"}).max_record_bytes == 65536
+    for name, value in [
+        ("SYNC_MAX_RESPONSE_BYTES", "0"),
+        ("SYNC_MAX_PAGES", "-1"),
+        ("SYNC_CURSOR_LAG_S", "-5"),
+        ("SYNC_HTTP_MAX_PAUSE_S", "inf"),
+        ("SYNC_FUTURE_TOLERANCE_S", "nan"),
+    ]:
+        with pytest.raises(SettingsError, match=name):
+            load_settings({name: value})

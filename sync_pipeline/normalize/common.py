@@ -221,8 +221,9 @@ def _numeric_candidates(values: Sequence[Any]) -> pd.Series:
         or pa.types.is_floating(inferred.type)
         or pa.types.is_null(inferred.type)
     ):
-        # fast path: a column of JSON numbers and nulls
-        as_double = inferred.cast(pa.float64()).to_numpy(zero_copy_only=False)
+        # fast path: a column of JSON numbers and nulls; an integer beyond 2**53 becomes the
+        # nearest double (a safe cast would refuse it, and with it the whole page)
+        as_double = inferred.cast(pa.float64(), safe=False).to_numpy(zero_copy_only=False)
         return pd.Series(as_double, dtype="float64")
     # bools are ints to Python but never a measurement
     kept = [

@@ -23,6 +23,18 @@ REJECTED_SCHEMA = pa.schema(
     ]
 )
 
+# Loaded records that were changed on the way or are suspect (normalize/__init__.py): one row
+# per (table, user, record, flag), kept in ops.flagged_records next to the rejects.
+FLAGGED_SCHEMA = pa.schema(
+    [
+        pa.field("table_name", pa.string()),
+        pa.field("human_id", pa.string()),
+        pa.field("record_id", pa.string()),
+        pa.field("flag", pa.string()),
+        pa.field("detail", pa.string()),
+    ]
+)
+
 _CHILDREN = {child.table: child for spec in SPECS.values() for child in spec.children}
 
 TABLE_SCHEMAS: dict[str, pa.Schema] = {

@@ -43,6 +43,8 @@ class CommitSummary:
     failed_items: list[tuple[str, str, str]] = field(default_factory=list)  # human, endpoint, why
     refused_users: list[str] = field(default_factory=list)
     requests: int = 0
+    # loaded records flagged in ops.flagged_records by this run (text repaired, future stamps)
+    flagged: int = 0
 
 
 def commit_run(
@@ -105,6 +107,7 @@ def commit_run(
             rows = db.row_count(_scan(con, files))
             _log_load(con, run_id, now, TableLoad(child, rows, rows), files)
         db.store_rejects(con, fetched.rejected, run_id, now)
+        summary.flagged = db.store_flags(con, fetched.flagged, run_id, now)
         summary.cursors_advanced = _advance_cursors(con, fetched, run_id, now)
         _mark_notifications(con, plan, fetched, run_id, now)
         _store_refusals(con, fetched.refused, run_id, now)
@@ -168,14 +171,13 @@ def _advance_cursors(
     con: duckdb.DuckDBPyConnection, fetched: FetchResult, run_id: str, now: datetime
 ) -> int:
     """Advance a (user, endpoint) cursor only when its catch-up item finished without error and
-    saw records; the new cursor is the newest updatedAt it saw, floored to the filter's second."""
+    saw records; the new cursor is FetchResult.next_cursor (held to the upstream's clock, a
+    trailing window behind the newest updatedAt seen)."""
     rows = [
         {
             "human_id": r.item.user.human_id,
             "endpoint": r.item.endpoint.path,
-            "cursor_updated_since": r.newest_updated_at.replace(microsecond=0)
-            if r.newest_updated_at
-            else r.item.updated_since,
+            "cursor_updated_since": fetched.next_cursor(r),
             "last_synced_at": now,
             "last_run_id": run_id,
         }

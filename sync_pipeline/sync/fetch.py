@@ -2,6 +2,10 @@
 
 Network and CPU only: no DuckDB here. What the commit step needs comes back as a FetchResult.
 One failing (user, endpoint) never stops the others: its error is recorded, its cursor stays.
+The (user, endpoint) item is the containment boundary of responses and waits: whatever one
+item's requests meet (a body over the cap, a Link chain without end, a wait past its deadline,
+or an error nobody foresaw) ends that item with a reason in `ItemResult.error`; every other
+item goes on. Only a rejection of our own client credentials ends the run.
 """
 
 from __future__ import annotations
@@ -12,14 +16,14 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
 import pandas as pd
 
 from sync_pipeline.connect import source_status_rows
-from sync_pipeline.normalize import PARENT_OF, NormalizedBatch, normalize_records
+from sync_pipeline.normalize import PARENT_OF, Limits, NormalizedBatch, normalize_records
 from sync_pipeline.sync.plan import SyncPlan, WorkItem
 from sync_pipeline.sync.stage import Stager
 from sync_pipeline.upstream.client import (
@@ -41,7 +45,8 @@ class ItemResult:
     item: WorkItem
     ok: bool = True
     error: str | None = None
-    # newest updatedAt seen (upstream clock): the next cursor for catch-up items
+    # newest updatedAt seen (upstream clock; a future stamp is already held to the upstream's
+    # now): what the next cursor of a catch-up item is derived from (see FetchResult.next_cursor)
     newest_updated_at: datetime | None = None
     gone_ids: list[str] = field(default_factory=list)
     received: int = 0
@@ -57,38 +62,87 @@ class FetchResult:
     source_status: pd.DataFrame
     audits: list[RequestAudit]
     requests: int
+    # loaded records flagged on the way (ops.flagged_records rows, without run_id/flagged_at)
+    flagged: pd.DataFrame = field(default_factory=pd.DataFrame)
+    # the upstream's clock at the end of the fetch (its Date header, else the run's start) and
+    # SYNC_CURSOR_LAG_S: no cursor moves past upstream_now - cursor_lag
+    upstream_now: datetime | None = None
+    cursor_lag: timedelta = timedelta(0)
+
+    def next_cursor(self, result: ItemResult) -> datetime | None:
+        """The cursor a finished catch-up item leaves: the newest updatedAt it saw, held to the
+        upstream's clock, minus the lag (so the next catch-up re-reads that window: idempotent,
+        last updatedAt wins), never behind the cursor it started from, floored to the second
+        (the filter's precision)."""
+        start = result.item.updated_since
+        newest = result.newest_updated_at
+        if newest is None:
+            return start
+        if self.upstream_now is not None:
+            newest = min(newest, self.upstream_now)
+        cursor = newest - self.cursor_lag
+        if start is not None:
+            cursor = max(cursor, start)
+        return cursor.replace(microsecond=0)
 
 
 # called after each item with the result and the requests the run has made so far
 ProgressFn = Callable[[ItemResult, int], None]
 
+
+class StagingFailed(Exception):
+    """Typing or staging a batch failed (the lake cannot be written, say). A batch holds
+    records of many items, so no item could be reported done: the run fails as a whole and
+    commits nothing, and the next run redoes the work."""
+
+
 # Raw records buffered per table before one normalise call: pandas costs a fixed ~1 ms per
 # call and column, so typing 2,000 records at once is far cheaper than 40 pages of 50, and
 # small enough (a few MB per table) to keep memory bounded.
 NORMALISE_BATCH = 2_000
+# ... or fewer, once their response bodies add up to this: a page of big records (each up to
+# SYNC_MAX_RECORD_BYTES) is typed soon instead of waiting for 2,000 of its kind; and across
+# tables, the largest buffer is typed whenever all of them together pass twice that.
+NORMALISE_BATCH_BYTES = 32 * 2**20
 
 
 class _Batcher:
     """Buffers fetched pages per table across users and types them in batches, off the event
     loop (one worker thread, so the loop keeps requests flowing while pandas works)."""
 
-    def __init__(self, stager: Stager, results: dict[tuple[str, str], ItemResult]) -> None:
+    def __init__(
+        self,
+        stager: Stager,
+        results: dict[tuple[str, str], ItemResult],
+        limits: Callable[[], Limits] = Limits,
+    ) -> None:
         self._stager = stager
         self._results = results  # (human_id, table) -> the one item of that pair
-        self._pending: dict[str, tuple[Endpoint, list[str], list[dict[str, Any]]]] = {}
+        self._limits = limits  # read per batch: the upstream's clock moves on
+        self._pending: dict[str, tuple[Endpoint, list[str], list[Any]]] = {}
+        self._pending_bytes: dict[str, int] = defaultdict(int)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="normalise")
         self.received: dict[str, int] = defaultdict(int)
         self.rejected: list[pd.DataFrame] = []
+        self.flagged: list[pd.DataFrame] = []
 
-    async def add(self, endpoint: Endpoint, human_id: str, records: list[dict[str, Any]]) -> None:
+    async def add(
+        self, endpoint: Endpoint, human_id: str, records: list[Any], body_bytes: int = 0
+    ) -> None:
         if not records:
             return
         _, owners, buffered = self._pending.setdefault(endpoint.table, (endpoint, [], []))
         owners.extend([human_id] * len(records))
         buffered.extend(records)
+        self._pending_bytes[endpoint.table] += body_bytes
         self._results[(human_id, endpoint.table)].received += len(records)
-        if len(buffered) >= NORMALISE_BATCH:
+        if (
+            len(buffered) >= NORMALISE_BATCH
+            or self._pending_bytes[endpoint.table] >= NORMALISE_BATCH_BYTES
+        ):
             await self._flush(endpoint.table)
+        while sum(self._pending_bytes.values()) > 2 * NORMALISE_BATCH_BYTES:
+            await self._flush(max(self._pending_bytes, key=self._pending_bytes.__getitem__))
 
     async def table_done(self, table: str) -> None:
         """No more records will come for `table`: type what is buffered now, while other
@@ -113,13 +167,19 @@ class _Batcher:
 
     async def _flush(self, table: str) -> None:
         endpoint, owners, records = self._pending.pop(table)
+        self._pending_bytes.pop(table, None)
         loop = asyncio.get_running_loop()
-        batch = await loop.run_in_executor(
-            self._pool, self._type_and_stage, endpoint, owners, records
-        )
+        try:
+            batch = await loop.run_in_executor(
+                self._pool, self._type_and_stage, endpoint, owners, records, self._limits()
+            )
+        except Exception as exc:
+            raise StagingFailed(f"staging {table} failed: {type(exc).__name__}") from exc
         self.received[table] += batch.received
         if len(batch.rejected):
             self.rejected.append(batch.rejected)
+        if batch.flagged is not None and len(batch.flagged):
+            self.flagged.append(batch.flagged)
         main = batch.tables[table]
         if len(main):
             newest = main.groupby("human_id", observed=True)["updated_at"].max()
@@ -130,9 +190,9 @@ class _Batcher:
                     result.newest_updated_at = moment
 
     def _type_and_stage(
-        self, endpoint: Endpoint, owners: list[str], records: list[dict[str, Any]]
+        self, endpoint: Endpoint, owners: list[str], records: list[Any], limits: Limits
     ) -> NormalizedBatch:
-        batch = normalize_records(endpoint, owners, records)
+        batch = normalize_records(endpoint, owners, records, limits)
         for name, frame in batch.tables.items():
             self._stager.add(name, frame)
         return batch
@@ -147,11 +207,18 @@ async def fetch_plan(
     workers: int = 16,
     snapshot_sources_for: Sequence[UserRef] = (),
     progress: ProgressFn | None = None,
+    max_record_bytes: int = Limits.max_record_bytes,
+    future_tolerance_s: float = Limits.future_tolerance_s,
+    cursor_lag_s: float = 0.0,
 ) -> FetchResult:
     """Fetch every item with at most `workers` items in flight (a bounded queue, not one task
     per item: thousands of waiting tasks would spend their request deadlines queueing)."""
     results = {(i.user.human_id, i.endpoint.table): ItemResult(i) for i in plan.items}
-    batcher = _Batcher(stager, results)
+
+    def limits() -> Limits:
+        return Limits(max_record_bytes, client.upstream_now(), future_tolerance_s)
+
+    batcher = _Batcher(stager, results, limits)
     # Endpoint by endpoint (every user's item of one endpoint, then the next): a table's items
     # finish close together, so its records are typed and staged while later endpoints are
     # still fetched, rather than every table's last partial batch after the last request.
@@ -193,8 +260,8 @@ async def fetch_plan(
                 async for page in client.iter_pages(
                     user, endpoint, updated_since=item.updated_since
                 ):
-                    seen.update(str(r.get("id")) for r in page.records)
-                    await batcher.add(endpoint, user.human_id, page.records)
+                    seen.update(str(r.get("id")) for r in page.records if isinstance(r, dict))
+                    await batcher.add(endpoint, user.human_id, page.records, page.body_bytes)
                 # a notified object the list did not return is gone (or older than the
                 # cursor): only a GET by id can tell, and a 404 must set deleted_at
                 await fetch_by_id(item, (r for r in item.record_ids if r not in seen), result)
@@ -212,6 +279,13 @@ async def fetch_plan(
         except UpstreamError as exc:
             result.ok, result.error = False, str(exc)
             log.warning("fetch failed for %s %s: %s", user.human_id, endpoint.path, exc)
+        except StagingFailed:
+            raise  # the lake cannot be written: no item can finish, the run fails whole
+        except Exception as exc:  # the item boundary: a surprise fails this item, not the run
+            # the type only: an exception's message may quote what the upstream sent (PHI)
+            result.ok = False
+            result.error = f"{endpoint.path}: unexpected {type(exc).__name__} while fetching"
+            log.warning("fetch of %s %s failed: %s", user.human_id, endpoint.path, result.error)
         return True
 
     async def snapshot(user: UserRef) -> None:
@@ -222,6 +296,9 @@ async def fetch_plan(
             return
         except UpstreamError as exc:
             log.warning("sources snapshot failed for %s: %s", user.human_id, exc)
+            return
+        except Exception as exc:  # a snapshot is informative only: never worth the run
+            log.warning("sources snapshot failed for %s: %s", user.human_id, type(exc).__name__)
             return
         snapshots.append(source_status_rows(user.human_id, sources, datetime.now(UTC)))
 
@@ -251,4 +328,9 @@ async def fetch_plan(
         source_status=pd.concat(snapshots, ignore_index=True) if snapshots else pd.DataFrame(),
         audits=audits,
         requests=client.request_count,
+        flagged=pd.concat(batcher.flagged, ignore_index=True)
+        if batcher.flagged
+        else pd.DataFrame(),
+        upstream_now=client.upstream_now(),
+        cursor_lag=timedelta(seconds=cursor_lag_s),
     )

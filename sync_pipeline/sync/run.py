@@ -2,6 +2,14 @@
 
 DuckDB is opened twice, briefly: to read the inputs, then to commit. The long network phase
 holds no database handle. Dagster assets and the CLI both call `run_sync`.
+
+Staged Parquet holds PHI, so none outlives the run that wrote it unless that run committed
+it: a run that fails (fetch, staging or commit) deletes its own chunks on the way out, and
+each run first deletes chunks of runs that never committed (ops.load_log names every run that
+did) once older than SYNC_STAGED_MAX_AGE_S (left by a run killed outright).
+
+What failed is in the returned report, never only in a log: `summary.failed_items` names each
+(user, endpoint) that did not sync, with its reason.
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ class SyncInputs:
     connected: set[str]
     notifications: pd.DataFrame
     cursors: dict[tuple[str, str], datetime]
+    committed_runs: set[str]  # runs that committed (their staged files are the lake's)
 
 
 @dataclass(frozen=True)
@@ -48,6 +57,7 @@ def read_inputs(settings: Settings) -> SyncInputs:
         connected = db.query_arrow(con, "connect.current_connections").to_pandas()
         pending = db.query_arrow(con, "ops.notifications", db.PENDING).to_pandas()
         state = db.query_arrow(con, "ops.sync_state").to_pandas()
+        committed_runs = db.query_arrow(con, "ops.load_log").column("run_id").to_pylist()
     cursors = {
         (str(h), str(e)): pd.Timestamp(c).to_pydatetime()
         for h, e, c in zip(
@@ -64,18 +74,13 @@ def read_inputs(settings: Settings) -> SyncInputs:
         connected={str(h) for h in connected["human_id"]},
         notifications=pending,
         cursors=cursors,
+        committed_runs={str(r) for r in committed_runs},
     )
 
 
-def plan_for(
-    settings: Settings,
-    mode: SyncMode,
-    *,
-    only_users: set[str] | None = None,
-    shard: Shard = EVERYONE,
+def _plan(
+    inputs: SyncInputs, mode: SyncMode, only_users: set[str] | None, shard: Shard
 ) -> SyncPlan:
-    """What a run of `mode` would fetch now, from the warehouse's notifications and cursors."""
-    inputs = read_inputs(settings)
     return plan_sync(
         mode=mode,
         users=inputs.users,
@@ -88,6 +93,17 @@ def plan_for(
     )
 
 
+def plan_for(
+    settings: Settings,
+    mode: SyncMode,
+    *,
+    only_users: set[str] | None = None,
+    shard: Shard = EVERYONE,
+) -> SyncPlan:
+    """What a run of `mode` would fetch now, from the warehouse's notifications and cursors."""
+    return _plan(read_inputs(settings), mode, only_users, shard)
+
+
 def run_sync(
     settings: Settings,
     *,
@@ -97,9 +113,11 @@ def run_sync(
     shard: Shard = EVERYONE,
 ) -> SyncReport:
     """Raises UpstreamUnreachable or ClientCredentialsRejected when the probe shows nothing can
-    succeed, SyncInterrupted on SIGINT/SIGTERM; either way nothing is committed."""
+    succeed, SyncInterrupted on SIGINT/SIGTERM; either way nothing is committed and the run's
+    staged files are gone."""
     with StopSignals() as stop:
-        plan = plan_for(settings, mode, only_users=only_users, shard=shard)
+        inputs = read_inputs(settings)
+        plan = _plan(inputs, mode, only_users, shard)
         if plan.skipped_reconnect:
             log.warning(
                 "skipping %d user(s) waiting to reconnect: %s",
@@ -108,6 +126,9 @@ def run_sync(
             )
         progress = ProgressReporter(plan)
         lake.remove_stray_temp_files(settings.lake_dir)
+        lake.remove_uncommitted(
+            settings.lake_dir, inputs.committed_runs, older_than_s=settings.staged_max_age_s
+        )
         stager = Stager(settings.lake_dir, run_id)
         snapshot_users = (
             sorted({i.user for i in plan.items}, key=lambda u: u.human_id)
@@ -131,15 +152,26 @@ def run_sync(
                     workers=settings.http_concurrency,
                     snapshot_sources_for=snapshot_users,
                     progress=progress.item_done,
+                    max_record_bytes=settings.max_record_bytes,
+                    future_tolerance_s=settings.future_tolerance_s,
+                    cursor_lag_s=settings.cursor_lag_s,
                 )
 
+        committed = False
         try:
-            fetched = asyncio.run(fetch())
-        except asyncio.CancelledError:
+            try:
+                fetched = asyncio.run(fetch())
+            except asyncio.CancelledError:
+                stop.raise_if_received(committed=False)
+                raise
             stop.raise_if_received(committed=False)
+            with db.connect(settings.warehouse_path, key=settings.warehouse_key) as con:
+                summary = commit_run(con, run_id=run_id, plan=plan, fetched=fetched)
+                committed = True
+        except BaseException:
+            if not committed:
+                removed = stager.discard()
+                log.warning("run %s did not commit: removed its %d staged file(s)", run_id, removed)
             raise
-        stop.raise_if_received(committed=False)
-        with db.connect(settings.warehouse_path, key=settings.warehouse_key) as con:
-            summary = commit_run(con, run_id=run_id, plan=plan, fetched=fetched)
         stop.raise_if_received(committed=True)
     return SyncReport(plan=plan, fetched=fetched, summary=summary)

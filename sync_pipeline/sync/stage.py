@@ -67,6 +67,16 @@ class Stager:
             self._flush(table)
         return dict(self.files)
 
+    def discard(self) -> int:
+        """Delete every chunk this stager wrote (the run will not commit them) and forget
+        what is buffered."""
+        self._buffers.clear()
+        self._buffered_rows.clear()
+        self._buffered_bytes.clear()
+        files = [f for table_files in self.files.values() for f in table_files]
+        self.files.clear()
+        return lake.remove_files(files)
+
     def _flush(self, table: str) -> None:
         parts = self._buffers.pop(table, [])
         self._buffered_rows.pop(table, None)

@@ -10,6 +10,11 @@ list endpoints, fetches single records and objects, and lists a user's sources. 
   `settings.http_max_attempts` times and never past `settings.http_deadline_s` in total;
   400/403/404 and other 4xx are never retried; only GETs and the token POST are ever sent, all
   idempotent, so retrying is safe;
+- never waits longer than what is left of its deadline: a `Retry-After` (or a rate-budget pause)
+  reaching past it fails the request at once, with that reason (ratelimit.py);
+- reads its body streamed, inflated by us, at most `settings.max_response_bytes` (body.py); a
+  body over that, nested past the decoder, or not the JSON shape the contract promises fails
+  the request without a retry;
 - produces one `RequestAudit` per attempt for `on_request` and a DEBUG log line that never shows a
   token, a secret, an Authorization header or a query string.
 
@@ -22,21 +27,20 @@ Errors: see `sync_pipeline.upstream.errors` (re-exported here).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, Self
 
 import httpx
-import orjson
 import stamina
 
 from sync_pipeline.settings import Settings
+from sync_pipeline.upstream.body import ACCEPT_ENCODING, BodyRefused, decode_json, read_capped
 from sync_pipeline.upstream.endpoints import SOURCES_PATH, Endpoint
 from sync_pipeline.upstream.errors import (
     ClientCredentialsRejected,
@@ -46,11 +50,12 @@ from sync_pipeline.upstream.errors import (
     UserNeedsReconnect,
 )
 from sync_pipeline.upstream.models import Page, RequestAudit, UserRef
-from sync_pipeline.upstream.ratelimit import RateBudget
-from sync_pipeline.upstream.tokens import IssuedToken, TokenCache
+from sync_pipeline.upstream.ratelimit import RateBudget, WaitTooLong
+from sync_pipeline.upstream.tokens import IssuedToken, TokenCache, token_lifetime_s
 from sync_pipeline.upstream.wire import (
     body_preview,
     format_upstream_time,
+    parse_http_date,
     parse_retry_after,
     quote_path_segment,
     raw_path,
@@ -87,8 +92,8 @@ MAX_PAGE_SIZE = 500
 # deadline, so an unreachable upstream stops the run in seconds rather than after every item's
 # full retries.
 PROBE_DEADLINE_S = 15.0
-# Used when the token response omits expires_in: short enough that a wrong guess costs one 401.
-_DEFAULT_TOKEN_LIFETIME_S = 300.0
+# Bodies we do not use (errors) are read for the DEBUG preview up to this much only.
+_ERROR_BODY_BYTES = 64 * 1024
 _WAIT_INITIAL_S = 0.2
 _WAIT_MAX_S = 10.0
 _WAIT_JITTER_S = 0.5
@@ -119,12 +124,23 @@ class _RequestState:
     request_id: str
     human_id: str | None
     attempts: int = 0
+    deadline: float | None = None  # time.monotonic() instant the request must finish by
+
+
+class _Refused(Exception):
+    """One attempt got an answer that another attempt would get again: fail, do not retry."""
+
+    def __init__(self, status: int | None, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
 
 
 @dataclass(frozen=True)
 class _Answer:
-    response: httpx.Response
+    response: httpx.Response  # streamed and closed: its body is read once, bounded, in _send
     payload: Any  # decoded JSON for 2xx answers, None otherwise
+    body_bytes: int = 0  # decompressed size of the body
 
 
 def _header_int(response: httpx.Response, name: str) -> int | None:
@@ -137,14 +153,10 @@ def _header_int(response: httpx.Response, name: str) -> int | None:
         return None
 
 
-def _decode_json(body: bytes) -> Any:
-    """A response body as JSON. orjson parses on the event loop several times faster than the
-    json module (every page passes here); the json module still decides what orjson refuses
-    (NaN/Infinity literals, which it has always accepted) so behaviour does not change."""
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return json.loads(body)
+def _json_kind(payload: Any) -> str:
+    return {dict: "an object", str: "a string", bool: "a boolean", type(None): "null"}.get(
+        type(payload), "a number"
+    )
 
 
 def _is_retryable_status(status: int) -> bool:
@@ -172,6 +184,9 @@ class UpstreamClient:
         self._slots: asyncio.Queue[httpx.AsyncClient] | None = None
         self.request_count = 0
         self.token_request_count = 0
+        self._started_at = datetime.now(UTC)
+        self._upstream_now: datetime | None = None
+        self._upstream_now_seen_at = 0.0
 
     async def __aenter__(self) -> Self:
         concurrency = max(1, self._settings.http_concurrency)
@@ -194,7 +209,11 @@ class UpstreamClient:
             verify=ssl_context,
             timeout=httpx.Timeout(self._settings.http_timeout_s),
             limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
-            headers={"User-Agent": _USER_AGENT, "Accept": "application/json"},
+            headers={
+                "User-Agent": _USER_AGENT,
+                "Accept": "application/json",
+                "Accept-Encoding": ACCEPT_ENCODING,
+            },
             follow_redirects=False,
         )
 
@@ -250,13 +269,23 @@ class UpstreamClient:
             params["source"] = source
         url = httpx.URL(self._data_url(endpoint.path), params=params)
         visited = {url}
+        pages = received = 0
         while True:
             answer, request_id = await self._get_json(user, url)
             records = self._as_records(answer.payload, url, request_id)
-            yield Page(records, _header_int(answer.response, "x-total-count"), request_id)
+            total = _header_int(answer.response, "x-total-count")
+            pages += 1
+            received += len(records)
+            yield Page(records, total, request_id, body_bytes=answer.body_bytes)
             next_link = answer.response.links.get("next", {}).get("url")
             if not next_link:
                 return
+            overrun = self._overrun(pages, received, len(records), total, limit)
+            if overrun:
+                raise RequestFailed(
+                    path=raw_path(url), status=answer.response.status_code,
+                    request_id=request_id, reason=overrun,
+                )  # fmt: skip
             url, rebuilt = resolve_next_link(
                 next_link, current=answer.response.url, api_base=self._api_base
             )
@@ -293,7 +322,27 @@ class UpstreamClient:
         """The user's connected sources (`GET /v1/human/sources`)."""
         url = httpx.URL(self._data_url(SOURCES_PATH))
         answer, request_id = await self._get_json(user, url)
-        return self._as_records(answer.payload, url, request_id)
+        records = self._as_records(answer.payload, url, request_id)
+        return [r for r in records if isinstance(r, dict)]
+
+    def upstream_now(self) -> datetime:
+        """The upstream's own notion of now: the newest `Date` header it sent, moved on by the
+        time since (monotonic clock), else this client's start. A Date further ahead of our
+        clock than SYNC_FUTURE_TOLERANCE_S is not believed (it would carry cursors with it)."""
+        if self._upstream_now is None:
+            return self._started_at
+        return self._upstream_now + timedelta(seconds=time.monotonic() - self._upstream_now_seen_at)
+
+    def _note_date(self, response: httpx.Response) -> None:
+        stamp = parse_http_date(response.headers.get("date"))
+        if stamp is None:
+            return
+        latest = datetime.now(UTC) + timedelta(seconds=self._settings.future_tolerance_s)
+        if stamp > latest:
+            return
+        if self._upstream_now is None or stamp >= self.upstream_now():
+            self._upstream_now = stamp
+            self._upstream_now_seen_at = time.monotonic()
 
     # ---- data requests ----------------------------------------------------------------------
 
@@ -313,12 +362,30 @@ class UpstreamClient:
             )
         return answer.payload
 
+    def _overrun(
+        self, pages: int, received: int, last: int, total: int | None, limit: int
+    ) -> str | None:
+        """Why a Link chain must not be followed further, if it must not: past the page cap,
+        far past what X-Total-Count announced (more than twice its records, plus a page for
+        records added while paging), or an empty page that still links on once every announced
+        record has arrived."""
+        if pages >= self._settings.max_pages:
+            return f"next-page links go on past {pages} pages (SYNC_MAX_PAGES)"
+        if total is not None and (received > 2 * total + limit or (not last and received >= total)):
+            return (
+                f"next-page links go on far past X-Total-Count {total} "
+                f"({received} records in {pages} pages)"
+            )
+        return None
+
     @staticmethod
-    def _as_records(payload: Any, url: httpx.URL, request_id: str) -> list[dict[str, Any]]:
-        if not isinstance(payload, list) or not all(isinstance(r, dict) for r in payload):
+    def _as_records(payload: Any, url: httpx.URL, request_id: str) -> list[Any]:
+        """A list page's records. Elements that are not objects pass on: the normaliser
+        rejects each with a reason, and the rest of the page still loads."""
+        if not isinstance(payload, list):
             raise RequestFailed(
                 path=raw_path(url), status=200, request_id=request_id,
-                reason="expected a JSON array of objects",
+                reason=f"expected a JSON array, got {_json_kind(payload)}",
             )  # fmt: skip
         return payload
 
@@ -393,13 +460,7 @@ class UpstreamClient:
                 path=state.path, status=status, request_id=state.request_id,
                 reason="the auth service did not issue a token",
             )  # fmt: skip
-        expires_in = payload.get("expires_in")
-        lifetime = (
-            float(expires_in)
-            if isinstance(expires_in, int | float) and not isinstance(expires_in, bool)
-            else _DEFAULT_TOKEN_LIFETIME_S
-        )
-        return IssuedToken(token, lifetime)
+        return IssuedToken(token, token_lifetime_s(payload.get("expires_in")))
 
     # ---- one request, its retries and its attempts ------------------------------------------
 
@@ -421,6 +482,7 @@ class UpstreamClient:
             deadline_s or self._settings.http_deadline_s, self._settings.http_deadline_s
         )
         deadline = time.monotonic() + deadline_s
+        state.deadline = deadline
 
         def retry_wait(exc: Exception) -> bool | float:
             if not isinstance(exc, _Transient):
@@ -428,7 +490,12 @@ class UpstreamClient:
             if exc.retry_after_s is None:
                 return True  # stamina's exponential backoff with jitter
             if time.monotonic() + exc.retry_after_s >= deadline:
-                return False  # waiting that long would outlive the deadline: fail now
+                # waiting that long would outlive the deadline: fail now, and say why
+                exc.reason = (
+                    f"{exc.reason} asked to wait {exc.retry_after_s:.0f} s, past the "
+                    f"request's {deadline_s:g} s deadline"
+                )
+                return False
             return exc.retry_after_s
 
         try:
@@ -453,17 +520,27 @@ class UpstreamClient:
                 path=state.path, status=exc.status, request_id=state.request_id,
                 reason=f"gave up after {state.attempts} attempts: {exc.reason}",
             ) from None  # fmt: skip
+        except _Refused as exc:
+            raise RequestFailed(
+                path=state.path, status=exc.status, request_id=state.request_id,
+                reason=exc.reason,
+            ) from None  # fmt: skip
+        except WaitTooLong as exc:
+            raise RequestFailed(
+                path=state.path, status=None, request_id=state.request_id, reason=str(exc)
+            ) from None
         raise AssertionError("stamina.retry_context yields until success or raises")
 
     async def _send(
         self, state: _RequestState, request: httpx.Request, *, is_token: bool = False
     ) -> _Answer:
-        """One HTTP exchange: slot, budget, send, audit, log; _Transient if worth retrying."""
+        """One HTTP exchange: slot, budget, send, read the body (bounded), audit, log;
+        _Transient if worth retrying, _Refused if not."""
         if self._slots is None:
             raise RuntimeError("use UpstreamClient as `async with UpstreamClient(...) as client`")
         lane = await self._slots.get()
         try:
-            await self._budget.acquire()
+            await self._budget.acquire(deadline=state.deadline)
             state.attempts += 1
             if is_token:
                 self.token_request_count += 1
@@ -475,40 +552,61 @@ class UpstreamClient:
                 "-> %s %s (request %s, attempt %d)",
                 state.method, state.path, state.request_id, state.attempts,
             )  # fmt: skip
+            response: httpx.Response | None = None
             try:
-                response = await lane.send(request)
+                response = await lane.send(request, stream=True)
+                body = await self._read_body(response)
             except (httpx.TransportError, httpx.DecodingError) as exc:
+                if response is not None:
+                    await response.aclose()
                 reason = type(exc).__name__
                 self._finish(state, started_at, started, None, reason)
                 raise _Transient(None, reason, None) from exc
+            except BodyRefused as exc:
+                self._finish(state, started_at, started, response, str(exc))
+                status = response.status_code if response is not None else None
+                raise _Refused(status, str(exc)) from None
         finally:
             self._slots.put_nowait(lane)
-        return self._judge(state, response, started_at, started)
+        return self._judge(state, response, body, started_at, started)
+
+    async def _read_body(self, response: httpx.Response) -> bytes:
+        if 200 <= response.status_code < 300:
+            return await read_capped(response, self._settings.max_response_bytes)
+        try:  # an error body is only ever shown in DEBUG logs: a little of it is enough
+            return await read_capped(response, _ERROR_BODY_BYTES)
+        except BodyRefused:
+            return b""
 
     def _judge(
         self,
         state: _RequestState,
         response: httpx.Response,
+        body: bytes,
         started_at: datetime,
         started: float,
     ) -> _Answer:
         status = response.status_code
+        self._note_date(response)
         retry_after = parse_retry_after(response.headers.get("retry-after"), now=datetime.now(UTC))
         self._budget.observe(status, response.headers, retry_after_s=retry_after)
         if _is_retryable_status(status):
-            self._finish(state, started_at, started, response, f"HTTP {status}")
+            self._finish(state, started_at, started, response, f"HTTP {status}", body)
             raise _Transient(status, f"HTTP {status}", retry_after)
         if status >= 300:
-            self._finish(state, started_at, started, response, f"HTTP {status}")
-            return _Answer(response, None)
+            self._finish(state, started_at, started, response, f"HTTP {status}", body)
+            return _Answer(response, None, len(body))
         try:
-            payload = _decode_json(response.content)
+            payload = decode_json(body)
+        except BodyRefused as exc:
+            self._finish(state, started_at, started, response, str(exc), body)
+            raise _Refused(status, str(exc)) from None
         except ValueError:
             # A cut-off body behind a complete-looking read (proxies, dropped chunks): transient.
-            self._finish(state, started_at, started, response, "invalid JSON body")
+            self._finish(state, started_at, started, response, "invalid JSON body", body)
             raise _Transient(status, "invalid JSON body", None) from None
-        self._finish(state, started_at, started, response, None)
-        return _Answer(response, payload)
+        self._finish(state, started_at, started, response, None, body)
+        return _Answer(response, payload, len(body))
 
     def _finish(
         self,
@@ -517,12 +615,13 @@ class UpstreamClient:
         started: float,
         response: httpx.Response | None,
         error: str | None,
+        body: bytes = b"",
     ) -> None:
         duration_ms = (time.perf_counter() - started) * 1000
         status = response.status_code if response is not None else None
         if logger.isEnabledFor(logging.DEBUG):
             preview = (
-                body_preview(response.content, self._settings.debug_body_lines)
+                body_preview(body, self._settings.debug_body_lines)
                 if response is not None
                 else "<no response>"
             )

@@ -14,10 +14,24 @@ class UserRef:
 
 
 @dataclass(frozen=True)
+class UndecodableRecord:
+    """An element of a list page that could not be decoded on its own (nested deeper than the
+    JSON decoder goes), while the rest of its page could: the normaliser rejects it with
+    `reason`, keeping `excerpt` (never the whole element) and the id, if one could be read."""
+
+    reason: str
+    size: int  # bytes of the element as sent
+    record_id: str | None
+    excerpt: str
+
+
+@dataclass(frozen=True)
 class Page:
-    records: list[dict[str, Any]]
+    # the array's elements as sent: objects, or anything else for the normaliser to reject
+    records: list[Any]
     total_count: int | None  # X-Total-Count, when the upstream sent one
     request_id: str  # our X-Request-Id for the request that returned this page
+    body_bytes: int = 0  # decompressed size of the response body
 
 
 @dataclass(frozen=True)

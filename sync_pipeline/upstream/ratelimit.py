@@ -11,6 +11,11 @@ Three sources of truth, the strictest wins:
   success), the usual additive-ish recovery that converges just under the real limit instead of
   oscillating into a 429 storm.
 
+No one response can stop everyone for long: a pause (429 `Retry-After`, `Remaining: 0` until a
+reset) lasts at most `max_pause_s` (SYNC_HTTP_MAX_PAUSE_S), however far ahead the upstream
+says; and `acquire(deadline=...)` refuses at once, with `WaitTooLong`, a wait that would end
+past the caller's deadline, so that request fails with a reason instead of timing out.
+
 It is an async GCRA (virtual-scheduling token bucket) with a small burst, safe to share between
 clients and tasks in one event loop. With `SYNC_RATE_BACKEND=redis://...` the same rules run in
 Redis instead (shared_budget.py), one budget per upstream host for every worker process, so N
@@ -35,6 +40,17 @@ _RECOVERY_FACTOR = 1.01
 _MEASURE_WINDOW_S = 2.0
 
 
+class WaitTooLong(Exception):
+    """The budget would make a request wait past its deadline."""
+
+    def __init__(self, wait_s: float, remaining_s: float) -> None:
+        self.wait_s = wait_s
+        super().__init__(
+            f"the shared rate budget is paused for {wait_s:.1f} s, past the "
+            f"{max(remaining_s, 0.0):.1f} s left before the request's deadline"
+        )
+
+
 def _header_int(headers: Mapping[str, str], name: str) -> int | None:
     raw = headers.get(name)
     if raw is None:
@@ -55,6 +71,7 @@ class RateBudget:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         shared: SharedBudget | None = None,
+        max_pause_s: float = 60.0,
     ) -> None:
         if rate_per_s is not None and rate_per_s <= 0:
             raise ValueError("rate_per_s must be positive (or None for no ceiling)")
@@ -63,6 +80,7 @@ class RateBudget:
         self._backoff_rate: float | None = None
         self._burst = max(1, burst)
         self._min_rate = min_rate_per_s
+        self._max_pause = max(0.0, max_pause_s)
         self._clock = clock
         self._wall_clock = wall_clock
         self._tat = 0.0  # theoretical arrival time of the next request (GCRA)
@@ -81,7 +99,7 @@ class RateBudget:
             if settings.rate_backend
             else None
         )
-        return cls(settings.rate_limit_per_s, shared=shared)
+        return cls(settings.rate_limit_per_s, shared=shared, max_pause_s=settings.http_max_pause_s)
 
     @property
     def shared(self) -> SharedBudget | None:
@@ -118,10 +136,11 @@ class RateBudget:
         self._tat = max(self._tat, now) + interval
         return 0.0
 
-    async def acquire(self) -> None:
-        """Wait until one more request fits the budget."""
+    async def acquire(self, *, deadline: float | None = None) -> None:
+        """Wait until one more request fits the budget; WaitTooLong instead of a wait that would
+        end past `deadline` (a time.monotonic() instant)."""
         if self._shared is not None:
-            await self._acquire_shared(self._shared)
+            await self._acquire_shared(self._shared, deadline)
             return
         while True:
             async with self._lock:
@@ -129,9 +148,10 @@ class RateBudget:
                 if delay <= 0:
                     self._note_sent()
                     return
+            _check_deadline(delay, deadline)
             await asyncio.sleep(delay)
 
-    async def _acquire_shared(self, shared: SharedBudget) -> None:
+    async def _acquire_shared(self, shared: SharedBudget, deadline: float | None) -> None:
         # One task per process asks Redis at a time (the lock is held while it sleeps): the
         # others would only ask the same question at the same instant and be told to wait.
         # The holder asks again after each sleep, so a pause or a new pace applies at once.
@@ -141,6 +161,7 @@ class RateBudget:
                 if reply <= 0:
                     self._note_sent()
                     return
+                _check_deadline(reply, deadline)
                 await asyncio.sleep(reply)
 
     def _shared_call(self, op: Op, arg: float = 0.0) -> float:
@@ -185,7 +206,8 @@ class RateBudget:
         if remaining is None or reset is None:
             return
         reset_in = reset - self._wall_clock() if reset >= _EPOCH_THRESHOLD_S else float(reset)
-        reset_in = max(reset_in, 0.0)
+        # a reset years ahead (or a clock years off) is not a window anyone waits out
+        reset_in = min(max(reset_in, 0.0), self._max_pause)
         if remaining <= 0:
             self._pause_for(reset_in if reset_in > 0 else _DEFAULT_PAUSE_S)
             return
@@ -197,9 +219,8 @@ class RateBudget:
 
     def _throttled(self, retry_after_s: float | None) -> None:
         if self._shared is not None:
-            self._shared_call(
-                "throttle", _DEFAULT_PAUSE_S if retry_after_s is None else retry_after_s
-            )
+            pause = _DEFAULT_PAUSE_S if retry_after_s is None else retry_after_s
+            self._shared_call("throttle", min(pause, self._max_pause))
             return
         # 429s from one burst arrive together: slow down once per pause, not once per 429,
         # or a burst of ten would cut the pace a thousandfold.
@@ -210,7 +231,16 @@ class RateBudget:
         self._pause_for(retry_after_s if retry_after_s is not None else _DEFAULT_PAUSE_S)
 
     def _pause_for(self, seconds: float) -> None:
+        seconds = min(seconds, self._max_pause)
         if self._shared is not None:
             self._shared_call("pause", seconds)
             return
         self._paused_until = max(self._paused_until, self._clock() + seconds)
+
+
+def _check_deadline(delay: float, deadline: float | None) -> None:
+    if deadline is None:
+        return
+    remaining = deadline - time.monotonic()
+    if delay > remaining:
+        raise WaitTooLong(delay, remaining)

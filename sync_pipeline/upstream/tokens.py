@@ -18,6 +18,22 @@ from sync_pipeline.upstream.models import UserRef
 # never expires between being handed out and the request that uses it reaching the upstream.
 _MAX_MARGIN_S = 60.0
 _MARGIN_FRACTION = 0.1
+# Used when the token response omits expires_in: short enough that a wrong guess costs one 401.
+DEFAULT_TOKEN_LIFETIME_S = 300.0
+# expires_in is the upstream's word, held to sane bounds: 0 or negative would mean one token
+# request per data request, years would keep a revoked token cached (a 401 still renews it).
+TOKEN_LIFETIME_FLOOR_S = 30.0
+TOKEN_LIFETIME_CAP_S = 86_400.0
+
+
+def token_lifetime_s(expires_in: object) -> float:
+    """How long to use a token, from the token response's `expires_in` (any JSON value)."""
+    if not isinstance(expires_in, int | float) or isinstance(expires_in, bool):
+        return DEFAULT_TOKEN_LIFETIME_S
+    lifetime = float(expires_in)
+    if lifetime != lifetime:  # NaN
+        return DEFAULT_TOKEN_LIFETIME_S
+    return min(max(lifetime, TOKEN_LIFETIME_FLOOR_S), TOKEN_LIFETIME_CAP_S)
 
 
 @dataclass(frozen=True)

@@ -93,6 +93,19 @@ def parse_retry_after(value: str | None, *, now: datetime) -> float | None:
     return max(0.0, (when - now).total_seconds())
 
 
+def parse_http_date(value: str | None) -> datetime | None:
+    """An HTTP-date header (`Date`) as an aware UTC datetime; None if absent or unusable."""
+    if not value:
+        return None
+    try:
+        when = parsedate_to_datetime(value.strip())
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.astimezone(UTC)
+
+
 def redact(value: Any) -> Any:
     """A copy of a JSON value with credential-valued keys replaced, at any depth."""
     if isinstance(value, dict):

@@ -404,8 +404,14 @@ def query_arrow(
     return con.sql(sql, params=list(params)).to_arrow_table()
 
 
-def reject_id(table_name: str, reason: str, raw: str) -> str:
-    return hashlib.sha256(f"{table_name}\x00{reason}\x00{raw}".encode()).hexdigest()
+def reject_id(
+    table_name: str, human_id: str, record_id: str, reason: str, raw: str, occurrence: int = 0
+) -> str:
+    """The key of one reject: the same reject from a re-run lands once, and identical bodies
+    of different users, or sent several times in one batch (`occurrence`), stay apart, so
+    received = loaded + rejected holds per record."""
+    text = "\x00".join((table_name, human_id, record_id, reason, raw, str(occurrence)))
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def store_rejects(
@@ -415,9 +421,14 @@ def store_rejects(
     if rejected.empty:
         return 0
     frame = rejected.copy()
+    parts = ["table_name", "human_id", "record_id", "reason", "raw"]
+    texts = frame[parts].astype(object).where(frame[parts].notna(), "").astype(str)
+    occurrence = texts.groupby(parts, sort=False).cumcount()
     frame["reject_id"] = [
-        reject_id(str(t), str(r), str(raw))
-        for t, r, raw in zip(frame["table_name"], frame["reason"], frame["raw"], strict=True)
+        reject_id(table, human, record, reason, raw, int(n))
+        for (table, human, record, reason, raw), n in zip(
+            texts.itertuples(index=False, name=None), occurrence, strict=True
+        )
     ]
     frame["rejected_at"] = at
     frame["run_id"] = run_id
@@ -427,6 +438,23 @@ def store_rejects(
         pa.Table.from_pandas(frame, preserve_index=False),
         ("reject_id",),
     )
+
+
+def store_flags(
+    con: duckdb.DuckDBPyConnection, flagged: pd.DataFrame, run_id: str, at: datetime
+) -> int:
+    """Record loaded-but-flagged records in ops.flagged_records (one row per record and flag,
+    the latest run's detail)."""
+    if flagged.empty:
+        return 0
+    keys = ["table_name", "human_id", "record_id", "flag"]
+    frame = flagged.drop_duplicates(keys, keep="last").copy()
+    frame["run_id"] = run_id
+    frame["flagged_at"] = at
+    upsert_by_key(
+        con, "ops.flagged_records", pa.Table.from_pandas(frame, preserve_index=False), keys
+    )
+    return len(frame)
 
 
 def update_notification_status(

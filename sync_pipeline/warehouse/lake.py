@@ -22,6 +22,7 @@ partial file, by different means:
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -32,6 +33,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 TMP_MARKER = ".tmp-"
+RUN_DIR_PREFIX = "run="  # sync staging writes <schema>/<table>/run=<run id>/part-*.parquet
 REMOTE_SCHEMES = ("s3://",)
 
 
@@ -67,6 +69,56 @@ def remove_stray_temp_files(lake_dir: Path) -> int:
     for path in lake_dir.rglob(f"*{TMP_MARKER}*"):
         path.unlink(missing_ok=True)
         removed += 1
+    return removed
+
+
+def remove_files(files: Iterable[str | Path]) -> int:
+    """Delete staged files (local paths or object-store URLs) of a run that did not commit:
+    they hold PHI and no manifest names them. Their emptied run folders go too."""
+    removed = 0
+    remote = [str(f) for f in files if is_remote(f)]
+    local = [Path(f) for f in files if not is_remote(f)]
+    for path in local:
+        if path.exists():
+            path.unlink()
+            removed += 1
+    for folder in {p.parent for p in local}:
+        if folder.name.startswith(RUN_DIR_PREFIX) and folder.exists() and not any(folder.iterdir()):
+            folder.rmdir()
+    if remote:
+        object_store().rm(remote)
+        removed += len(remote)
+    return removed
+
+
+def remove_uncommitted(
+    lake_dir: Path, committed_runs: set[str], *, older_than_s: float, now: float | None = None
+) -> int:
+    """Delete local staged files of runs that never committed (no ops.load_log row names their
+    run) once older than `older_than_s`: left by a run killed before it could clean up. A run
+    commits all its staged files in one transaction or none, so its id is what tells; paths are
+    not compared, so a data directory that moved keeps its committed files. The age bound is
+    what makes this safe while other runs (shards, workers) stage into the same lake: a file in
+    flight is at most one run old, and a run's files are committed or discarded when it ends.
+    An object-store lake is not swept here (a bucket lifecycle rule on `run=` keys does that
+    job); failed runs there still delete their own files."""
+    if not lake_dir.exists():
+        return 0
+    cutoff = (time.time() if now is None else now) - older_than_s
+    removed = 0
+    for folder in lake_dir.glob(f"*/*/{RUN_DIR_PREFIX}*"):
+        if folder.name.removeprefix(RUN_DIR_PREFIX) in committed_runs or not folder.is_dir():
+            continue
+        for path in folder.glob("*.parquet"):
+            try:
+                if path.stat().st_mtime >= cutoff:
+                    continue
+                path.unlink()
+            except FileNotFoundError:
+                continue  # its own run removed it meanwhile
+            removed += 1
+        if not any(folder.iterdir()):
+            folder.rmdir()
     return removed
 
 

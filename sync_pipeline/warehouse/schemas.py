@@ -33,7 +33,8 @@ OPS_SCHEMAS: dict[str, pa.Schema] = {
     ),
     "ops.rejected_records": pa.schema(
         [
-            # sha256 of (table_name, reason, raw): the same reject from a re-run lands once
+            # sha256 of (table_name, human_id, record_id, reason, raw, occurrence in its batch):
+            # the same reject from a re-run lands once, identical bodies sent twice land twice
             ("reject_id", pa.string()),
             ("table_name", pa.string()),
             ("human_id", pa.string()),
@@ -42,6 +43,19 @@ OPS_SCHEMAS: dict[str, pa.Schema] = {
             ("raw", pa.string()),
             ("rejected_at", UTC_TS),
             ("run_id", pa.string()),
+        ]
+    ),
+    # loaded records that were changed on the way (text_repaired) or are suspect
+    # (future_updated_at: updated_at stored as the upstream's clock, raw has what was sent)
+    "ops.flagged_records": pa.schema(
+        [
+            ("table_name", pa.string()),
+            ("human_id", pa.string()),
+            ("record_id", pa.string()),
+            ("flag", pa.string()),
+            ("detail", pa.string()),
+            ("run_id", pa.string()),
+            ("flagged_at", UTC_TS),
         ]
     ),
     "ops.sync_state": pa.schema(
@@ -172,6 +186,7 @@ CONNECT_SCHEMAS: dict[str, pa.Schema] = {
 OWNED_KEYS: dict[str, tuple[str, ...]] = {
     "ops.notifications": ("notification_id",),
     "ops.rejected_records": ("reject_id",),
+    "ops.flagged_records": ("table_name", "human_id", "record_id", "flag"),
     "ops.sync_state": ("human_id", "endpoint"),
     "ops.http_requests": ("request_id", "attempt"),
     "connect.session_responses": ("delivery_digest",),

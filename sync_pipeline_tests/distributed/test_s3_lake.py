@@ -80,3 +80,26 @@ def test_sync_with_the_lake_on_s3(
         if table == "medical.test_results":
             staged_ids.update(part.column("record_id").to_pylist())
     assert staged_ids == in_table
+
+
+def test_a_run_that_does_not_commit_deletes_its_objects(
+    tmp_path: Path, s3_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Staged objects hold PHI and no manifest names them: a failed run deletes its own."""
+    from sync_pipeline.normalize import normalize_records
+    from sync_pipeline.sync.stage import Stager
+    from sync_pipeline.upstream.endpoints import BY_PATH
+
+    fs, bucket = _bucket(s3_endpoint)
+    monkeypatch.setenv("SYNC_LAKE_URL", f"s3://{bucket}/lake")
+    monkeypatch.setenv("SYNC_LAKE_ENDPOINT_URL", s3_endpoint)
+    record = {"id": "r1", "updatedAt": "2020-01-01T00:00:00Z", "timestamp": "2020-01-01T00:00Z"}
+    frame = normalize_records(BY_PATH["weight/readings"], "h" * 32, [record]).tables[
+        "wellness.weight"
+    ]
+    stager = Stager(tmp_path / "lake", "run-that-fails")
+    stager.add("wellness.weight", frame)
+    [url] = stager.finish()["wellness.weight"]
+    assert fs.exists(str(url))
+    assert stager.discard() == 1
+    assert fs.find(f"{bucket}/lake") == []

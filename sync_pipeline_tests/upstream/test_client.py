@@ -409,12 +409,25 @@ async def test_fetch_object_for_single_object_endpoints(make_settings: MakeSetti
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("body", [{"not": "a list"}, [1, 2]])
-async def test_unexpected_list_shapes_fail(make_settings: MakeSettings, body: Any) -> None:
+@pytest.mark.parametrize("body", [{"not": "a list"}, "text", True, 7])
+async def test_a_body_that_is_not_a_list_fails_the_request(
+    make_settings: MakeSettings, body: Any
+) -> None:
     upstream = FakeUpstream(scripted(httpx.Response(200, json=body)))
     async with UpstreamClient(make_settings(), transport=upstream.transport()) as client:
-        with pytest.raises(RequestFailed, match="JSON array"):
+        with pytest.raises(RequestFailed, match="expected a JSON array, got "):
             await client.list_sources(ALICE)
+
+
+@pytest.mark.anyio
+async def test_list_elements_that_are_not_objects_pass_on_for_the_normaliser_to_reject(
+    make_settings: MakeSettings,
+) -> None:
+    # one bad element must not cost its page: the normaliser rejects it with a reason
+    upstream = FakeUpstream(scripted(httpx.Response(200, json=[1, {"id": "a"}])))
+    async with UpstreamClient(make_settings(), transport=upstream.transport()) as client:
+        pages = [p async for p in client.iter_pages(ALICE, ALLERGIES)]
+        assert [p.records for p in pages] == [[1, {"id": "a"}]]
 
 
 @pytest.mark.anyio
