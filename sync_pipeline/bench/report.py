@@ -77,7 +77,7 @@ def ratios(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
         # the user's path (user_path.py): `sync-pipeline sync` as its own process
         "cli_first_sync_share_of_rate_bound": _target(
             first.get("share_of_bound"),
-            f">= 0.7 ({first.get('users')} users, {first.get('records')} records)",
+            f">= 0.7 ({_fmt(first.get('users'))} users, {_fmt(first.get('records'))} records)",
             at_least(first.get("share_of_bound"), 0.7),
         ),
         "cli_nothing_pending_s": _target(
