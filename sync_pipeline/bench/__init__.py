@@ -43,6 +43,13 @@ PRESETS: dict[str, dict[str, int]] = {
 }
 
 
+def _at_least_one(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="~20k records: a laptop minute")
     parser.add_argument("--users", type=int, default=None, help="simulated users (preset)")
@@ -68,14 +75,14 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-dlt", action="store_true", help="skip the dlt comparison")
     parser.add_argument(
         "--cli-users",
-        type=int,
+        type=_at_least_one,
         default=None,
-        help="users the `sync-pipeline sync` subprocess runs first-sync into a fresh data dir "
-        "(preset; the user's path, bench/user_path.py)",
+        help="users of the first `sync-pipeline sync` (its own process) into a fresh data "
+        "dir: the user's path, bench/user_path.py (preset: 40, --quick 10)",
     )
     parser.add_argument(
         "--cli-catchup-users",
-        type=int,
+        type=_at_least_one,
         default=5,
         help="users of the no-op `sync --user ...` catch-up (5)",
     )
