@@ -28,6 +28,8 @@ PRESETS: dict[str, dict[str, int]] = {
         "max_records": 55,
         "deliveries": 2000,
         "dlt_users": 40,
+        # the reference first sync: 40 users (~30k records at its record counts)
+        "cli_users": 40,
     },
     # ~20,000 records: a laptop minute
     "quick": {
@@ -36,8 +38,16 @@ PRESETS: dict[str, dict[str, int]] = {
         "max_records": 55,
         "deliveries": 500,
         "dlt_users": 20,
+        "cli_users": 10,
     },
 }
+
+
+def _at_least_one(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
@@ -63,6 +73,19 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         "subset to stay within minutes)",
     )
     parser.add_argument("--no-dlt", action="store_true", help="skip the dlt comparison")
+    parser.add_argument(
+        "--cli-users",
+        type=_at_least_one,
+        default=None,
+        help="users of the first `sync-pipeline sync` (its own process) into a fresh data "
+        "dir: the user's path, bench/user_path.py (preset: 40, --quick 10)",
+    )
+    parser.add_argument(
+        "--cli-catchup-users",
+        type=_at_least_one,
+        default=5,
+        help="users of the no-op `sync --user ...` catch-up (5)",
+    )
     parser.add_argument(
         "--profile",
         type=Path,
@@ -109,7 +132,7 @@ def run_bench(settings: Settings, args: argparse.Namespace) -> int:
 
             result = run_workers_bench(settings, args, size, work)
         else:
-            result = _bench(settings, args, size, deliveries, preset["dlt_users"], work)
+            result = _bench(settings, args, size, deliveries, preset, work)
     finally:
         if args.work_dir is None:
             shutil.rmtree(work, ignore_errors=True)
@@ -129,12 +152,13 @@ def _bench(
     args: argparse.Namespace,
     size: Any,
     deliveries: int,
-    preset_dlt_users: int,
+    preset: dict[str, int],
     work: Path,
 ) -> dict[str, Any]:
     from sync_pipeline.bench import runs
     from sync_pipeline.bench.dlt_run import NOT_INSTALLED, dlt_available
     from sync_pipeline.bench.report import environment, ratios
+    from sync_pipeline.bench.user_path import user_path_runs
     from sync_pipeline.demo import demo_session_keys
     from sync_pipeline.instance import ensure_local_instance
     from sync_pipeline.simulator.config import SimFaults
@@ -172,7 +196,7 @@ def _bench(
         elif not dlt_available():
             run_results["dlt"] = {"not_run": NOT_INSTALLED}
         else:
-            dlt_users = args.dlt_users if args.dlt_users is not None else preset_dlt_users
+            dlt_users = args.dlt_users if args.dlt_users is not None else preset["dlt_users"]
             run_results["dlt"] = runs.dlt_sync(
                 sim, settings, work / "dlt", limit=limit, users=dlt_users
             )
@@ -184,6 +208,20 @@ def _bench(
             settings, sim, instance, created=created, updated=args.batch - created, limit=limit
         )
         run_results["ours_nothing_new"] = runs.our_sync(settings, sim, "incremental", limit=limit)
+        # the user's path last: `sync-pipeline sync` processes on a fresh data dir, with the
+        # sessions the receiver landed above
+        cli_users = args.cli_users if args.cli_users is not None else preset["cli_users"]
+        run_results.update(
+            user_path_runs(
+                settings,
+                sim,
+                settings.data_dir,
+                work / "cli",
+                users=min(cli_users, size.users),
+                catchup_users=args.cli_catchup_users,
+                limit=limit,
+            )
+        )
     out["receiver"] = runs.receiver_load(
         settings, work / "receiver", deliveries=deliveries, senders=args.senders
     )
@@ -196,7 +234,7 @@ def _command(args: argparse.Namespace) -> str:
     parts = ["sync-pipeline bench"]
     if args.quick:
         parts.append("--quick")
-    for name in ("users", "min_records", "max_records", "deliveries", "dlt_users"):
+    for name in ("users", "min_records", "max_records", "deliveries", "dlt_users", "cli_users"):
         value = getattr(args, name)
         if value is not None:
             parts.append(f"--{name.replace('_', '-')} {value}")

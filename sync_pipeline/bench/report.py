@@ -39,6 +39,12 @@ def ratios(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
     full, dlt, read_json = runs["ours_full"], runs["dlt"], runs["read_json"]
     incremental, nothing = runs["ours_incremental"], runs["ours_nothing_new"]
     receiver = result["receiver"]
+    first = runs.get("cli_first_sync", {})
+    idle = runs.get("cli_nothing_pending", {})
+    few = runs.get("cli_catchup_nothing_new", {})
+
+    def at_most(value: float | None, bound: float) -> bool | None:
+        return None if value is None else value <= bound
 
     def at_least(value: float | None, bound: float) -> bool | None:
         return None if value is None else value >= bound
@@ -68,6 +74,25 @@ def ratios(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
         ),
         "receiver_p99_ms": _target(receiver["p99_ms"], "< 100", receiver["p99_ms"] < 100),
         "receiver_lost": _target(receiver["lost"], "== 0", receiver["lost"] == 0),
+        # the user's path (user_path.py): `sync-pipeline sync` as its own process
+        "cli_first_sync_share_of_rate_bound": _target(
+            first.get("share_of_bound"),
+            f">= 0.7 ({_fmt(first.get('users'))} users, {_fmt(first.get('records'))} records)",
+            at_least(first.get("share_of_bound"), 0.7),
+        ),
+        "cli_nothing_pending_s": _target(
+            idle.get("wall_s"), "<= 4", at_most(idle.get("wall_s"), 4.0)
+        ),
+        "cli_nothing_pending_data_requests": _target(
+            idle.get("data_requests"),
+            "== 0",
+            None if idle.get("data_requests") is None else idle["data_requests"] == 0,
+        ),
+        "cli_catchup_nothing_new_s": _target(
+            few.get("wall_s"),
+            f"<= 5 + the requests' bound ({_fmt(few.get('bound_s'), 2)} s)",
+            at_most(few.get("wall_s"), 5.0 + float(few.get("bound_s") or 0.0)),
+        ),
     }
 
 
@@ -137,6 +162,7 @@ def print_report(result: dict[str, Any], console: Console | None = None) -> None
                 f"[red]{name}: {run['failed_items']:,} (user, endpoint) items failed: its "
                 "records/s counts only what arrived[/red]"
             )
+    _print_user_path(result["runs"], console)
     receiver = result["receiver"]
     console.print(
         f"receiver: {_fmt(receiver['deliveries_per_s'])} deliveries/s, "
@@ -151,3 +177,58 @@ def print_report(result: dict[str, Any], console: Console | None = None) -> None
         mark = "–" if met is None else ("[green]yes[/green]" if met else "[red]no[/red]")
         targets.add_row(name, _fmt(row["value"], 3), row["target"], mark)
     console.print(targets)
+
+
+def _print_user_path(runs: dict[str, Any], console: Console) -> None:
+    """The `sync-pipeline sync` processes: wall time against the rate-limit bound, and where
+    the rest went (from the Dagster instance's events; user_path.breakdown)."""
+    cli = {name: run for name, run in runs.items() if "breakdown_s" in run}
+    if not cli:
+        return
+    table = Table(title="User's path: `sync-pipeline sync` as its own process (seconds)")
+    columns = (
+        "run", "exit", "records", "req", "wall", "bound", "bound÷wall", "overhead", "start",
+        "run start", "planning", "steps", "checks", "commit", "glue", "end",
+    )  # fmt: skip
+    for column in columns:
+        table.add_column(column, justify="left" if column == "run" else "right", no_wrap=True)
+    for name, run in cli.items():
+        b = run["breakdown_s"]
+        glue = sum(b.get(k, 0.0) for k in ("between_steps", "between_runs", "run_end"))
+        table.add_row(
+            name,
+            _fmt(run["exit_code"]),
+            _fmt(run["records"]),
+            _fmt(run["requests"]),
+            _fmt(run["wall_s"], 2),
+            _fmt(run["bound_s"], 2),
+            _fmt(run["share_of_bound"], 2),
+            _fmt(run["fixed_overhead_s"], 2),
+            _fmt(b.get("process_start"), 2),
+            _fmt(b.get("run_start"), 2),
+            _fmt(b.get("planning"), 2),
+            _fmt(b.get("steps"), 2),
+            _fmt(b.get("checks"), 2),
+            _fmt(b.get("commit"), 2),
+            _fmt(glue, 2),
+            _fmt(b.get("exit"), 2),
+        )
+    console.print(table)
+    console.print(
+        "[dim]bound: requests ÷ limit (the fastest possible); overhead: wall − bound; start: "
+        "process start → the first run's first event (interpreter, imports, instance set-up); "
+        "run start: → each run's first step (planning: its planned-asset/check events); steps: "
+        "sum of step durations (checks: the check steps, commit: ops.load_log.committed_at → "
+        "record_sync's first materialisation); glue: between steps and runs, run ends; end: "
+        "last event → process exit[/dim]"
+    )
+    for name, run in cli.items():
+        console.print(f"[bold]{name}[/bold]: {run['command']}")
+        for dagster_run in run["breakdown_s"].get("runs", []):
+            steps = ", ".join(f"{k} {v:.2f}" for k, v in dagster_run["steps_s"].items())
+            console.print(
+                f"  {dagster_run['job']} ({dagster_run['status']}, "
+                f"{dagster_run['seconds']:.2f} s): {steps}"
+            )
+        if run["exit_code"] != 0:
+            console.print(f"[red]  exited {run['exit_code']}: {run.get('stderr_tail', '')}[/red]")
