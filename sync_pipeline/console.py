@@ -13,15 +13,18 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from dagster import DagsterEventType, ExecuteInProcessResult
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.status import Status
 
 from sync_pipeline.sync import progress
-from sync_pipeline.warehouse.db import RunOutcome
+
+if TYPE_CHECKING:  # `receiver` and `simulator` set up logging here and need no Dagster
+    from dagster import ExecuteInProcessResult
+
+    from sync_pipeline.warehouse.db import RunOutcome
 
 console = Console(highlight=False, soft_wrap=True)
 
@@ -98,6 +101,8 @@ def step(title: str) -> Iterator[StepFacts]:
 
 def failure_reasons(result: ExecuteInProcessResult) -> list[str]:
     """The failed steps' descriptions (a Failure's own text, else the error's message)."""
+    from dagster import DagsterEventType
+
     reasons = []
     for event in result.all_events:
         if event.event_type != DagsterEventType.STEP_FAILURE:

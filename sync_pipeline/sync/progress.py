@@ -9,10 +9,13 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
-from sync_pipeline.sync.fetch import ItemResult
-from sync_pipeline.sync.plan import SyncPlan
 from sync_pipeline.upstream.errors import NEEDS_RECONNECT
+
+if TYPE_CHECKING:  # the CLI imports this module to listen; it need not load the sync for that
+    from sync_pipeline.sync.fetch import ItemResult
+    from sync_pipeline.sync.plan import SyncPlan
 
 LOGGER = logging.getLogger("sync_pipeline.progress")
 # the attribute of a log record that carries a SyncProgress
