@@ -3,13 +3,21 @@ local instance, each shown as one live step; a failed run prints why and sets th
 
 from __future__ import annotations
 
+import datetime as dt
 import signal
 from typing import Any
 
-from dagster import AssetKey, DagsterInstance, ExecuteInProcessResult
+from dagster import (
+    AssetKey,
+    DagsterInstance,
+    DagsterRunStatus,
+    ExecuteInProcessResult,
+    RunsFilter,
+)
 
 from sync_pipeline.console import console, failure_reasons, print_outcome, step
 from sync_pipeline.instance import ensure_local_instance, reap_dead_runs
+from sync_pipeline.intake.landing import day_fingerprint
 from sync_pipeline.runs import export_settings, run_job, sync_config, today_partition
 from sync_pipeline.settings import Settings
 from sync_pipeline.sync.run import plan_for
@@ -54,14 +62,16 @@ def launch(
     *,
     partition_key: str | None = None,
     config: dict[str, Any] | None = None,
+    tags: dict[str, str] | None = None,
 ) -> ExecuteInProcessResult:
-    """Run `job` as one live step; on failure print why and raise CommandFailed."""
+    """Run `job` as one live step; on failure print why."""
     with step(title) as shown:
         result = run_job(
             job,
             instance=instance,
             partition_key=partition_key,
             config=config,
+            tags=tags,
             raise_on_failure=False,
             console_log_level="CRITICAL",
         )
@@ -78,13 +88,32 @@ def sync_outcome(settings: Settings, run_id: str) -> db.RunOutcome:
         return db.run_outcome(con, run_id, [e.table for e in ENDPOINTS])
 
 
-def _nothing_to_do(settings: Settings, intake: ExecuteInProcessResult, users: list[str]) -> bool:
+# The landing fingerprint (intake.landing.day_fingerprint) of the day an intake run took in:
+# a later command whose day still has that fingerprint has nothing new to take in.
+LANDING_TAG = "sync_pipeline/landing_fingerprint"
+
+
+def _intake_is_current(instance: DagsterInstance, day: str, fingerprint: str) -> bool:
+    done = instance.get_run_records(
+        filters=RunsFilter(
+            job_name="intake_job",
+            statuses=[DagsterRunStatus.SUCCESS],
+            tags={"dagster/partition": day, LANDING_TAG: fingerprint},
+        ),
+        limit=1,
+    )
+    return bool(done)
+
+
+def _nothing_to_do(
+    settings: Settings, intake: ExecuteInProcessResult | None, users: list[str]
+) -> bool:
     """True when an incremental run would change nothing: intake brought no new session (so
     connection state stands) and the planner finds no notified change to fetch."""
     sessions = AssetKey(["connect", "session_responses"])
     new_sessions = [
         event.materialization.metadata.get("inserted")
-        for event in intake.get_asset_materialization_events()
+        for event in (intake.get_asset_materialization_events() if intake else [])
         if event.asset_key == sessions
     ]
     if any(inserted is None or inserted.value for inserted in new_sessions):
@@ -98,12 +127,19 @@ def run_sync_command(settings: Settings, *, mode: str, users: list[str]) -> int:
     instance = open_instance(settings)
     export_settings(settings)
     console.print(f"sync ({mode}) against {settings.api_url}, data in {settings.data_dir}")
-    intake = launch(
-        instance, "Dagster run: intake of today's landing log", "intake_job",
-        partition_key=today_partition(),
-    )  # fmt: skip
-    if not intake.success:
-        return _exit_code(intake)
+    day = today_partition()
+    fingerprint = day_fingerprint(settings.data_dir, dt.date.fromisoformat(day))
+    intake: ExecuteInProcessResult | None = None
+    if _intake_is_current(instance, day, fingerprint):
+        # intake is idempotent: the same landing log gives the same rows, so it need not run
+        console.print("[green]✓[/green] intake: nothing has landed since the last intake run")
+    else:
+        intake = launch(
+            instance, "Dagster run: intake of today's landing log", "intake_job",
+            partition_key=day, tags={LANDING_TAG: fingerprint},
+        )  # fmt: skip
+        if not intake.success:
+            return _exit_code(intake)
     if mode == "incremental" and _nothing_to_do(settings, intake, users):
         # an incremental run only fetches what pending notifications name and rebuilds
         # connection state from sessions: with neither, a run would write events and no data

@@ -43,6 +43,7 @@ def run_job(
     config: dict[str, Any] | None = None,
     raise_on_failure: bool = True,
     console_log_level: str = "WARNING",
+    tags: dict[str, str] | None = None,
 ) -> ExecuteInProcessResult:
     """Execute one job of the code location in this process, recorded in `instance` and tagged
     with this process, so a later command can tell if it died mid-run (instance.reap_dead_runs)."""
@@ -56,7 +57,7 @@ def run_job(
         partition_key=partition_key,
         run_config={**(config or {}), **quiet},
         raise_on_error=False,
-        tags=process_tags(),
+        tags={**(tags or {}), **process_tags()},
     )
     if raise_on_failure and not result.success:
         raise RunFailed(f"Dagster run {result.run_id} of {name} failed")

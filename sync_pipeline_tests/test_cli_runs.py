@@ -182,7 +182,7 @@ def test_the_demo_twice_gives_the_same_tables(tmp_path: Path) -> None:
     assert table_counts(data) == counts
 
 
-def test_an_incremental_sync_with_nothing_pending_launches_no_run(tmp_path: Path) -> None:
+def test_an_incremental_sync_with_nothing_new_launches_no_run(tmp_path: Path) -> None:
     data = tmp_path / "data"
     with connected_upstream(data) as sim:
         env = cli_env(data, SYNC_API_URL=sim.base_url, SYNC_AUTH_URL=sim.base_url)
@@ -196,12 +196,15 @@ def test_an_incremental_sync_with_nothing_pending_launches_no_run(tmp_path: Path
 
         sync()  # the first catch-up
         runs = len(run_statuses(data))
-        assert "nothing pending, no run needed" in sync("--mode", "incremental")
-        assert len(run_statuses(data)) == runs + 1  # the intake run only
+        output = sync("--mode", "incremental")
+        # the landing log is as the last intake run found it, and nothing is pending
+        assert "intake: nothing has landed since the last intake run" in output
+        assert "nothing pending, no run needed" in output
+        assert len(run_statuses(data)) == runs
 
         changes = sim.advance(created=3, updated=2)["items"]  # signed notifications land
         assert changes
         output = sync("--mode", "incremental")
-        assert "nothing pending" not in output
-        assert len(run_statuses(data)) == runs + 3  # intake and the incremental sync
+        assert "nothing has landed" not in output and "nothing pending" not in output
+        assert len(run_statuses(data)) == runs + 2  # intake and the incremental sync
         assert "0 records received" not in output

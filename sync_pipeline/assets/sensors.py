@@ -41,7 +41,7 @@ from sync_pipeline.assets.schedules import (
     intake_job,
     sync_config,
 )
-from sync_pipeline.intake.landing import KINDS, landed_days, landing_root
+from sync_pipeline.intake.landing import KINDS, day_fingerprint, landed_days
 from sync_pipeline.warehouse import db
 
 TRIGGER_TAG = "sync_pipeline/trigger"
@@ -53,17 +53,6 @@ CONNECTION_LOOKBACK = dt.timedelta(days=2)
 
 
 # --- landing log -----------------------------------------------------------------------------
-
-
-def day_fingerprint(data_dir: Path, day: dt.date) -> str:
-    """Changes whenever a delivery of either kind lands on `day`: the log is append-only, so
-    (file name, size) of every day file says whether anything was added."""
-    parts: list[str] = []
-    for kind in KINDS:
-        directory = landing_root(data_dir, kind) / day.isoformat()
-        if directory.is_dir():
-            parts.extend(f"{kind}/{p.name}:{p.stat().st_size}" for p in directory.glob("*.jsonl"))
-    return hashlib.sha256("\n".join(sorted(parts)).encode()).hexdigest()[:16]
 
 
 def landing_fingerprints(data_dir: Path) -> dict[str, str]:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import hashlib
 import json
 import logging
 import os
@@ -281,6 +282,17 @@ class LandingLog:
         del self._inflight[digest]
         if not task.cancelled():
             task.exception()  # retrieved here: the waiters who are still there re-raise it
+
+
+def day_fingerprint(data_dir: Path, day: dt.date) -> str:
+    """Changes whenever a delivery of either kind lands on `day`: the log is append-only, so
+    (file name, size) of every day file says whether anything was added."""
+    parts: list[str] = []
+    for kind in KINDS:
+        directory = landing_root(data_dir, kind) / day.isoformat()
+        if directory.is_dir():
+            parts.extend(f"{kind}/{p.name}:{p.stat().st_size}" for p in directory.glob("*.jsonl"))
+    return hashlib.sha256("\n".join(sorted(parts)).encode()).hexdigest()[:16]
 
 
 def landed_days(data_dir: Path, kind: str) -> list[dt.date]:
