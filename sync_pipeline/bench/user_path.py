@@ -118,17 +118,16 @@ def breakdown(
       between_steps, run_end (last step end → last event);
     - between_runs, and exit (last event → process exit: the outcome printed, teardown).
     `checks` (the steps evaluating asset checks) and `commit` are parts of `steps`."""
-    if not timelines:
-        return {"process_start": ended - started, "dagster_runs": 0}
     out: dict[str, Any] = {
-        "process_start": timelines[0].first_event - started,
+        # no run at all (a no-op the CLI recognised before launching one): all of it is start
+        "process_start": (timelines[0].first_event if timelines else ended) - started,
         "run_start": 0.0,
         "planning": 0.0,
         "steps": 0.0,
         "between_steps": 0.0,
         "run_end": 0.0,
         "between_runs": 0.0,
-        "exit": ended - max(t.last_event for t in timelines),
+        "exit": ended - max(t.last_event for t in timelines) if timelines else 0.0,
         "checks": 0.0,
         "commit": None,
         "dagster_runs": len(timelines),
