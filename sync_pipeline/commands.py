@@ -12,6 +12,7 @@ from dagster import (
     DagsterInstance,
     DagsterRunStatus,
     ExecuteInProcessResult,
+    RunRecord,
     RunsFilter,
 )
 
@@ -105,19 +106,43 @@ def _intake_is_current(instance: DagsterInstance, day: str, fingerprint: str) ->
     return bool(done)
 
 
+def _last_success(instance: DagsterInstance, job: str) -> RunRecord | None:
+    records = instance.get_run_records(
+        filters=RunsFilter(job_name=job, statuses=[DagsterRunStatus.SUCCESS]), limit=1
+    )
+    return records[0] if records else None
+
+
+def _synced_since_last_intake(instance: DagsterInstance) -> bool:
+    """A sync run (which rebuilds connection state first) succeeded after the last intake."""
+    intake = _last_success(instance, "intake_job")
+    if intake is None or intake.end_time is None:
+        return True
+    syncs = [_last_success(instance, job) for job in ("incremental_sync_job", "catchup_sync_job")]
+    return any(r is not None and (r.start_time or 0) >= intake.end_time for r in syncs)
+
+
 def _nothing_to_do(
-    settings: Settings, intake: ExecuteInProcessResult | None, users: list[str]
+    settings: Settings,
+    instance: DagsterInstance,
+    intake: ExecuteInProcessResult | None,
+    users: list[str],
 ) -> bool:
-    """True when an incremental run would change nothing: intake brought no new session (so
-    connection state stands) and the planner finds no notified change to fetch."""
-    sessions = AssetKey(["connect", "session_responses"])
-    new_sessions = [
-        event.materialization.metadata.get("inserted")
-        for event in (intake.get_asset_materialization_events() if intake else [])
-        if event.asset_key == sessions
-    ]
-    if any(inserted is None or inserted.value for inserted in new_sessions):
-        return False
+    """True when an incremental run would change nothing: no session arrived that connection
+    state has not taken in (from this intake run, or one before the last sync run), and the
+    planner finds no notified change to fetch."""
+    if intake is None:
+        if not _synced_since_last_intake(instance):
+            return False
+    else:
+        sessions = AssetKey(["connect", "session_responses"])
+        new_sessions = [
+            event.materialization.metadata.get("inserted")
+            for event in intake.get_asset_materialization_events()
+            if event.asset_key == sessions
+        ]
+        if any(inserted is None or inserted.value for inserted in new_sessions):
+            return False
     if not settings.warehouse_path.exists():
         return False
     return not plan_for(settings, "incremental", only_users=set(users) or None).items
@@ -140,7 +165,7 @@ def run_sync_command(settings: Settings, *, mode: str, users: list[str]) -> int:
         )  # fmt: skip
         if not intake.success:
             return _exit_code(intake)
-    if mode == "incremental" and _nothing_to_do(settings, intake, users):
+    if mode == "incremental" and _nothing_to_do(settings, instance, intake, users):
         # an incremental run only fetches what pending notifications name and rebuilds
         # connection state from sessions: with neither, a run would write events and no data
         console.print("[green]✓[/green] incremental sync: nothing pending, no run needed")
