@@ -248,10 +248,12 @@ history AS (
 -- upstream's /sources snapshot says since when it has really been connected (`connectedSince`),
 -- which is what explains the history a new connection brings with it
 upstream AS (
-    SELECT human_id, raw->>'$.id' AS source_id, any_value(raw->>'$.name') AS source_name,
+    -- json_extract_string, not ->>: DuckDB 1.4 binds ->> looser than AND
+    SELECT human_id, json_extract_string(raw, '$.id') AS source_id,
+           any_value(json_extract_string(raw, '$.name')) AS source_name,
            min(connected_since) AS since
     FROM connect.source_status
-    WHERE connected_since IS NOT NULL AND raw->>'$.id' IS NOT NULL
+    WHERE connected_since IS NOT NULL AND json_extract_string(raw, '$.id') IS NOT NULL
     GROUP BY ALL
 ),
 periods AS (
