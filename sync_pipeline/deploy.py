@@ -2,11 +2,11 @@
 executor the code location's runs use.
 
 - SYNC_DAGSTER_STORAGE: `sqlite` (default, the embedded single-machine instance under the data
-  directory) or `postgres` (deploy/dagster.postgres.yaml; connection details from DAGSTER_PG_*).
+  directory) or `postgres` (deployment/dagster.postgres.yaml; connection details from DAGSTER_PG_*).
 - SYNC_EXECUTOR: `multiprocess` (default: each step in its own process, Dagster's default for
-  launched runs), `in_process`, or `celery` (deploy/celery.yaml: steps as Celery tasks on a
+  launched runs), `in_process`, or `celery` (deployment/celery.yaml: steps as Celery tasks on a
   broker such as Redis; workers started with `dagster-celery worker start`), or `k8s`
-  (deploy/k8s/executor.yaml: each step a Kubernetes Job, dagster-k8s).
+  (deployment/k8s/executor.yaml: each step a Kubernetes Job, dagster-k8s).
 
 Everything here is pure (environment in, text or config out) so `instance.py` and the CLI can
 call it without knowing which deployment they are in.
@@ -22,8 +22,9 @@ from typing import Any
 import dagster as dg
 import yaml
 
-# deploy/ at the repository root, beside the package (the configs are operator-facing files).
-DEPLOY_DIR = Path(__file__).resolve().parent.parent / "deploy"
+# The operator-facing configs ship inside the package (package data), so an install from a wheel
+# has them too, not only a checkout.
+DEPLOY_DIR = Path(__file__).resolve().parent / "deployment"
 
 # One warehouse pool slot: steps that open the DuckDB file run one at a time, across runs.
 # No network here, so no telemetry. Run monitoring (where the daemon runs) fails runs stuck
@@ -100,7 +101,7 @@ def executor_name(env: Mapping[str, str] | None = None) -> str:
 
 
 def executor_config(file: str) -> dict[str, Any]:
-    """The executor config in deploy/<file> (env references resolved when a run starts)."""
+    """The executor config in deployment/<file> (env references resolved when a run starts)."""
     loaded = yaml.safe_load((DEPLOY_DIR / file).read_text())
     config: dict[str, Any] = loaded["execution"]["config"]
     return config
@@ -113,7 +114,7 @@ def executor_def(env: Mapping[str, str] | None = None) -> dg.ExecutorDefinition:
     use; `execute_in_process` (tests, `sync-pipeline` commands via runs.run_job) runs every step
     in the calling process whatever is selected here. celery needs a broker in
     SYNC_CELERY_BROKER and workers started with
-    `dagster-celery worker start -A dagster_celery.app -y deploy/celery.yaml`."""
+    `dagster-celery worker start -A dagster_celery.app -y sync_pipeline/deployment/celery.yaml`."""
     name = executor_name(env)
     if name == "celery":
         from dagster_celery import celery_executor

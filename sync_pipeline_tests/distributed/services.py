@@ -88,7 +88,7 @@ def require_redis() -> str:
 
 @contextmanager
 def postgres_instance(dagster_home: Path) -> Iterator[DagsterInstance]:
-    """A Dagster instance from deploy/dagster.postgres.yaml in a fresh database, selected the
+    """A Dagster instance from deployment/dagster.postgres.yaml in a fresh database, selected the
     way a deployment selects it: SYNC_DAGSTER_STORAGE=postgres plus DAGSTER_PG_* in the env."""
     saved = dict(os.environ)
     try:

@@ -34,7 +34,7 @@ BIN = Path(sys.executable).parent
 
 @contextmanager
 def celery_worker(tmp: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """`dagster-celery worker start` with deploy/celery.yaml, in its own process group (so the
+    """`dagster-celery worker start` with deployment/celery.yaml, in its own process group (so the
     celery process it execs is stopped with it)."""
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
     env["PYTHONPATH"] = str(REPO)

@@ -1,4 +1,4 @@
-"""deploy/k8s/executor.yaml validated against dagster-k8s's k8s_job_executor config schema (not
+"""deployment/k8s/executor.yaml validated against dagster-k8s's k8s_job_executor config schema (not
 run: no cluster here), and the executor selection by SYNC_EXECUTOR."""
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def test_sync_executor_selects_the_executor(
     env = {} if selected is None else {"SYNC_EXECUTOR": selected}
     executor = deploy.executor_def(env)
     assert executor.name == expected
-    # the configured executors' deploy/*.yaml config is complete: no run config needed
+    # the configured executors' deployment/*.yaml config is complete: no run config needed
     dg.validate_run_config(_job(executor), {})
 
 

@@ -1,4 +1,4 @@
-"""The Dagster instance on PostgreSQL (deploy/dagster.postgres.yaml): the harness flow and a
+"""The Dagster instance on PostgreSQL (deployment/dagster.postgres.yaml): the harness flow and a
 multi-day intake backfill recorded in Postgres, tables filled. Needs .ci/services."""
 
 from __future__ import annotations
