@@ -8,6 +8,8 @@ import signal
 import sys
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
 from types import FrameType
 
 from sync_pipeline.private import owner_only_files
@@ -119,13 +121,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    if args.data_dir:
-        os.environ["SYNC_DATA_DIR"] = args.data_dir
     try:
         settings = load_settings()
     except SettingsError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
+    if args.data_dir:  # the flag wins over SYNC_DATA_DIR, without rewriting the environment
+        settings = replace(settings, data_dir=Path(args.data_dir).resolve())
     if args.command == "demo":
         from sync_pipeline.demo import run_demo
 

@@ -57,7 +57,7 @@ def read_inputs(settings: Settings) -> SyncInputs:
         connected = db.query_arrow(con, "connect.current_connections").to_pandas()
         pending = db.query_arrow(con, "ops.notifications", db.PENDING).to_pandas()
         state = db.query_arrow(con, "ops.sync_state").to_pandas()
-        committed_runs = db.query_arrow(con, "ops.load_log").column("run_id").to_pylist()
+        committed_runs = db.committed_run_ids(con)
     cursors = {
         (str(h), str(e)): pd.Timestamp(c).to_pydatetime()
         for h, e, c in zip(
@@ -74,7 +74,7 @@ def read_inputs(settings: Settings) -> SyncInputs:
         connected={str(h) for h in connected["human_id"]},
         notifications=pending,
         cursors=cursors,
-        committed_runs={str(r) for r in committed_runs},
+        committed_runs=committed_runs,
     )
 
 

@@ -107,11 +107,7 @@ def decode_json(body: bytes) -> Any:
     `UndecodableRecord` for the normaliser to reject, so the rest of the page loads; else
     BodyRefused (the request fails, never with a RecursionError)."""
     try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError:
-        pass
-    try:
-        return json.loads(body)
+        return _loads(body)
     except RecursionError:
         pass
     elements = split_array(body)
@@ -157,13 +153,18 @@ def split_array(body: bytes) -> list[bytes] | None:
     return elements
 
 
+def _loads(data: bytes) -> Any:
+    """orjson, and the json module for what orjson refuses; RecursionError and ValueError
+    (not JSON) are the caller's to judge."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return json.loads(data)
+
+
 def _decode_element(element: bytes) -> Any:
     try:
-        return orjson.loads(element)
-    except orjson.JSONDecodeError:
-        pass
-    try:
-        return json.loads(element)
+        return _loads(element)
     except RecursionError:
         reason = "record is nested deeper than the JSON decoder allows"
     except (ValueError, UnicodeDecodeError):

@@ -404,6 +404,13 @@ def query_arrow(
     return con.sql(sql, params=list(params)).to_arrow_table()
 
 
+def committed_run_ids(con: duckdb.DuckDBPyConnection) -> set[str]:
+    """Runs whose commit went through (ops.load_log names each), without reading the manifest
+    text every row of that log carries."""
+    rows = con.execute(f"SELECT DISTINCT run_id FROM {quoted('ops.load_log')}").fetchall()
+    return {str(run_id) for (run_id,) in rows}
+
+
 def reject_id(
     table_name: str, human_id: str, record_id: str, reason: str, raw: str, occurrence: int = 0
 ) -> str:
