@@ -2,10 +2,9 @@
 
 Columns and their DuckDB types come from the file's information_schema, so the dictionary
 says what DuckDB really made of the Arrow schemas. What a row is comes from the code: the
-Dagster asset descriptions (the same text the UI shows), falling back to the notes below for
-the bookkeeping tables that no asset materialises; keys come from the normalisers and the
-warehouse schemas; for record tables, each typed column names the upstream field it is read
-from (the normalisers' table specs).
+Dagster asset descriptions (the same text the UI shows; every table and view is an asset);
+keys come from the normalisers and the warehouse schemas; for record tables, each typed
+column names the upstream field it is read from (the normalisers' table specs).
 
     python -m sync_pipeline.dictionary [warehouse.duckdb] > docs/data-dictionary.md
 
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import duckdb
 
-from sync_pipeline.analytics.schemas import ANALYTICS_KEYS, COLUMN_NOTES, DESCRIPTIONS, STATE
+from sync_pipeline.analytics.schemas import ANALYTICS_KEYS, COLUMN_NOTES
 from sync_pipeline.normalize.schemas import PARENT_OF, SPECS, TABLE_KEYS
 from sync_pipeline.warehouse.schemas import OWNED_KEYS, VIEWS
 
@@ -33,27 +32,6 @@ SCHEMA_NOTES = {
     "wellness": "Wellness data (activities, sleep, readings), one table per upstream endpoint.",
     "connect": "Who is connected to which source, rebuilt from Connect session responses.",
     "ops": "The pipeline's own bookkeeping: notifications, rejects, cursors, requests, loads.",
-}
-
-# Tables with no Dagster asset (written as a by-product of a sync), so no asset description.
-# An asset with the same key, if one is added, wins over these notes.
-TABLE_NOTES = {
-    "ops.rejected_records": "One row per upstream record or intake item that could not be "
-    "loaded, with the reason and the raw text; received = loaded + rejected.",
-    "ops.flagged_records": "One row per loaded record and flag: `text_repaired` (lone "
-    "surrogates replaced by U+FFFD), `future_updated_at` (updatedAt past the upstream's clock "
-    "by more than SYNC_FUTURE_TOLERANCE_S; updated_at stored as that clock, raw as sent).",
-    "ops.sync_state": "One row per (user, endpoint): the cursor the next catch-up starts from.",
-    "ops.http_requests": "One row per HTTP attempt toward the upstream (request audit; never "
-    "a token or query string).",
-    "ops.load_log": "One row per (run, table) committed: received, loaded, rejected, inserted, "
-    "updated and deleted counts.",
-    "ops.sync_failures": "One row per (run, user, endpoint) that could not be synced, and why.",
-    "connect.token_refusals": "One row per token request the upstream refused (403/404) "
-    "during a sync: that user must reconnect.",
-    "connect.current_connections": "View: one row per open connection (the rows of "
-    "connect.connection_history with valid_to NULL).",
-    STATE: DESCRIPTIONS[STATE],
 }
 
 # Columns every record table starts with (contract part C).
@@ -149,7 +127,7 @@ def render_dictionary(warehouse_path: Path) -> str:
     by_table: dict[str, list[tuple[str, str]]] = {}
     for schema, name, column, data_type in columns:
         by_table.setdefault(f"{schema}.{name}", []).append((column, data_type))
-    descriptions = {**TABLE_NOTES, **_asset_descriptions()}
+    descriptions = _asset_descriptions()
     sources = _column_sources()
 
     lines = [

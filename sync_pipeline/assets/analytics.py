@@ -17,9 +17,11 @@ from sync_pipeline.analytics.schemas import (
     DESCRIPTIONS,
     LATEST,
     OBSERVATIONS,
+    STATE,
     UNMAPPED,
 )
 from sync_pipeline.assets.intake import POOL, table_metadata
+from sync_pipeline.assets.ownership import declared_tables, table_spec
 from sync_pipeline.assets.resources import SyncSettings
 from sync_pipeline.upstream.endpoints import ENDPOINTS
 from sync_pipeline.warehouse import analytics as sql
@@ -33,37 +35,37 @@ def _key(table: str) -> dg.AssetKey:
 _OBSERVATION_INPUTS = [*sql.VITALS, *sql.LABS, *sql.READINGS]
 
 ANALYTICS_SPECS = [
-    dg.AssetSpec(
-        _key(OBSERVATIONS),
-        group_name="analytics",
-        kinds={"duckdb"},
-        deps=[_key(t) for t in _OBSERVATION_INPUTS],
+    table_spec(
+        OBSERVATIONS,
+        group="analytics",
+        deps=_OBSERVATION_INPUTS,
         description=DESCRIPTIONS[OBSERVATIONS],
     ),
-    dg.AssetSpec(
-        _key(LATEST),
-        group_name="analytics",
-        kinds={"duckdb"},
-        deps=[_key(OBSERVATIONS)],
-        description=DESCRIPTIONS[LATEST],
-    ),
-    dg.AssetSpec(
-        _key(COVERAGE),
-        group_name="analytics",
-        kinds={"duckdb"},
+    table_spec(LATEST, group="analytics", deps=[OBSERVATIONS], description=DESCRIPTIONS[LATEST]),
+    table_spec(
+        COVERAGE,
+        group="analytics",
+        # what the coverage SQL reads (warehouse/analytics.py _coverage_sql)
         deps=[
-            ["connect", "users"],
-            ["connect", "connection_history"],
-            *(_key(e.table) for e in ENDPOINTS),
+            "connect.users",
+            "connect.app_users",
+            "connect.token_refusals",
+            "connect.connection_history",
+            "connect.source_status",
+            "ops.sync_state",
+            "ops.sync_failures",
+            *(e.table for e in ENDPOINTS),
         ],
         description=DESCRIPTIONS[COVERAGE],
     ),
-    dg.AssetSpec(
-        _key(UNMAPPED),
-        group_name="analytics",
-        kinds={"duckdb"},
-        deps=[_key(OBSERVATIONS)],
-        description=DESCRIPTIONS[UNMAPPED],
+    table_spec(
+        UNMAPPED, group="analytics", deps=[OBSERVATIONS], description=DESCRIPTIONS[UNMAPPED]
+    ),
+    table_spec(
+        STATE,
+        group="analytics",
+        deps=list(sql.FINGERPRINT_TABLES),
+        description=DESCRIPTIONS[STATE],
     ),
 ]
 
@@ -75,6 +77,7 @@ PREVIEWS = {
     LATEST: ("human_id", "record_table", "record_id", "position", "source_id"),
     COVERAGE: ("human_id", "source_id", "data_type", "day", "records", "reason"),
     UNMAPPED: ("kind", "record_table", "observations", "users", "example_record_id"),
+    STATE: ("human_id", "mapping_version", "built_at"),
 }
 
 
@@ -90,7 +93,11 @@ def analytics_build(
     settings = sync.load()
     mapping = load_mapping()
     now = dt.datetime.now(dt.UTC)
-    with db.connect(settings.warehouse_path, key=settings.warehouse_key) as con:
+    with db.connect(
+        settings.warehouse_path,
+        key=settings.warehouse_key,
+        writes=declared_tables(context.assets_def),
+    ) as con:
         db.bound_memory(con)
         counts = sql.build_analytics(con, mapping, today=now.date(), now=now, full=config.full)
         tables = {table: table_metadata(con, table, columns) for table, columns in PREVIEWS.items()}
@@ -113,6 +120,7 @@ def analytics_build(
     yield dg.MaterializeResult(asset_key=_key(LATEST), metadata={**common, **tables[LATEST]})
     yield dg.MaterializeResult(asset_key=_key(COVERAGE), metadata=tables[COVERAGE])
     yield dg.MaterializeResult(asset_key=_key(UNMAPPED), metadata=tables[UNMAPPED])
+    yield dg.MaterializeResult(asset_key=_key(STATE), metadata={**common, **tables[STATE]})
 
 
 TRACEABLE = "traces_to_record"

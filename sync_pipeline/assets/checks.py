@@ -28,11 +28,12 @@ NON_NULL = "non_null_key"
 LEDGER = "received_equals_loaded_plus_rejected"
 FRESH = "fresh"
 
-INTAKE_TABLES = ("ops.notifications", "connect.session_responses")
-CONNECT_TABLES = ("connect.users", "connect.connection_history")
+INTAKE_TABLES = ("ops.notification_items", "connect.session_responses")
+CONNECT_TABLES = ("connect.app_users", "connect.connection_history")
 RECORD_TABLES = tuple(e.table for e in ENDPOINTS)
-# record tables, their children and medical.record_codes
-RECORD_FAMILY = tuple(sorted(TABLE_KEYS))
+# record tables, their children and medical.record_codes, and the notification statuses the
+# same commit writes
+RECORD_FAMILY = (*sorted(TABLE_KEYS), "ops.notification_status")
 KEYS: dict[str, tuple[str, ...]] = {**TABLE_KEYS, **OWNED_KEYS}
 
 

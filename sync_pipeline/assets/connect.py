@@ -5,31 +5,30 @@ import pandas as pd
 
 from sync_pipeline import connect as state
 from sync_pipeline.assets.intake import POOL
+from sync_pipeline.assets.ownership import declared_tables, table_spec
 from sync_pipeline.assets.resources import SyncSettings
 from sync_pipeline.sync.connection_state import rebuild_connection_state
 from sync_pipeline.warehouse import db
 
 CONNECTION_SPECS = [
-    dg.AssetSpec(
-        ["connect", "users"],
-        group_name="connect",
-        kinds={"duckdb"},
-        deps=[["connect", "session_responses"]],
+    table_spec(
+        "connect.app_users",
+        group="connect",
+        deps=["connect.session_responses"],
         description="One row per app user: client_user_id ↔ human_id, first/last seen, last "
-        "session status, needs_reconnect.",
+        "session status, and the latest successful session that left them connected "
+        "(reconnected_at). The view connect.users adds needs_reconnect.",
     ),
-    dg.AssetSpec(
-        ["connect", "connection_events"],
-        group_name="connect",
-        kinds={"duckdb"},
-        deps=[["connect", "session_responses"]],
+    table_spec(
+        "connect.connection_events",
+        group="connect",
+        deps=["connect.session_responses"],
         description="One row per source connected or disconnected by a Connect session.",
     ),
-    dg.AssetSpec(
-        ["connect", "connection_history"],
-        group_name="connect",
-        kinds={"duckdb"},
-        deps=[["connect", "session_responses"]],
+    table_spec(
+        "connect.connection_history",
+        group="connect",
+        deps=["connect.session_responses"],
         description="SCD type 2: one row per (human_id, source_id) connection period; valid_to "
         "is NULL while connected. connect.current_connections is a view of the open rows.",
     ),
@@ -39,7 +38,11 @@ CONNECTION_SPECS = [
 @dg.multi_asset(specs=CONNECTION_SPECS, pool=POOL, name="connection_state")
 def connection_state(context: dg.AssetExecutionContext, sync: SyncSettings):  # type: ignore[no-untyped-def]
     settings = sync.load()
-    with db.connect(settings.warehouse_path, key=settings.warehouse_key) as con:
+    with db.connect(
+        settings.warehouse_path,
+        key=settings.warehouse_key,
+        writes=declared_tables(context.assets_def),
+    ) as con:
         con.execute("BEGIN TRANSACTION")
         counts = rebuild_connection_state(con)
         con.execute("COMMIT")
@@ -50,7 +53,7 @@ def connection_state(context: dg.AssetExecutionContext, sync: SyncSettings):  # 
         counts.open_connections,
     )
     yield dg.MaterializeResult(
-        asset_key=["connect", "users"],
+        asset_key=["connect", "app_users"],
         metadata={"rows": counts.users, "needs_reconnect": counts.needs_reconnect},
     )
     yield dg.MaterializeResult(

@@ -2,7 +2,7 @@
 
 import datetime as dt
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import dagster as dg
@@ -10,11 +10,13 @@ import duckdb
 import pandas as pd
 import pyarrow as pa
 
+from sync_pipeline.assets.ownership import declared_tables, reject_spec, table_key, table_spec
 from sync_pipeline.assets.resources import SyncSettings
 from sync_pipeline.intake.landing import LandedDelivery, iter_landed
 from sync_pipeline.intake.rows import notification_rows, session_rows
 from sync_pipeline.settings import Settings, load_settings
 from sync_pipeline.warehouse import db
+from sync_pipeline.warehouse.schemas import REJECT_TABLES
 
 # Days are receive dates (UTC). end_offset=1 makes today a partition, so today's deliveries
 # can be processed before midnight. The first day is a setting, read when the code location
@@ -97,14 +99,19 @@ def _land_days(
     table: str,
     key: str,
     to_rows: Callable[[list[LandedDelivery], Settings], tuple[pd.DataFrame, pd.DataFrame]],
-) -> dg.MaterializeResult:
+) -> Iterator[dg.MaterializeResult]:
     """Rows from the partition's days of one landing log, inserted where their key is new (so
-    re-materialising a day changes nothing); unusable items go to ops.rejected_records."""
+    re-materialising a day changes nothing); unusable items go to the asset's reject table."""
     settings = sync.load()
     days = _days(context)
+    rejects = REJECT_TABLES[kind]
     deliveries = (d for day in days for d in iter_landed(settings.data_dir, kind, day))
     counts = {"deliveries": 0, "rows": 0, "inserted": 0, "rejected": 0, "rejected_new": 0}
-    with db.connect(settings.warehouse_path, key=settings.warehouse_key) as con:
+    with db.connect(
+        settings.warehouse_path,
+        key=settings.warehouse_key,
+        writes=declared_tables(context.assets_def),
+    ) as con:
         con.execute("BEGIN TRANSACTION")
         # in chunks: memory follows the chunk, not the partition's days (one transaction still)
         while chunk := list(itertools.islice(deliveries, CHUNK_DELIVERIES)):
@@ -115,52 +122,81 @@ def _land_days(
             counts["inserted"] += db.insert_absent(
                 con, table, pa.Table.from_pandas(rows, preserve_index=False), (key,)
             )
-            counts["rejected_new"] += db.store_rejects(con, rejected, context.run.run_id, _now())
+            counts["rejected_new"] += db.store_rejects(
+                con, rejects, rejected, context.run.run_id, _now()
+            )
         con.execute("COMMIT")
         metadata = table_metadata(con, table)
-    return dg.MaterializeResult(metadata={**metadata, "days": f"{days[0]} .. {days[-1]}", **counts})
+        reject_metadata = table_metadata(con, rejects)
+    window = f"{days[0]} .. {days[-1]}"
+    yield dg.MaterializeResult(
+        asset_key=table_key(table), metadata={**metadata, "days": window, **counts}
+    )
+    yield dg.MaterializeResult(
+        asset_key=table_key(rejects),
+        metadata={
+            **reject_metadata,
+            "days": window,
+            "rejected": counts["rejected"],
+            "rejected_new": counts["rejected_new"],
+        },
+    )
 
 
-@dg.asset(
-    key=["ops", "notifications"],
-    group_name="intake",
+@dg.multi_asset(
+    specs=[
+        table_spec(
+            "ops.notification_items",
+            group="intake",
+            description=(
+                "One row per notification item the upstream pushed, from the receiver's landing "
+                "log for the receive day (the view ops.notifications adds each item's status). "
+                "Unusable items go to ops.rejected_notification_items. Re-materialising a day "
+                "inserts nothing new: rows are keyed by delivery digest and index."
+            ),
+        ),
+        reject_spec("notifications", "intake", "notification item"),
+    ],
+    name="notification_intake",
     partitions_def=landing_days,
     backfill_policy=dg.BackfillPolicy.single_run(),
     pool=POOL,
-    kinds={"duckdb"},
-    description=(
-        "One row per notification item the upstream pushed (ops.notifications), from the "
-        "receiver's landing log for the receive day. Unusable items go to ops.rejected_records. "
-        "Re-materialising a day inserts nothing new: rows are keyed by delivery digest and index."
-    ),
 )
-def notification_log(context: dg.AssetExecutionContext, sync: SyncSettings) -> dg.MaterializeResult:
-    return _land_days(
+def notification_intake(
+    context: dg.AssetExecutionContext, sync: SyncSettings
+) -> Iterator[dg.MaterializeResult]:
+    """The notifications landing log → notification items (not the landing log itself)."""
+    yield from _land_days(
         context,
         sync,
         "notifications",
-        "ops.notifications",
+        "ops.notification_items",
         "notification_id",
         lambda deliveries, settings: notification_rows(deliveries, settings.api_url),
     )
 
 
-@dg.asset(
-    key=["connect", "session_responses"],
-    group_name="intake",
+@dg.multi_asset(
+    specs=[
+        table_spec(
+            "connect.session_responses",
+            group="intake",
+            description=(
+                "One row per Connect session response the app's front end delivered "
+                "(connect.session_responses), payload kept as received, for the receive day."
+            ),
+        ),
+        reject_spec("sessions", "intake", "Connect session delivery"),
+    ],
+    name="session_intake",
     partitions_def=landing_days,
     backfill_policy=dg.BackfillPolicy.single_run(),
     pool=POOL,
-    kinds={"duckdb"},
-    description=(
-        "One row per Connect session response the app's front end delivered "
-        "(connect.session_responses), payload kept as received, for the receive day."
-    ),
 )
-def session_responses(
+def session_intake(
     context: dg.AssetExecutionContext, sync: SyncSettings
-) -> dg.MaterializeResult:
-    return _land_days(
+) -> Iterator[dg.MaterializeResult]:
+    yield from _land_days(
         context,
         sync,
         "sessions",

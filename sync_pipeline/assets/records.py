@@ -12,6 +12,7 @@ from typing import Literal
 import dagster as dg
 
 from sync_pipeline.assets.intake import POOL, table_metadata
+from sync_pipeline.assets.ownership import declared_tables, reject_spec, table_spec
 from sync_pipeline.assets.resources import SyncSettings
 from sync_pipeline.normalize.schemas import PARENT_OF
 from sync_pipeline.sync.interrupt import SyncInterrupted
@@ -22,46 +23,104 @@ from sync_pipeline.upstream.endpoints import ENDPOINTS
 from sync_pipeline.upstream.errors import NEEDS_RECONNECT, failure_kind
 from sync_pipeline.warehouse import db
 
+# What the sync reads to plan a run: pending notifications, users (and who must reconnect),
+# open connections. Views are named with the tables under them, so the graph shows both the
+# table analysts query and the step that must run first.
+SYNC_INPUTS = [
+    "ops.notifications",
+    "ops.notification_items",
+    "connect.users",
+    "connect.app_users",
+    "connect.current_connections",
+    "connect.connection_history",
+]
 RECORD_SPECS = [
-    dg.AssetSpec(
-        endpoint.table.split("."),
-        group_name=endpoint.group,
-        kinds={"duckdb", "parquet"},
-        deps=[["ops", "notifications"], ["connect", "users"], ["connect", "connection_history"]],
+    table_spec(
+        endpoint.table,
+        group=endpoint.group,
+        kinds=("duckdb", "parquet"),
+        deps=SYNC_INPUTS,
         description=f"One row per upstream record of /v1/human/{endpoint.path} "
         "(key human_id, record_id; deleted_at set when the upstream answers 404).",
     )
     for endpoint in ENDPOINTS
 ]
 CHILD_SPECS = [
-    dg.AssetSpec(
-        child.split("."),
-        group_name="medical",
-        kinds={"duckdb", "parquet"},
-        deps=[parent.split(".")],
+    table_spec(
+        child,
+        group="medical",
+        kinds=("duckdb", "parquet"),
+        deps=[parent],
         description=f"One row per element of a {parent} record "
         "(key human_id, record_id, position).",
     )
     for child, parent in sorted(PARENT_OF.items())
 ]
-CODES_SPEC = dg.AssetSpec(
-    ["medical", "record_codes"],
-    group_name="medical",
-    kinds={"duckdb", "parquet"},
-    deps=[e.table.split(".") for e in ENDPOINTS if e.group == "medical"],
+CODES_SPEC = table_spec(
+    "medical.record_codes",
+    group="medical",
+    kinds=("duckdb", "parquet"),
+    deps=[e.table for e in ENDPOINTS if e.group == "medical"],
     description="One row per code on any medical record "
     "(key table_name, human_id, record_id, position).",
 )
-SOURCE_STATUS_SPEC = dg.AssetSpec(
-    ["connect", "source_status"],
-    group_name="connect",
-    kinds={"duckdb"},
-    deps=[["connect", "users"]],
+SOURCE_STATUS_SPEC = table_spec(
+    "connect.source_status",
+    group="connect",
+    deps=["connect.users", "connect.app_users"],
     description="One row per (user, source) per catch-up sync: the upstream's /sources snapshot.",
 )
+# the sync's own bookkeeping, written in the same commit as the records
+BOOKKEEPING_SPECS = [
+    table_spec(
+        "ops.notification_status",
+        group="ops",
+        deps=["ops.notification_items"],
+        description="One row per notification a sync handled: synced, gone, failed, "
+        "skipped_reconnect or unknown_user, with the run and time (the view ops.notifications "
+        "shows it next to the item).",
+    ),
+    table_spec(
+        "connect.token_refusals",
+        group="connect",
+        deps=["connect.app_users"],
+        description="One row per token request the upstream refused (403/404) during a sync: "
+        "that user must reconnect (the view connect.users reads it).",
+    ),
+    table_spec(
+        "ops.sync_state",
+        group="ops",
+        description="One row per (user, endpoint): the cursor the next catch-up starts from.",
+    ),
+    table_spec(
+        "ops.load_log",
+        group="ops",
+        description="One row per (run, table) committed: received, loaded, rejected, inserted, "
+        "updated and deleted counts, and the lake files loaded.",
+    ),
+    table_spec(
+        "ops.sync_failures",
+        group="ops",
+        description="One row per (run, user, endpoint) that could not be synced, and why.",
+    ),
+    table_spec(
+        "ops.http_requests",
+        group="ops",
+        description="One row per HTTP attempt toward the upstream (request audit; never a "
+        "token or query string).",
+    ),
+    table_spec(
+        "ops.flagged_records",
+        group="ops",
+        description="One row per loaded record and flag: `text_repaired` (lone surrogates "
+        "replaced by U+FFFD), `future_updated_at` (updatedAt past the upstream's clock by more "
+        "than SYNC_FUTURE_TOLERANCE_S; updated_at stored as that clock, raw as sent).",
+    ),
+    reject_spec("records", "ops", "upstream record"),
+]
 
 
-ALL_SPECS = [*RECORD_SPECS, *CHILD_SPECS, CODES_SPEC, SOURCE_STATUS_SPEC]
+ALL_SPECS = [*RECORD_SPECS, *CHILD_SPECS, CODES_SPEC, SOURCE_STATUS_SPEC, *BOOKKEEPING_SPECS]
 _ALL_TABLES = [".".join(spec.key.path) for spec in ALL_SPECS]
 
 
@@ -95,6 +154,7 @@ def record_sync(
             mode=config.mode,
             only_users=set(config.users) or None,
             shard=Shard(config.shard_index, config.shard_count),
+            writes=declared_tables(context.assets_def),
         )
     except SyncInterrupted as stop:
         # an operator's stop: Dagster would otherwise retry an interrupted step

@@ -13,7 +13,7 @@ def sync_config(mode: str, users: list[str] | None = None) -> dict[str, Any]:
 
 
 RECORDS = dg.AssetSelection.assets(["medical", "allergies"]).required_multi_asset_neighbors()
-CONNECT = dg.AssetSelection.assets(["connect", "users"]).required_multi_asset_neighbors()
+CONNECT = dg.AssetSelection.assets(["connect", "app_users"]).required_multi_asset_neighbors()
 # the analyst layer is rebuilt (incrementally) at the end of every sync run, so the demo, the
 # hourly sync and the daily catch-up all end with analytics level with the records
 ANALYTICS = dg.AssetSelection.groups("analytics")
@@ -21,8 +21,8 @@ ANALYTICS = dg.AssetSelection.groups("analytics")
 intake_job = dg.define_asset_job(
     "intake_job",
     selection=dg.AssetSelection.groups("intake"),
-    description="Turn one day of landed deliveries into ops.notifications and "
-    "connect.session_responses.",
+    description="Turn one day of landed deliveries into ops.notification_items and "
+    "connect.session_responses (and their rejects).",
 )
 incremental_sync_job = dg.define_asset_job(
     "incremental_sync_job",
@@ -41,7 +41,7 @@ catchup_sync_job = dg.define_asset_job(
 connection_state_job = dg.define_asset_job(
     "connection_state_job",
     selection=CONNECT,
-    description="Rebuild connect.users, connection_events and connection_history from every "
+    description="Rebuild connect.app_users, connection_events and connection_history from every "
     "landed session response.",
 )
 

@@ -1,8 +1,14 @@
 """Commit one sync run's staged batches into DuckDB in a single transaction.
 
 Everything a run changes (records, children, deleted_at, rejects, cursors, notification
-statuses, request audit, load log) becomes visible together or not at all, so a run killed
-at any point leaves the warehouse as it was and the next run redoes the work.
+statuses, token refusals, request audit, load log) becomes visible together or not at all, so
+a run killed at any point leaves the warehouse as it was and the next run redoes the work.
+
+Only tables the record sync owns are written here (assets/records.py declares them, and the
+connection passed in refuses any other): notification statuses go to ops.notification_status
+(the intake owns the items), refusals to connect.token_refusals (connection_state owns
+connect.app_users; the view connect.users joins the two, so needs_reconnect changes with this
+commit).
 """
 
 from __future__ import annotations
@@ -17,11 +23,11 @@ import pandas as pd
 import pyarrow as pa
 
 from sync_pipeline.normalize.schemas import PARENT_OF, TABLE_KEYS
-from sync_pipeline.sync.connection_state import rebuild_connection_state
 from sync_pipeline.sync.fetch import FetchResult
 from sync_pipeline.sync.plan import SyncPlan
 from sync_pipeline.upstream.endpoints import CHILD_TABLES, ENDPOINTS
 from sync_pipeline.warehouse import db, lake
+from sync_pipeline.warehouse.schemas import REJECT_TABLES
 
 
 @dataclass(frozen=True)
@@ -106,14 +112,12 @@ def commit_run(
             # manifest rows for the child chunks, loaded with their parents above
             rows = db.row_count(_scan(con, files))
             _log_load(con, run_id, now, TableLoad(child, rows, rows), files)
-        db.store_rejects(con, fetched.rejected, run_id, now)
+        db.store_rejects(con, REJECT_TABLES["records"], fetched.rejected, run_id, now)
         summary.flagged = db.store_flags(con, fetched.flagged, run_id, now)
         summary.cursors_advanced = _advance_cursors(con, fetched, run_id, now)
         _mark_notifications(con, plan, fetched, run_id, now)
         _store_refusals(con, fetched.refused, run_id, now)
         _store_failures(con, fetched, run_id, now)
-        if fetched.refused:
-            rebuild_connection_state(con)  # needs_reconnect changes with the same commit
         if len(fetched.source_status):
             db.append(con, "connect.source_status", pa.Table.from_pandas(fetched.source_status))
         _store_audits(con, fetched, run_id)
@@ -216,7 +220,7 @@ def _mark_notifications(
             "status": pa.array(list(statuses.values()), pa.string()),
         }
     )
-    db.update_notification_status(con, updates, run_id, now)
+    db.store_notification_status(con, updates, run_id, now)
 
 
 def _store_refusals(

@@ -1,4 +1,5 @@
-"""Rebuild schema `connect` from every landed session response and every token refusal.
+"""Rebuild connection state (connect.app_users, connection_events, connection_history) from
+every landed session response: the connection_state asset's job, and only its job.
 
 The result depends only on the set of inputs (not on arrival order), so a full rebuild inside
 one transaction is both the simplest and the idempotent choice; volumes are per user, small.
@@ -25,19 +26,20 @@ class ConnectionCounts:
 
 
 def rebuild_connection_state(con: duckdb.DuckDBPyConnection) -> ConnectionCounts:
-    """Replace connect.users, connection_events and connection_history. Call in a transaction."""
+    """Replace connect.app_users, connection_events and connection_history. Call in a
+    transaction. Token refusals are the record sync's table; needs_reconnect joins them in the
+    view connect.users, read back here for the count."""
     sessions = db.query_arrow(con, "connect.session_responses").to_pandas()
-    refusals = db.query_arrow(con, "connect.token_refusals").to_pandas()
     events = state.connection_events(sessions)
     history = state.connection_history(sessions)
-    users = state.users(sessions, refusals[["human_id", "refused_at"]] if len(refusals) else None)
+    users = state.users(sessions)
     db.replace_all(con, "connect.connection_events", pa.Table.from_pandas(events))
     db.replace_all(con, "connect.connection_history", pa.Table.from_pandas(history))
-    db.replace_all(con, "connect.users", pa.Table.from_pandas(users))
+    db.replace_all(con, "connect.app_users", pa.Table.from_pandas(users))
     return ConnectionCounts(
         users=len(users),
         events=len(events),
         history_rows=len(history),
         open_connections=int(history["valid_to"].isna().sum()) if len(history) else 0,
-        needs_reconnect=int(users["needs_reconnect"].sum()) if len(users) else 0,
+        needs_reconnect=db.count_needing_reconnect(con),
     )

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -52,7 +53,8 @@ class SyncReport:
 
 
 def read_inputs(settings: Settings) -> SyncInputs:
-    with db.connect(settings.warehouse_path, key=settings.warehouse_key) as con:
+    # reads only (a writer connection so that a fresh warehouse gets its tables)
+    with db.connect(settings.warehouse_path, key=settings.warehouse_key, writes=()) as con:
         users = db.query_arrow(con, "connect.users").to_pandas()
         connected = db.query_arrow(con, "connect.current_connections").to_pandas()
         pending = db.query_arrow(con, "ops.notifications", db.PENDING).to_pandas()
@@ -111,8 +113,11 @@ def run_sync(
     mode: SyncMode,
     only_users: set[str] | None = None,
     shard: Shard = EVERYONE,
+    writes: Collection[str] | None = None,
 ) -> SyncReport:
-    """Raises UpstreamUnreachable or ClientCredentialsRejected when the probe shows nothing can
+    """`writes`: the tables the calling asset declares; the commit may write no other.
+
+    Raises UpstreamUnreachable or ClientCredentialsRejected when the probe shows nothing can
     succeed, SyncInterrupted on SIGINT/SIGTERM; either way nothing is committed and the run's
     staged files are gone."""
     with StopSignals() as stop:
@@ -165,7 +170,9 @@ def run_sync(
                 stop.raise_if_received(committed=False)
                 raise
             stop.raise_if_received(committed=False)
-            with db.connect(settings.warehouse_path, key=settings.warehouse_key) as con:
+            with db.connect(
+                settings.warehouse_path, key=settings.warehouse_key, writes=writes
+            ) as con:
                 summary = commit_run(con, run_id=run_id, plan=plan, fetched=fetched)
                 committed = True
         except BaseException:

@@ -34,7 +34,7 @@ from sync_pipeline.analytics.schemas import (
     UNMAPPED,
 )
 from sync_pipeline.upstream.endpoints import ENDPOINTS, READING_TYPES
-from sync_pipeline.warehouse.db import quoted
+from sync_pipeline.warehouse.db import quoted, written
 
 # Coverage goes back at most this far: enough for trends, bounded for sources with decades.
 COVERAGE_MAX_DAYS = 3 * 365
@@ -188,8 +188,8 @@ def _fingerprint_sql() -> str:
     """
 
 
+# the rows of LATEST (its INSERT names the target through db.written at build time)
 _LATEST = f"""
-INSERT INTO {quoted(LATEST)} BY NAME
 SELECT human_id, code, code_system, display, category, observed_at, value_numeric, value_text,
        unit, source_id, record_table, record_id, position
 FROM {quoted(OBSERVATIONS)}
@@ -201,8 +201,8 @@ QUALIFY row_number() OVER (
 ) = 1
 """
 
+# the rows of UNMAPPED
 _UNMAPPED = f"""
-INSERT INTO {quoted(UNMAPPED)} BY NAME
 WITH problems AS (
     SELECT 'name' AS kind, record_table, coalesce(source_name, '(missing)') AS value,
            human_id, record_id, position, observed_at
@@ -236,8 +236,8 @@ def _landed_sql() -> str:
 
 
 def _coverage_sql() -> str:
+    """The rows of COVERAGE."""
     return f"""
-INSERT INTO {quoted(COVERAGE)} BY NAME
 WITH landed AS ({_landed_sql()}),
 types AS (SELECT DISTINCT source_id, data_type FROM landed),
 history AS (
@@ -412,27 +412,32 @@ def build_analytics(
         )
         if full:
             for table in (OBSERVATIONS, LATEST, STATE):
-                con.execute(f"DELETE FROM {quoted(table)}")
+                con.execute(f"DELETE FROM {written(con, table)}")
         else:
             for table in (OBSERVATIONS, LATEST, STATE):
                 con.execute(
-                    f"DELETE FROM {quoted(table)} WHERE human_id IN (SELECT human_id FROM scope)"
+                    f"DELETE FROM {written(con, table)} "
+                    "WHERE human_id IN (SELECT human_id FROM scope)"
                 )
         con.execute(
-            f"INSERT INTO {quoted(OBSERVATIONS)} BY NAME " + _RESOLVE.format(source=_source_sql()),
+            f"INSERT INTO {written(con, OBSERVATIONS)} BY NAME "
+            + _RESOLVE.format(source=_source_sql()),
             {"decimals": CONVERTED_DECIMALS},
         )
-        con.execute(_LATEST)
+        con.execute(f"INSERT INTO {written(con, LATEST)} BY NAME {_LATEST}")
         con.execute(
-            f"""INSERT INTO {quoted(STATE)} BY NAME
+            f"""INSERT INTO {written(con, STATE)} BY NAME
             SELECT human_id, fingerprint, $version AS mapping_version, $now AS built_at
             FROM fingerprints WHERE human_id IN (SELECT human_id FROM scope)""",
             {"version": mapping.version, "now": now},
         )
-        con.execute(f"DELETE FROM {quoted(UNMAPPED)}")
-        con.execute(_UNMAPPED)
-        con.execute(f"DELETE FROM {quoted(COVERAGE)}")
-        con.execute(_coverage_sql(), {"today": today, "max_days": COVERAGE_MAX_DAYS})
+        con.execute(f"DELETE FROM {written(con, UNMAPPED)}")
+        con.execute(f"INSERT INTO {written(con, UNMAPPED)} BY NAME {_UNMAPPED}")
+        con.execute(f"DELETE FROM {written(con, COVERAGE)}")
+        con.execute(
+            f"INSERT INTO {written(con, COVERAGE)} BY NAME {_coverage_sql()}",
+            {"today": today, "max_days": COVERAGE_MAX_DAYS},
+        )
         comment_tables(con)
         users = con.execute("SELECT count(*) FROM scope").fetchall()[0][0]
         con.execute("COMMIT")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -26,14 +26,17 @@ import pyarrow as pa
 
 from sync_pipeline.private import owner_only_files
 from sync_pipeline.upstream.errors import NEEDS_RECONNECT, failure_kind
-from sync_pipeline.warehouse.schemas import CONNECT_SCHEMAS, OPS_SCHEMAS, VIEWS
+from sync_pipeline.warehouse.schemas import CONNECT_SCHEMAS, OPS_SCHEMAS, REJECT_TABLES, VIEWS
 
 
 def all_schemas() -> dict[str, pa.Schema]:
     from sync_pipeline.analytics.schemas import ANALYTICS_SCHEMAS
     from sync_pipeline.normalize.schemas import TABLE_SCHEMAS
 
-    return {**TABLE_SCHEMAS, **OPS_SCHEMAS, **CONNECT_SCHEMAS, **ANALYTICS_SCHEMAS}
+    merged = {**TABLE_SCHEMAS, **OPS_SCHEMAS, **CONNECT_SCHEMAS, **ANALYTICS_SCHEMAS}
+    # a name that is a view (ops.rejected_records: the union of the writers' reject tables)
+    # is not a table, whatever shape the normalisers give their rejects
+    return {table: schema for table, schema in merged.items() if table not in VIEWS}
 
 
 def quoted(table: str) -> str:
@@ -52,9 +55,35 @@ class WarehouseEncryptionUnavailable(RuntimeError):
     """SYNC_WAREHOUSE_KEY is set but this DuckDB cannot write encrypted files."""
 
 
+class UndeclaredWrite(RuntimeError):
+    """A step wrote a table it does not declare: every table has one writing asset, and each
+    asset's specs name the tables it writes (docs: README, "One writer per table")."""
+
+
+# connection (by id, while open) → the tables it may write; connections opened without
+# `writes` (tests, tools) are not restricted
+_WRITES: dict[int, frozenset[str]] = {}
+
+
+def written(con: duckdb.DuckDBPyConnection, table: str) -> str:
+    """The quoted name of a table about to be written (INSERT, UPDATE, DELETE), after checking
+    that the connection's step declares it. Every data write in the package names its target
+    through this function (a test reads the SQL to make sure)."""
+    allowed = _WRITES.get(id(con))
+    if allowed is not None and table not in allowed:
+        raise UndeclaredWrite(
+            f"{table} is not among the tables this step declares ({', '.join(sorted(allowed))})"
+        )
+    return quoted(table)
+
+
 @contextmanager
 def connect(
-    path: Path, *, read_only: bool = False, key: str | None = None
+    path: Path,
+    *,
+    read_only: bool = False,
+    key: str | None = None,
+    writes: Collection[str] | None = None,
 ) -> Iterator[duckdb.DuckDBPyConnection]:
     """Open the warehouse. Writers are serialised by design (one Dagster pool slot), so this
     never retries on a lock: a lock error here means that rule was broken and should surface.
@@ -62,7 +91,10 @@ def connect(
     With `key` (settings.warehouse_key, SYNC_WAREHOUSE_KEY) the file is attached encrypted and
     made the default catalog, so every other function here works unchanged. DuckDB reads
     encrypted files with its built-in crypto but writes them only through the httpfs extension
-    (OpenSSL); where that cannot be loaded a writer fails here rather than write plaintext."""
+    (OpenSSL); where that cannot be loaded a writer fails here rather than write plaintext.
+
+    `writes`: the tables the calling step declares (its asset specs); a write to any other
+    table through this connection raises UndeclaredWrite."""
     owner_only_files()
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     if key is None:
@@ -110,11 +142,14 @@ def connect(
         except BaseException:
             con.close()
             raise
+    if writes is not None:
+        _WRITES[id(con)] = frozenset(writes)
     try:
         if not read_only:
             ensure_tables(con)
         yield con
     finally:
+        _WRITES.pop(id(con), None)
         con.close()
 
 
@@ -131,6 +166,7 @@ def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
             "WHERE table_type = 'BASE TABLE'"
         ).fetchall()
     }
+    existing -= _split_shared_tables(con, existing)
     for table, schema in schemas.items():
         if table not in existing:
             empty = schema.empty_table()  # noqa: F841 - read by DuckDB's replacement scan
@@ -152,6 +188,62 @@ def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
                 )
     for view, query in VIEWS.items():
         con.execute(f"CREATE OR REPLACE VIEW {quoted(view)} AS {query}")
+
+
+def _split_shared_tables(con: duckdb.DuckDBPyConnection, existing: set[str]) -> set[str]:
+    """Warehouses made before one writer per table had ops.notifications and connect.users as
+    tables written by two assets; they become views over tables with one writer each. Returns
+    the tables dropped (the views take their names)."""
+    dropped: set[str] = set()
+    if "ops.notifications" in existing:
+        if "ops.notification_items" not in existing:
+            con.execute(
+                "CREATE TABLE ops.notification_items AS "
+                "SELECT * EXCLUDE (status, synced_at, sync_run_id) FROM ops.notifications"
+            )
+            existing.add("ops.notification_items")
+        if "ops.notification_status" not in existing:
+            con.execute(
+                "CREATE TABLE ops.notification_status AS "
+                "SELECT notification_id, status, synced_at, sync_run_id FROM ops.notifications "
+                "WHERE status IS DISTINCT FROM 'received'"
+            )
+            existing.add("ops.notification_status")
+        con.execute("DROP TABLE ops.notifications")
+        dropped.add("ops.notifications")
+    if "connect.users" in existing:
+        if "connect.app_users" not in existing:
+            # the next connection_state run rebuilds it from the sessions; until then
+            # reconnected_at is a stand-in that keeps each user's needs_reconnect as it was
+            # (NULL: refused and not back; otherwise an instant no refusal is after)
+            con.execute(
+                "CREATE TABLE connect.app_users AS "
+                "SELECT client_user_id, human_id, first_seen_at, last_seen_at, "
+                "last_session_status, CASE WHEN needs_reconnect THEN NULL "
+                "ELSE CAST(now() AS TIMESTAMPTZ) END AS reconnected_at FROM connect.users"
+            )
+            existing.add("connect.app_users")
+        con.execute("DROP TABLE connect.users")
+        dropped.add("connect.users")
+    if "ops.rejected_records" in existing:
+        # each reject goes to the table of the asset that made it, told by its table_name
+        origin = {
+            REJECT_TABLES["notifications"]: "= 'ops.notifications'",
+            REJECT_TABLES["sessions"]: "= 'connect.session_responses'",
+            REJECT_TABLES["records"]: "IS NULL OR table_name "
+            "NOT IN ('ops.notifications', 'connect.session_responses')",
+        }
+        columns = ", ".join(_col(f.name) for f in OPS_SCHEMAS[REJECT_TABLES["records"]])
+        for table, which in origin.items():
+            if table not in existing:
+                con.execute(
+                    f"CREATE TABLE {quoted(table)} AS SELECT {columns} "
+                    f"FROM ops.rejected_records WHERE table_name {which}"
+                )
+                existing.add(table)
+        con.execute("DROP TABLE ops.rejected_records")
+        dropped.add("ops.rejected_records")
+    return dropped
 
 
 def _duck_type(con: duckdb.DuckDBPyConnection, field: pa.Field) -> str:
@@ -269,8 +361,10 @@ def upsert_latest(
         assert total is not None
         if not empty:
             winner_keys = f"SELECT {key_list} FROM winners"
-            con.execute(f"DELETE FROM {quoted(table)} WHERE ({key_list}) IN ({winner_keys})")
-        con.execute(f"INSERT INTO {quoted(table)} BY NAME SELECT * EXCLUDE (_existed) FROM winners")
+            con.execute(f"DELETE FROM {written(con, table)} WHERE ({key_list}) IN ({winner_keys})")
+        con.execute(
+            f"INSERT INTO {written(con, table)} BY NAME SELECT * EXCLUDE (_existed) FROM winners"
+        )
         for child_table, child_rows in (children or {}).items():
             _replace_children(con, table, child_table, _conformed(child_table, child_rows))
     finally:
@@ -292,14 +386,14 @@ def _replace_children(con: duckdb.DuckDBPyConnection, parent: str, child: str, r
         scope = " AND table_name = ?"
         params = [parent]
     con.execute(
-        f"DELETE FROM {quoted(child)} WHERE (human_id, record_id) IN "
+        f"DELETE FROM {written(con, child)} WHERE (human_id, record_id) IN "
         f"(SELECT human_id, record_id FROM winners){scope}",
         params,
     )
     con.register("child_in", rows)
     try:
         con.execute(
-            f"INSERT INTO {quoted(child)} BY NAME SELECT c.* FROM child_in c "
+            f"INSERT INTO {written(con, child)} BY NAME SELECT c.* FROM child_in c "
             "SEMI JOIN winners w ON c.human_id = w.human_id AND c.record_id = w.record_id"
         )
     finally:
@@ -320,7 +414,7 @@ def mark_deleted(
     con.register("gone_ids", ids)
     try:
         row = con.execute(
-            f"""UPDATE {quoted(table)} SET deleted_at = ?
+            f"""UPDATE {written(con, table)} SET deleted_at = ?
             WHERE human_id = ? AND deleted_at IS NULL
               AND record_id IN (SELECT record_id FROM gone_ids)
             RETURNING 1""",
@@ -344,7 +438,7 @@ def insert_absent(
     con.register("new_rows", rows)
     try:
         inserted = con.execute(
-            f"""INSERT INTO {quoted(table)} BY NAME
+            f"""INSERT INTO {written(con, table)} BY NAME
             SELECT * FROM (
                 SELECT * FROM new_rows QUALIFY row_number() OVER (PARTITION BY {key_list}) = 1
             ) n WHERE NOT EXISTS (SELECT 1 FROM {quoted(table)} t WHERE {join})
@@ -358,10 +452,10 @@ def insert_absent(
 def replace_all(con: duckdb.DuckDBPyConnection, table: str, rows: pa.Table) -> int:
     """Replace a derived table's whole content (tables rebuilt from a full input set)."""
     rows = conform(table, rows)
-    con.execute(f"DELETE FROM {quoted(table)}")
+    con.execute(f"DELETE FROM {written(con, table)}")
     con.register("all_rows", rows)
     try:
-        con.execute(f"INSERT INTO {quoted(table)} BY NAME SELECT * FROM all_rows")
+        con.execute(f"INSERT INTO {written(con, table)} BY NAME SELECT * FROM all_rows")
     finally:
         con.unregister("all_rows")
     return int(rows.num_rows)
@@ -371,7 +465,7 @@ def append(con: duckdb.DuckDBPyConnection, table: str, rows: pa.Table) -> int:
     rows = conform(table, rows)
     con.register("append_rows", rows)
     try:
-        con.execute(f"INSERT INTO {quoted(table)} BY NAME SELECT * FROM append_rows")
+        con.execute(f"INSERT INTO {written(con, table)} BY NAME SELECT * FROM append_rows")
     finally:
         con.unregister("append_rows")
     return int(rows.num_rows)
@@ -386,9 +480,10 @@ def upsert_by_key(
     con.register("keyed_rows", rows)
     try:
         con.execute(
-            f"DELETE FROM {quoted(table)} WHERE ({key_list}) IN (SELECT {key_list} FROM keyed_rows)"
+            f"DELETE FROM {written(con, table)} "
+            f"WHERE ({key_list}) IN (SELECT {key_list} FROM keyed_rows)"
         )
-        con.execute(f"INSERT INTO {quoted(table)} BY NAME SELECT * FROM keyed_rows")
+        con.execute(f"INSERT INTO {written(con, table)} BY NAME SELECT * FROM keyed_rows")
     finally:
         con.unregister("keyed_rows")
 
@@ -422,9 +517,15 @@ def reject_id(
 
 
 def store_rejects(
-    con: duckdb.DuckDBPyConnection, rejected: pd.DataFrame, run_id: str, at: datetime
+    con: duckdb.DuckDBPyConnection,
+    table: str,
+    rejected: pd.DataFrame,
+    run_id: str,
+    at: datetime,
 ) -> int:
-    """Record rejected inputs in ops.rejected_records; the same reject from a re-run lands once."""
+    """Record rejected inputs in `table`, the calling asset's reject table (one of
+    REJECT_TABLES; the view ops.rejected_records unites them); the same reject from a re-run
+    lands once."""
     if rejected.empty:
         return 0
     frame = rejected.copy()
@@ -440,10 +541,7 @@ def store_rejects(
     frame["rejected_at"] = at
     frame["run_id"] = run_id
     return insert_absent(
-        con,
-        "ops.rejected_records",
-        pa.Table.from_pandas(frame, preserve_index=False),
-        ("reject_id",),
+        con, table, pa.Table.from_pandas(frame, preserve_index=False), ("reject_id",)
     )
 
 
@@ -464,20 +562,15 @@ def store_flags(
     return len(frame)
 
 
-def update_notification_status(
+def store_notification_status(
     con: duckdb.DuckDBPyConnection, updates: pa.Table, run_id: str, at: datetime
 ) -> None:
-    """Set the processing status of notifications a sync run handled."""
-    con.register("status_updates", updates)
-    try:
-        con.execute(
-            """UPDATE ops.notifications AS n
-            SET status = u.status, synced_at = ?, sync_run_id = ?
-            FROM status_updates u WHERE n.notification_id = u.notification_id""",
-            [at, run_id],
-        )
-    finally:
-        con.unregister("status_updates")
+    """Record the processing status of notifications a sync run handled (one row per
+    notification in ops.notification_status, the latest run's)."""
+    rows = updates.append_column(
+        "synced_at", pa.array([at] * updates.num_rows, pa.timestamp("us", tz="UTC"))
+    ).append_column("sync_run_id", pa.array([run_id] * updates.num_rows, pa.string()))
+    upsert_by_key(con, "ops.notification_status", rows, ("notification_id",))
 
 
 # --- read-only queries for asset checks and materialisation metadata -------------------------
@@ -555,6 +648,13 @@ def table_head(
         params=[limit],
     ).to_arrow_table()
     return int(count[0]), head
+
+
+def count_needing_reconnect(con: duckdb.DuckDBPyConnection) -> int:
+    row = con.execute(
+        f"SELECT count(*) FROM {quoted('connect.users')} WHERE needs_reconnect"
+    ).fetchone()
+    return int(row[0]) if row else 0
 
 
 def cursors_by_run(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, tuple[int, datetime]]:

@@ -11,8 +11,33 @@ import pyarrow as pa
 
 UTC_TS = pa.timestamp("us", tz="UTC")
 
+# One reject table per writing asset (one writer per table), all of this shape; the view
+# ops.rejected_records is their union (contract part C: received = loaded + rejected).
+_REJECTS = pa.schema(
+    [
+        # sha256 of (table_name, human_id, record_id, reason, raw, occurrence in its batch):
+        # the same reject from a re-run lands once, identical bodies sent twice land twice
+        ("reject_id", pa.string()),
+        ("table_name", pa.string()),
+        ("human_id", pa.string()),
+        ("record_id", pa.string()),
+        ("reason", pa.string()),
+        ("raw", pa.string()),
+        ("rejected_at", UTC_TS),
+        ("run_id", pa.string()),
+    ]
+)
+REJECT_TABLES = {
+    "notifications": "ops.rejected_notification_items",  # the notification intake's
+    "sessions": "ops.rejected_session_responses",  # the session intake's
+    "records": "ops.rejected_upstream_records",  # the record sync's
+}
+
 OPS_SCHEMAS: dict[str, pa.Schema] = {
-    "ops.notifications": pa.schema(
+    **{table: _REJECTS for table in REJECT_TABLES.values()},
+    # written by the intake asset only; statuses live in ops.notification_status (the record
+    # sync's), and the view ops.notifications joins the two (contract part C)
+    "ops.notification_items": pa.schema(
         [
             ("notification_id", pa.string()),
             ("delivery_digest", pa.string()),
@@ -25,24 +50,16 @@ OPS_SCHEMAS: dict[str, pa.Schema] = {
             ("type", pa.string()),
             ("updated_at", UTC_TS),
             ("received_at", UTC_TS),
-            # received → synced | gone | failed | skipped_reconnect | unknown_user
+        ]
+    ),
+    # written by the record sync only, in its commit: one row per notification a sync handled
+    "ops.notification_status": pa.schema(
+        [
+            ("notification_id", pa.string()),
+            # synced | gone | failed | skipped_reconnect | unknown_user (no row: received)
             ("status", pa.string()),
             ("synced_at", UTC_TS),
             ("sync_run_id", pa.string()),
-        ]
-    ),
-    "ops.rejected_records": pa.schema(
-        [
-            # sha256 of (table_name, human_id, record_id, reason, raw, occurrence in its batch):
-            # the same reject from a re-run lands once, identical bodies sent twice land twice
-            ("reject_id", pa.string()),
-            ("table_name", pa.string()),
-            ("human_id", pa.string()),
-            ("record_id", pa.string()),
-            ("reason", pa.string()),
-            ("raw", pa.string()),
-            ("rejected_at", UTC_TS),
-            ("run_id", pa.string()),
         ]
     ),
     # loaded records that were changed on the way (text_repaired) or are suspect
@@ -123,14 +140,17 @@ CONNECT_SCHEMAS: dict[str, pa.Schema] = {
             ("payload", pa.string()),
         ]
     ),
-    "connect.users": pa.schema(
+    # written by connection_state only; the view connect.users adds needs_reconnect from
+    # connect.token_refusals (the record sync's), so a refusal shows in the sync's own commit
+    "connect.app_users": pa.schema(
         [
             ("client_user_id", pa.string()),
             ("human_id", pa.string()),
             ("first_seen_at", UTC_TS),
             ("last_seen_at", UTC_TS),
             ("last_session_status", pa.string()),
-            ("needs_reconnect", pa.bool_()),
+            # the latest SUCCESS session of human_id that left the user with a connection
+            ("reconnected_at", UTC_TS),
         ]
     ),
     "connect.connection_events": pa.schema(
@@ -184,13 +204,14 @@ CONNECT_SCHEMAS: dict[str, pa.Schema] = {
 }
 
 OWNED_KEYS: dict[str, tuple[str, ...]] = {
-    "ops.notifications": ("notification_id",),
-    "ops.rejected_records": ("reject_id",),
+    "ops.notification_items": ("notification_id",),
+    "ops.notification_status": ("notification_id",),
+    **{table: ("reject_id",) for table in REJECT_TABLES.values()},
     "ops.flagged_records": ("table_name", "human_id", "record_id", "flag"),
     "ops.sync_state": ("human_id", "endpoint"),
     "ops.http_requests": ("request_id", "attempt"),
     "connect.session_responses": ("delivery_digest",),
-    "connect.users": ("human_id",),
+    "connect.app_users": ("human_id",),
     "connect.connection_history": ("human_id", "source_id", "valid_from"),
 }
 
@@ -198,5 +219,30 @@ VIEWS: dict[str, str] = {
     "connect.current_connections": (
         "SELECT human_id, source_id, source_name, valid_from AS connected_since "
         "FROM connect.connection_history WHERE valid_to IS NULL"
+    ),
+    "ops.rejected_records": " UNION ALL ".join(
+        f"SELECT * FROM {table}" for table in REJECT_TABLES.values()
+    ),
+    # Contract part C's notifications: the intake's items with the record sync's statuses
+    # (no status row yet: received). Each half has one writer, so the view is what both wrote.
+    "ops.notifications": (
+        "SELECT i.notification_id, i.delivery_digest, i.human_id, i.endpoint, i.table_name, "
+        "i.object_id, i.action, i.model, i.type, i.updated_at, i.received_at, "
+        "coalesce(s.status, 'received') AS status, s.synced_at, s.sync_run_id "
+        "FROM ops.notification_items i "
+        "LEFT JOIN ops.notification_status s ON s.notification_id = i.notification_id"
+    ),
+    # needs_reconnect: the user's latest token refusal (a sync's) came after the latest SUCCESS
+    # session that left them connected (connection_state's). Session times are whole seconds
+    # (the JWT's iat), refusals are not: a session in the same second as a refusal may well
+    # have come after it, and counts as the reconnect.
+    "connect.users": (
+        "SELECT u.client_user_id, u.human_id, u.first_seen_at, u.last_seen_at, "
+        "u.last_session_status, "
+        "coalesce(r.refused_at IS NOT NULL AND (u.reconnected_at IS NULL "
+        "OR date_trunc('second', r.refused_at) > u.reconnected_at), false) AS needs_reconnect "
+        "FROM connect.app_users u LEFT JOIN ("
+        "SELECT human_id, max(refused_at) AS refused_at FROM connect.token_refusals "
+        "GROUP BY human_id) r ON r.human_id = u.human_id"
     ),
 }

@@ -478,19 +478,20 @@ def test_coverage_explains_every_empty_day(tmp_path: Path) -> None:
         )
         db.append(
             con,
-            "connect.users",
+            "connect.app_users",
             pa.Table.from_pylist(
                 [
                     {
                         "client_user_id": "a",
                         "human_id": HUMAN_ID,
-                        "needs_reconnect": False,
+                        "reconnected_at": _at(10),
                         "last_seen_at": _at(10),
                     },
                     {
                         "client_user_id": "b",
                         "human_id": reconnecting,
-                        "needs_reconnect": True,
+                        # refused on day 12, after this: connect.users says needs_reconnect
+                        "reconnected_at": _at(0),
                         "last_seen_at": _at(0),
                     },
                 ]

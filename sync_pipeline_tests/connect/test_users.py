@@ -1,13 +1,17 @@
-"""connect.users: one row per app user, needs_reconnect from refusals and later sessions."""
+"""connect.app_users: one row per app user; connect.users (a view over it and the record sync's
+connect.token_refusals): needs_reconnect from refusals and later sessions."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import duckdb
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from sync_pipeline.connect import users
+from sync_pipeline.warehouse import db
 from sync_pipeline_tests.connect.builders import (
     FITBIT,
     HUMAN,
@@ -24,6 +28,19 @@ CONNECTED = delivery("d1", "10:00", "close", current=[FITBIT])
 
 def refusals(*times: str, human_id: str = HUMAN) -> pd.DataFrame:
     return pd.DataFrame({"human_id": [human_id] * len(times), "refused_at": [at(t) for t in times]})
+
+
+def users_view(app_users: pd.DataFrame, refused: pd.DataFrame | None = None) -> pd.DataFrame:
+    """connect.users as the warehouse shows it: connection_state's rows and the sync's
+    refusals, written to their tables, read back through the view."""
+    with duckdb.connect(":memory:") as con:
+        db.ensure_tables(con)
+        db.append(con, "connect.app_users", pa.Table.from_pandas(app_users, preserve_index=False))
+        if refused is not None:
+            db.append(
+                con, "connect.token_refusals", pa.Table.from_pandas(refused, preserve_index=False)
+            )
+        return con.sql("SELECT * FROM connect.users ORDER BY client_user_id").df()
 
 
 @pytest.mark.parametrize(
@@ -91,7 +108,7 @@ def refusals(*times: str, human_id: str = HUMAN) -> pd.DataFrame:
 def test_needs_reconnect(
     rows: list[dict[str, Any]], refused: pd.DataFrame | None, needs_reconnect: bool
 ) -> None:
-    table = users(sessions_frame(rows), refused)
+    table = users_view(users(sessions_frame(rows)), refused)
 
     assert table["needs_reconnect"].tolist() == [needs_reconnect]
     assert table["needs_reconnect"].dtype == bool
@@ -108,8 +125,12 @@ def test_one_row_per_user_with_first_last_and_latest_status() -> None:
     ]
 
     table = users(sessions_frame(rows))
+    shown = users_view(table)
 
-    assert table.to_dict("records") == [
+    # the SUCCESS session that left a connection (a connect_source callback is not SUCCESS)
+    assert table["reconnected_at"].tolist()[0] == at("10:00")
+    assert pd.isna(table["reconnected_at"].tolist()[1])  # its SUCCESS left no connection
+    assert shown.to_dict("records") == [
         {
             "client_user_id": USER,
             "human_id": HUMAN,
@@ -130,10 +151,11 @@ def test_one_row_per_user_with_first_last_and_latest_status() -> None:
 
 
 def test_no_sessions_give_a_typed_empty_table() -> None:
-    table = users(sessions_frame([]), refusals("12:00"))
+    table = users(sessions_frame([]))
+    shown = users_view(table, refusals("12:00"))
 
-    assert table.empty
-    assert list(table.columns) == [
+    assert table.empty and shown.empty
+    assert list(shown.columns) == [
         "client_user_id",
         "human_id",
         "first_seen_at",
@@ -141,4 +163,5 @@ def test_no_sessions_give_a_typed_empty_table() -> None:
         "last_session_status",
         "needs_reconnect",
     ]
-    assert table["needs_reconnect"].dtype == bool
+    assert list(table.columns) == [*shown.columns[:-1], "reconnected_at"]
+    assert shown["needs_reconnect"].dtype == bool

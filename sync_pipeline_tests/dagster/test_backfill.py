@@ -131,14 +131,14 @@ def test_single_day_then_range_then_overlapping_range(data_dir: Path) -> None:
         result = run_intake(instance, days[2], days[2])
         assert result.success
         assert rows_per_day(warehouse) == {days[2]: 2 * PER_DAY}
-        meta = result.asset_materializations_for_node("ops__notifications")[0].metadata
+        meta = result.asset_materializations_for_node("notification_intake")[0].metadata
         assert meta["days"].value == f"{days[2]} .. {days[2]}"
 
         result = run_intake(instance, days[0], days[3])
         assert result.success
         assert rows_per_day(warehouse) == {d: 2 * PER_DAY for d in days[0:4]}
         # one run for the whole range, and its window covers exactly the four days
-        meta = result.asset_materializations_for_node("ops__notifications")[0].metadata
+        meta = result.asset_materializations_for_node("notification_intake")[0].metadata
         assert meta["days"].value == f"{days[0]} .. {days[3]}"
         assert meta["deliveries"].value == 4 * PER_DAY
         before = snapshot(warehouse)
@@ -217,7 +217,10 @@ def test_30_day_backfill_with_default_executor_and_concurrent_writers(
     # create the instance's storage first: two processes creating it at once race in alembic
     with dg.DagsterInstance.from_config(str(home)):
         pass
-    intake = "ops/notifications,connect/session_responses"
+    intake = (
+        "ops/notification_items,ops/rejected_notification_items,"
+        "connect/session_responses,ops/rejected_session_responses"
+    )
     procs = [
         _cli(
             [

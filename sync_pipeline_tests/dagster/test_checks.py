@@ -10,7 +10,7 @@ import dagster as dg
 import pytest
 
 from sync_pipeline.assets.checks import CHECKS, FRESH, LEDGER, NON_NULL, UNIQUE
-from sync_pipeline.assets.intake import notification_log
+from sync_pipeline.assets.intake import notification_intake
 from sync_pipeline.assets.records import record_sync
 from sync_pipeline.assets.resources import SyncSettings
 from sync_pipeline.normalize.schemas import TABLE_KEYS
@@ -31,8 +31,9 @@ def test_checks_pass_on_a_synced_warehouse(tmp_path: Path) -> None:
         by_name: dict[str, list[dg.AssetCheckEvaluation]] = {}
         for evaluation in evaluations:
             by_name.setdefault(evaluation.check_name, []).append(evaluation)
-        # intake (2 tables) + connect (2) + record tables, children and codes
-        assert len(by_name[UNIQUE]) == len(by_name[NON_NULL]) == 4 + len(TABLE_KEYS)
+        # intake (2 tables) + connect (2) + record tables, children and codes + the sync's
+        # notification statuses
+        assert len(by_name[UNIQUE]) == len(by_name[NON_NULL]) == 4 + len(TABLE_KEYS) + 1
         assert len(by_name[LEDGER]) == len(by_name[FRESH]) == len(ENDPOINTS)
         failed = [e.asset_check_key.to_user_string() for e in evaluations if not e.passed]
         # a table never synced (an endpoint none of the users has data for) may be stale;
@@ -48,7 +49,7 @@ def data_dir(tmp_path: Path) -> Path:
     return tmp_path / "data"
 
 
-@dg.asset(deps=[["medical", "allergies"], ["ops", "notifications"]])
+@dg.asset(deps=[["medical", "allergies"], ["ops", "notification_items"]])
 def downstream_probe() -> None:
     """Stands for anything built on the checked tables."""
 
@@ -73,9 +74,8 @@ BAD_LOADS = {
         blocks=True,
     ),
     "duplicate notification": BadLoad(
-        "INSERT INTO ops.notifications (notification_id, status) VALUES ('n', 'synced'), "
-        "('n', 'synced')",
-        f"ops/notifications:{UNIQUE}",
+        "INSERT INTO ops.notification_items (notification_id) VALUES ('n'), ('n')",
+        f"ops/notification_items:{UNIQUE}",
         blocks=True,
     ),
     "unbalanced load log": BadLoad(
@@ -94,8 +94,10 @@ def test_bad_load_fails_its_check(data_dir: Path, bad: BadLoad) -> None:
     with dg.instance_for_test() as instance:
         # an incremental sync with nothing pending makes no requests: no upstream needed
         result = dg.materialize(
-            [notification_log, record_sync, downstream_probe, *CHECKS],
-            selection=dg.AssetSelection.assets(["ops", "notifications"], downstream_probe)
+            [notification_intake, record_sync, downstream_probe, *CHECKS],
+            selection=dg.AssetSelection.assets(
+                ["ops", "notification_items"], downstream_probe
+            ).required_multi_asset_neighbors()
             | dg.AssetSelection.assets(["medical", "allergies"]).required_multi_asset_neighbors(),
             partition_key="2025-03-01",
             resources={"sync": SyncSettings(data_dir=str(data_dir))},

@@ -40,7 +40,7 @@ def test_materialisations_carry_counts_schema_preview_and_cursors(tmp_path: Path
         assert "record_id" in header and "raw" not in header
         assert len(preview.splitlines()) == 2 + min(rows, 5)
 
-        notifications = intake.asset_materializations_for_node("ops__notifications")[0].metadata
+        notifications = intake.asset_materializations_for_node("notification_intake")[0].metadata
         assert {"dagster/row_count", "dagster/column_schema", "preview"} <= set(notifications)
 
 

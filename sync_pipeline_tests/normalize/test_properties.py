@@ -26,6 +26,7 @@ from sync_pipeline.normalize.schemas import SPECS
 from sync_pipeline.upstream.endpoints import ENDPOINTS, Endpoint
 from sync_pipeline.upstream.models import UndecodableRecord
 from sync_pipeline.warehouse import db
+from sync_pipeline.warehouse.schemas import REJECT_TABLES
 
 from .fixtures import HUMAN_ID
 
@@ -230,6 +231,9 @@ def test_any_page_of_any_endpoint_is_loaded_or_rejected(
     check_batch(endpoint, owners, page)
 
 
+REJECTS = REJECT_TABLES["records"]  # the record sync's reject table
+
+
 def test_identical_rejects_are_each_on_record_and_a_rerun_adds_none(tmp_path: Path) -> None:
     """received = loaded + rejected per record, also when rejects have identical bodies:
     the same bad record sent for two users, and twice in one page, is four rejects."""
@@ -239,8 +243,9 @@ def test_identical_rejects_are_each_on_record_and_a_rerun_adds_none(tmp_path: Pa
     assert len(batch.rejected) == 4
     with db.connect(tmp_path / "w.duckdb") as con:
         db.ensure_tables(con)
-        assert db.store_rejects(con, batch.rejected, "run-1", CLOCK) == 4
-        assert db.store_rejects(con, batch.rejected, "run-2", CLOCK) == 0  # a re-run: lands once
+        assert db.store_rejects(con, REJECTS, batch.rejected, "run-1", CLOCK) == 4
+        # a re-run: lands once
+        assert db.store_rejects(con, REJECTS, batch.rejected, "run-2", CLOCK) == 0
         assert con.execute("SELECT count(*) FROM ops.rejected_records").fetchone() == (4,)
         con.execute("SELECT json_extract(raw, '$.id') FROM ops.rejected_records").fetchall()
 

@@ -184,7 +184,7 @@ def make_warehouse(data_dir: Path, base_url: str) -> Settings:
     with db.connect(settings.warehouse_path) as con:
         db.append(
             con,
-            "connect.users",
+            "connect.app_users",
             pa.Table.from_pylist(
                 [
                     {
@@ -193,7 +193,7 @@ def make_warehouse(data_dir: Path, base_url: str) -> Settings:
                         "first_seen_at": now,
                         "last_seen_at": now,
                         "last_session_status": "SUCCESS",
-                        "needs_reconnect": False,
+                        "reconnected_at": now,  # connected, never refused
                     }
                     for c, h in USERS
                 ]

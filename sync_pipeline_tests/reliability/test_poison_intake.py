@@ -22,7 +22,7 @@ import pytest
 
 from sync_pipeline.assets import intake as intake_assets
 from sync_pipeline.assets.connect import connection_state
-from sync_pipeline.assets.intake import notification_log, session_responses
+from sync_pipeline.assets.intake import notification_intake, session_intake
 from sync_pipeline.assets.resources import SyncSettings
 from sync_pipeline.intake.server import running_receiver
 from sync_pipeline.settings import load_settings
@@ -104,7 +104,7 @@ def test_poison_deliveries_reject_alone_and_the_partitions_succeed(
     resources = {"sync": SyncSettings(data_dir=str(data_dir))}
     with dg.instance_for_test() as instance:
         intake = dg.materialize(
-            [notification_log, session_responses],
+            [notification_intake, session_intake],
             partition_key=today,
             resources=resources,
             instance=instance,
@@ -116,12 +116,12 @@ def test_poison_deliveries_reject_alone_and_the_partitions_succeed(
                 for name in ("deliveries", "rows", "rejected")
             }
             for key, node in [
-                (dg.AssetKey(["ops", "notifications"]), "ops__notifications"),
-                (dg.AssetKey(["connect", "session_responses"]), "connect__session_responses"),
+                (dg.AssetKey(["ops", "notification_items"]), "notification_intake"),
+                (dg.AssetKey(["connect", "session_responses"]), "session_intake"),
             ]
         }
         assert counted == {
-            "ops/notifications": {"deliveries": 3, "rows": 3, "rejected": 2},
+            "ops/notification_items": {"deliveries": 3, "rows": 3, "rejected": 2},
             "connect/session_responses": {"deliveries": 3, "rows": 2, "rejected": 1},
         }
         assert dg.materialize([connection_state], resources=resources, instance=instance).success
