@@ -1,0 +1,166 @@
+"""One writer per table (ARCHITECTURE rule 2): the Definitions say which asset writes which
+table, every SQL write in the package goes through the check that enforces it, and the graph
+shows what the code reads."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import dagster as dg
+import pyarrow as pa
+import pytest
+
+import sync_pipeline
+from sync_pipeline.assets.analytics import analytics_build
+from sync_pipeline.assets.ownership import TABLE_NAME, table_key
+from sync_pipeline.assets.records import record_sync
+from sync_pipeline.definitions import defs
+from sync_pipeline.warehouse import db
+from sync_pipeline.warehouse.schemas import VIEWS
+
+PACKAGE = Path(sync_pipeline.__file__).parent
+# the receiver's dedup store is its own SQLite file, not the warehouse
+NOT_WAREHOUSE = {PACKAGE / "intake" / "dedup.py"}
+WRITE = re.compile(
+    r"\b(INSERT INTO|MERGE INTO|UPDATE|DELETE FROM|CREATE OR REPLACE TABLE)\s+([{\"\w][^\s]*)"
+)
+TABLE_REF = re.compile(r"\b(?:FROM|JOIN)\s+((?:ops|connect|medical|wellness|analytics)\.\w+)")
+
+
+def _sources() -> list[Path]:
+    return sorted(p for p in PACKAGE.rglob("*.py") if p not in NOT_WAREHOUSE)
+
+
+def _writers() -> dict[str, list[str]]:
+    """table → the executable assets (steps) that declare it."""
+    writers: dict[str, list[str]] = {}
+    for assets_def in defs.resolve_asset_graph().assets_defs:
+        if not assets_def.is_executable:
+            continue
+        for spec in assets_def.specs:
+            table = str(spec.metadata[TABLE_NAME])
+            writers.setdefault(table, []).append(assets_def.node_def.name)
+    return writers
+
+
+def _views() -> dict[str, dg.AssetSpec]:
+    return {
+        str(spec.metadata[TABLE_NAME]): spec
+        for assets_def in defs.resolve_asset_graph().assets_defs
+        if not assets_def.is_executable
+        for spec in assets_def.specs
+    }
+
+
+def test_every_table_has_exactly_one_writing_asset() -> None:
+    writers = _writers()
+
+    assert {t: w for t, w in writers.items() if len(w) != 1} == {}
+    # every table of the warehouse is some asset's, and no asset claims a view or a non-table
+    assert set(writers) == set(db.all_schemas())
+
+
+def test_every_spec_is_keyed_by_its_table() -> None:
+    for assets_def in defs.resolve_asset_graph().assets_defs:
+        for spec in assets_def.specs:
+            assert spec.key == table_key(str(spec.metadata[TABLE_NAME])), spec.key
+
+
+def test_views_are_external_assets_that_depend_on_what_they_read() -> None:
+    views = _views()
+
+    assert set(views) == set(VIEWS)
+    for view, sql in VIEWS.items():
+        read = {table_key(t) for t in TABLE_REF.findall(sql)}
+        assert {dep.asset_key for dep in views[view].deps} == read, view
+
+
+def test_every_sql_write_names_its_target_through_the_ownership_check() -> None:
+    """db.written() raises when a step writes a table its asset does not declare; a write
+    naming its target any other way would go around that."""
+    writes = [
+        (f"{path.relative_to(PACKAGE)}: {match.group(0)}", match.group(2))
+        for path in _sources()
+        for match in WRITE.finditer(path.read_text(encoding="utf-8"))
+    ]
+    assert len(writes) >= 15  # db.py's helpers, the analyst layer's statements
+
+    unchecked = [
+        where
+        for where, target in writes
+        if not target.startswith(("{written(con,", "{db.written(con,"))
+    ]
+    assert unchecked == []
+
+
+def _connect_calls() -> list[tuple[str, ast.Call]]:
+    calls = []
+    for path in _sources():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "connect"
+                and isinstance(node.func.value, ast.Name)
+                and node.func.value.id == "db"
+            ):
+                calls.append((f"{path.relative_to(PACKAGE)}:{node.lineno}", node))
+    return calls
+
+
+def test_every_writer_connection_names_the_tables_it_may_write() -> None:
+    calls = _connect_calls()
+    assert calls  # the assets and the sync open the warehouse this way
+
+    def read_only(call: ast.Call) -> bool:
+        return any(
+            k.arg == "read_only" and isinstance(k.value, ast.Constant) and k.value.value is True
+            for k in call.keywords
+        )
+
+    unrestricted = [
+        where
+        for where, call in calls
+        if not read_only(call) and not any(k.arg == "writes" for k in call.keywords)
+    ]
+    assert unrestricted == []
+
+
+def test_a_connection_refuses_a_table_its_step_does_not_declare(tmp_path: Path) -> None:
+    row = pa.Table.from_pylist([{"run_id": "r", "table_name": "t", "received": 1}])
+    with db.connect(tmp_path / "w.duckdb", writes={"ops.load_log"}) as con:
+        db.append(con, "ops.load_log", row)
+        with pytest.raises(db.UndeclaredWrite, match=r"ops\.sync_failures"):
+            db.append(con, "ops.sync_failures", pa.Table.from_pylist([{"run_id": "r"}]))
+        assert con.execute("SELECT count(*) FROM ops.sync_failures").fetchone() == (0,)
+    # a connection opened without `writes` (tests, tools) is not restricted, and the
+    # restriction left with the connection that had it
+    with db.connect(tmp_path / "w.duckdb") as con:
+        db.append(con, "ops.sync_failures", pa.Table.from_pylist([{"run_id": "r"}]))
+
+
+def _deps(assets_def: dg.AssetsDefinition, key: dg.AssetKey) -> set[str]:
+    return {".".join(d.asset_key.path) for d in assets_def.specs_by_key[key].deps}
+
+
+def test_the_sync_depends_on_every_table_it_reads_to_plan() -> None:
+    """sync/run.py read_inputs: what the record sync reads before it fetches."""
+    source = (PACKAGE / "sync" / "run.py").read_text(encoding="utf-8")
+    read = set(re.findall(r'db\.query_arrow\(con, "([\w.]+)"', source))
+    own = {str(s.metadata[TABLE_NAME]) for s in record_sync.specs}
+    assert read - own  # it reads users, connections and notifications
+
+    for key in [dg.AssetKey(["medical", "allergies"]), dg.AssetKey(["wellness", "weight"])]:
+        assert read - own <= _deps(record_sync, key)
+
+
+def test_the_analyst_layer_depends_on_every_table_its_sql_reads() -> None:
+    source = (PACKAGE / "warehouse" / "analytics.py").read_text(encoding="utf-8")
+    read = set(TABLE_REF.findall(source))
+    own = {str(s.metadata[TABLE_NAME]) for s in analytics_build.specs}
+    declared = set().union(*(_deps(analytics_build, s.key) for s in analytics_build.specs))
+    assert read  # connections, refusals, cursors, failures, snapshots
+
+    assert read - own <= declared
