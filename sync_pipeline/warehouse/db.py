@@ -651,10 +651,11 @@ def table_head(
 
 
 def count_needing_reconnect(con: duckdb.DuckDBPyConnection) -> int:
-    row = con.execute(
+    # fetchall: DuckDB 2.0 keeps a fetchone()'s result open and refuses the next statement
+    rows = con.execute(
         f"SELECT count(*) FROM {quoted('connect.users')} WHERE needs_reconnect"
-    ).fetchone()
-    return int(row[0]) if row else 0
+    ).fetchall()
+    return int(rows[0][0])
 
 
 def cursors_by_run(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, tuple[int, datetime]]:
