@@ -22,7 +22,6 @@ from sync_pipeline.sync.plan import SyncMode
 from sync_pipeline.sync.run import SyncReport, run_sync
 from sync_pipeline.upstream.endpoints import ENDPOINTS
 from sync_pipeline.warehouse import db
-from sync_pipeline.warehouse.schemas import CONNECT_SCHEMAS
 from sync_pipeline_tests.e2e.harness import Stack, running_stack
 
 # Columns that differ between two correct runs (run ids, wall-clock stamps of this machine).
@@ -150,11 +149,17 @@ def duplicate_keys(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
 def fingerprint(db_path: Path) -> dict[str, tuple[int, int]]:
     """(row count, order-independent checksum of every non-run-specific column) per compared
     table."""
-    schemas = {**TABLE_SCHEMAS, **CONNECT_SCHEMAS}
     out = {}
     with duckdb.connect(str(db_path), read_only=True) as con:
         for table in COMPARED_TABLES:
-            cols = [f.name for f in schemas[table] if f.name not in RUN_SPECIFIC]
+            # the columns as the warehouse has them (connect.users is a view)
+            columns = con.execute(
+                "SELECT column_name FROM information_schema.columns "
+                "WHERE table_schema = ? AND table_name = ? ORDER BY ordinal_position",
+                table.split(".", 1),
+            ).fetchall()
+            cols = [c for (c,) in columns if c not in RUN_SPECIFIC]
+            assert cols, table
             row_expr = "hash(" + ", ".join(f'"{c}"' for c in cols) + ")"
             row = con.execute(
                 f"SELECT count(*), coalesce(sum({row_expr}::HUGEINT), 0) FROM {table}"
