@@ -119,7 +119,7 @@ def test_breakdown_parts_make_the_wall_time() -> None:
     exactly one part; checks and commit are read off the steps."""
     intake = RunTimeline("a", "intake_job", "SUCCESS", first_event=10.0, last_event=13.0)
     intake.run_started = 11.0
-    intake.steps = {"ops__notifications": (12.0, 12.5), "intake_checks": (12.6, 12.8)}
+    intake.steps = {"notification_intake": (12.0, 12.5), "intake_checks": (12.6, 12.8)}
     sync = RunTimeline("b", "catchup_sync_job", "SUCCESS", first_event=14.0, last_event=30.0)
     sync.run_started = 15.5
     sync.steps = {"record_sync": (16.0, 25.0), "record_checks": (25.0, 29.0)}

@@ -45,6 +45,7 @@ ASSETS_BY_GROUP = {
     "connect": ("users", "connection_history"),
     "intake": ("notifications", "session_responses"),
     "medical": ("test_results", "test_result_components"),
+    "ops": ("notification_status", "sync_state"),
     "wellness": ("activities", "blood_pressure"),
 }
 
