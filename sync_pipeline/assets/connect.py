@@ -47,14 +47,14 @@ def connection_state(context: dg.AssetExecutionContext, sync: SyncSettings):  # 
         counts = rebuild_connection_state(con)
         con.execute("COMMIT")
     context.log.info(
-        "connection state: %d users (%d need to reconnect), %d open connections",
+        "connection state: %d users (%d connected by a successful session), %d open connections",
         counts.users,
-        counts.needs_reconnect,
+        counts.reconnected,
         counts.open_connections,
     )
     yield dg.MaterializeResult(
         asset_key=["connect", "app_users"],
-        metadata={"rows": counts.users, "needs_reconnect": counts.needs_reconnect},
+        metadata={"rows": counts.users, "connected_by_a_session": counts.reconnected},
     )
     yield dg.MaterializeResult(
         asset_key=["connect", "connection_events"], metadata={"rows": counts.events}

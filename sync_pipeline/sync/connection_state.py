@@ -22,13 +22,13 @@ class ConnectionCounts:
     events: int
     history_rows: int
     open_connections: int
-    needs_reconnect: int
+    reconnected: int  # users whose latest successful session left them connected
 
 
 def rebuild_connection_state(con: duckdb.DuckDBPyConnection) -> ConnectionCounts:
     """Replace connect.app_users, connection_events and connection_history. Call in a
-    transaction. Token refusals are the record sync's table; needs_reconnect joins them in the
-    view connect.users, read back here for the count."""
+    transaction. Token refusals are the record sync's table, downstream of this one: they are
+    not read here (the view connect.users joins them for needs_reconnect)."""
     sessions = db.query_arrow(con, "connect.session_responses").to_pandas()
     events = state.connection_events(sessions)
     history = state.connection_history(sessions)
@@ -41,5 +41,5 @@ def rebuild_connection_state(con: duckdb.DuckDBPyConnection) -> ConnectionCounts
         events=len(events),
         history_rows=len(history),
         open_connections=int(history["valid_to"].isna().sum()) if len(history) else 0,
-        needs_reconnect=db.count_needing_reconnect(con),
+        reconnected=int(users["reconnected_at"].notna().sum()),
     )

@@ -650,14 +650,6 @@ def table_head(
     return int(count[0]), head
 
 
-def count_needing_reconnect(con: duckdb.DuckDBPyConnection) -> int:
-    # fetchall: DuckDB 2.0 keeps a fetchone()'s result open and refuses the next statement
-    rows = con.execute(
-        f"SELECT count(*) FROM {quoted('connect.users')} WHERE needs_reconnect"
-    ).fetchall()
-    return int(rows[0][0])
-
-
 def cursors_by_run(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, tuple[int, datetime]]:
     """Per endpoint path: how many (user, endpoint) cursors `run_id` advanced, and the newest."""
     rows = con.execute(

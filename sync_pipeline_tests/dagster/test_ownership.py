@@ -14,9 +14,11 @@ import pytest
 
 import sync_pipeline
 from sync_pipeline.assets.analytics import analytics_build
+from sync_pipeline.assets.connect import connection_state
 from sync_pipeline.assets.ownership import TABLE_NAME, table_key
 from sync_pipeline.assets.records import record_sync
 from sync_pipeline.definitions import defs
+from sync_pipeline.upstream.endpoints import ENDPOINTS
 from sync_pipeline.warehouse import db
 from sync_pipeline.warehouse.schemas import VIEWS
 
@@ -145,15 +147,28 @@ def _deps(assets_def: dg.AssetsDefinition, key: dg.AssetKey) -> set[str]:
     return {".".join(d.asset_key.path) for d in assets_def.specs_by_key[key].deps}
 
 
-def test_the_sync_depends_on_every_table_it_reads_to_plan() -> None:
-    """sync/run.py read_inputs: what the record sync reads before it fetches."""
-    source = (PACKAGE / "sync" / "run.py").read_text(encoding="utf-8")
+@pytest.mark.parametrize(
+    ("module", "assets_def"),
+    [
+        # read_inputs: what the record sync reads before it fetches
+        ("sync/run.py", record_sync),
+        # the rebuild reads the sessions only (not the sync's refusals: that would be a cycle)
+        ("sync/connection_state.py", connection_state),
+    ],
+)
+def test_a_step_depends_on_every_table_it_reads(
+    module: str, assets_def: dg.AssetsDefinition
+) -> None:
+    source = (PACKAGE / module).read_text(encoding="utf-8")
     read = set(re.findall(r'db\.query_arrow\(con, "([\w.]+)"', source))
-    own = {str(s.metadata[TABLE_NAME]) for s in record_sync.specs}
-    assert read - own  # it reads users, connections and notifications
+    own = {str(s.metadata[TABLE_NAME]) for s in assets_def.specs}
+    assert read - own  # it reads other assets' tables
 
-    for key in [dg.AssetKey(["medical", "allergies"]), dg.AssetKey(["wellness", "weight"])]:
-        assert read - own <= _deps(record_sync, key)
+    # the record tables (children follow their parents), or every table connection_state writes
+    endpoints = {table_key(e.table) for e in ENDPOINTS}
+    for spec in assets_def.specs:
+        if spec.key in endpoints or assets_def is connection_state:
+            assert read - own <= _deps(assets_def, spec.key), spec.key
 
 
 def test_the_analyst_layer_depends_on_every_table_its_sql_reads() -> None:
