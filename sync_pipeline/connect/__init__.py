@@ -5,7 +5,8 @@ the results to schema `connect` (and rejected deliveries to ops.rejected_records
 
 - `sessions`: parse, deduplicate and order deliveries; `malformed_sessions` lists the rejected.
 - `history`: `connection_events` (what callbacks reported) and `connection_history` (SCD2).
-- `users`: one row per app user, with `needs_reconnect`.
+- `users`: one row per app user, with the session that last left them connected (the view
+  connect.users adds `needs_reconnect` from the sync's token refusals).
 - `sources`: `source_status_rows` from `/sources`, and `reconcile` against current connections
   (`fresh_snapshots`: only snapshots taken after the user's last connection change).
 """
