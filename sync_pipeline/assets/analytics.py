@@ -12,15 +12,10 @@ from typing import Any
 import dagster as dg
 
 from sync_pipeline.analytics.mapping import load_mapping
-from sync_pipeline.analytics.schemas import (
-    COVERAGE,
-    DESCRIPTIONS,
-    LATEST,
-    OBSERVATIONS,
-    UNMAPPED,
-)
 from sync_pipeline.assets.intake import POOL, table_metadata
 from sync_pipeline.assets.resources import SyncSettings
+from sync_pipeline.tables.analytics import COVERAGE, LATEST, OBSERVATIONS, UNMAPPED
+from sync_pipeline.tables.specs import table_spec
 from sync_pipeline.upstream.endpoints import ENDPOINTS
 from sync_pipeline.warehouse import analytics as sql
 from sync_pipeline.warehouse import db
@@ -33,22 +28,15 @@ def _key(table: str) -> dg.AssetKey:
 _OBSERVATION_INPUTS = [*sql.VITALS, *sql.LABS, *sql.READINGS]
 
 ANALYTICS_SPECS = [
-    dg.AssetSpec(
-        _key(OBSERVATIONS),
+    table_spec(
+        OBSERVATIONS,
         group_name="analytics",
         kinds={"duckdb"},
         deps=[_key(t) for t in _OBSERVATION_INPUTS],
-        description=DESCRIPTIONS[OBSERVATIONS],
     ),
-    dg.AssetSpec(
-        _key(LATEST),
-        group_name="analytics",
-        kinds={"duckdb"},
-        deps=[_key(OBSERVATIONS)],
-        description=DESCRIPTIONS[LATEST],
-    ),
-    dg.AssetSpec(
-        _key(COVERAGE),
+    table_spec(LATEST, group_name="analytics", kinds={"duckdb"}, deps=[_key(OBSERVATIONS)]),
+    table_spec(
+        COVERAGE,
         group_name="analytics",
         kinds={"duckdb"},
         deps=[
@@ -56,15 +44,8 @@ ANALYTICS_SPECS = [
             ["connect", "connection_history"],
             *(_key(e.table) for e in ENDPOINTS),
         ],
-        description=DESCRIPTIONS[COVERAGE],
     ),
-    dg.AssetSpec(
-        _key(UNMAPPED),
-        group_name="analytics",
-        kinds={"duckdb"},
-        deps=[_key(OBSERVATIONS)],
-        description=DESCRIPTIONS[UNMAPPED],
-    ),
+    table_spec(UNMAPPED, group_name="analytics", kinds={"duckdb"}, deps=[_key(OBSERVATIONS)]),
 ]
 
 

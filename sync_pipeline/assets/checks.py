@@ -18,10 +18,9 @@ import duckdb
 
 from sync_pipeline.assets.intake import POOL
 from sync_pipeline.assets.resources import SyncSettings
-from sync_pipeline.normalize.schemas import TABLE_KEYS
+from sync_pipeline.tables.registry import CHILD_TABLES, RECORD_TABLES, TABLES
 from sync_pipeline.upstream.endpoints import ENDPOINTS
 from sync_pipeline.warehouse import db
-from sync_pipeline.warehouse.schemas import OWNED_KEYS
 
 UNIQUE = "unique_key"
 NON_NULL = "non_null_key"
@@ -30,10 +29,9 @@ FRESH = "fresh"
 
 INTAKE_TABLES = ("ops.notifications", "connect.session_responses")
 CONNECT_TABLES = ("connect.users", "connect.connection_history")
-RECORD_TABLES = tuple(e.table for e in ENDPOINTS)
 # record tables, their children and medical.record_codes
-RECORD_FAMILY = tuple(sorted(TABLE_KEYS))
-KEYS: dict[str, tuple[str, ...]] = {**TABLE_KEYS, **OWNED_KEYS}
+RECORD_FAMILY = tuple(sorted((*RECORD_TABLES, *CHILD_TABLES)))
+KEYS: dict[str, tuple[str, ...]] = {name: t.key for name, t in TABLES.items() if t.key}
 
 
 def _key(table: str) -> dg.AssetKey:

@@ -7,32 +7,15 @@ from sync_pipeline import connect as state
 from sync_pipeline.assets.intake import POOL
 from sync_pipeline.assets.resources import SyncSettings
 from sync_pipeline.sync.connection_state import rebuild_connection_state
+from sync_pipeline.tables.connect import CONNECTION_EVENTS, CONNECTION_HISTORY, USERS
+from sync_pipeline.tables.specs import table_spec
 from sync_pipeline.warehouse import db
 
 CONNECTION_SPECS = [
-    dg.AssetSpec(
-        ["connect", "users"],
-        group_name="connect",
-        kinds={"duckdb"},
-        deps=[["connect", "session_responses"]],
-        description="One row per app user: client_user_id ↔ human_id, first/last seen, last "
-        "session status, needs_reconnect.",
-    ),
-    dg.AssetSpec(
-        ["connect", "connection_events"],
-        group_name="connect",
-        kinds={"duckdb"},
-        deps=[["connect", "session_responses"]],
-        description="One row per source connected or disconnected by a Connect session.",
-    ),
-    dg.AssetSpec(
-        ["connect", "connection_history"],
-        group_name="connect",
-        kinds={"duckdb"},
-        deps=[["connect", "session_responses"]],
-        description="SCD type 2: one row per (human_id, source_id) connection period; valid_to "
-        "is NULL while connected. connect.current_connections is a view of the open rows.",
-    ),
+    table_spec(
+        name, group_name="connect", kinds={"duckdb"}, deps=[["connect", "session_responses"]]
+    )
+    for name in (USERS, CONNECTION_EVENTS, CONNECTION_HISTORY)
 ]
 
 

@@ -14,6 +14,10 @@ from sync_pipeline.assets.resources import SyncSettings
 from sync_pipeline.intake.landing import LandedDelivery, iter_landed
 from sync_pipeline.intake.rows import notification_rows, session_rows
 from sync_pipeline.settings import Settings, load_settings
+from sync_pipeline.tables import specs
+from sync_pipeline.tables.connect import SESSION_RESPONSES
+from sync_pipeline.tables.ops import NOTIFICATIONS
+from sync_pipeline.tables.registry import table as declared
 from sync_pipeline.warehouse import db
 
 # Days are receive dates (UTC). end_offset=1 makes today a partition, so today's deliveries
@@ -66,16 +70,13 @@ def markdown_preview(head: pa.Table) -> str:
 def table_metadata(
     con: duckdb.DuckDBPyConnection, table: str, columns: Sequence[str] = PREVIEW_COLUMNS
 ) -> dict[str, Any]:
-    """Row count, column schema (from the table's Arrow schema) and a small preview of one
+    """Row count, column schema (from the table's declaration) and a small preview of one
     warehouse table: one read of the table, taken after the commit."""
     rows, head = db.table_head(con, table, columns, PREVIEW_ROWS)
-    schema = db.all_schemas()[table]
     # the keys Dagster's UI reads for a table's row count and columns
     return {
         "dagster/row_count": dg.MetadataValue.int(rows),
-        "dagster/column_schema": dg.MetadataValue.table_schema(
-            dg.TableSchema(columns=[dg.TableColumn(f.name, str(f.type)) for f in schema])
-        ),
+        **specs.table_metadata(table),
         "preview": dg.MetadataValue.md(markdown_preview(head)),
     }
 
@@ -128,18 +129,15 @@ def _land_days(
     backfill_policy=dg.BackfillPolicy.single_run(),
     pool=POOL,
     kinds={"duckdb"},
-    description=(
-        "One row per notification item the upstream pushed (ops.notifications), from the "
-        "receiver's landing log for the receive day. Unusable items go to ops.rejected_records. "
-        "Re-materialising a day inserts nothing new: rows are keyed by delivery digest and index."
-    ),
+    description=declared(NOTIFICATIONS).description,
+    metadata=specs.table_metadata(NOTIFICATIONS),
 )
 def notification_log(context: dg.AssetExecutionContext, sync: SyncSettings) -> dg.MaterializeResult:
     return _land_days(
         context,
         sync,
         "notifications",
-        "ops.notifications",
+        NOTIFICATIONS,
         "notification_id",
         lambda deliveries, settings: notification_rows(deliveries, settings.api_url),
     )
@@ -152,10 +150,8 @@ def notification_log(context: dg.AssetExecutionContext, sync: SyncSettings) -> d
     backfill_policy=dg.BackfillPolicy.single_run(),
     pool=POOL,
     kinds={"duckdb"},
-    description=(
-        "One row per Connect session response the app's front end delivered "
-        "(connect.session_responses), payload kept as received, for the receive day."
-    ),
+    description=declared(SESSION_RESPONSES).description,
+    metadata=specs.table_metadata(SESSION_RESPONSES),
 )
 def session_responses(
     context: dg.AssetExecutionContext, sync: SyncSettings
@@ -164,7 +160,7 @@ def session_responses(
         context,
         sync,
         "sessions",
-        "connect.session_responses",
+        SESSION_RESPONSES,
         "delivery_digest",
         lambda deliveries, _settings: session_rows(deliveries),
     )

@@ -26,7 +26,10 @@ from typing import Any
 
 import pandas as pd
 
-from sync_pipeline.connect.frames import TEXT, typed_frame, utc_instants
+from sync_pipeline.tables.connect import SESSION_RESPONSES
+from sync_pipeline.tables.frames import typed_frame, utc_instants
+from sync_pipeline.tables.ops import REJECT_INPUT
+from sync_pipeline.tables.registry import table
 
 SUCCESS = "SUCCESS"
 CONNECTED_SOURCE = "CONNECTED_SOURCE"
@@ -43,25 +46,7 @@ _EPOCH = pd.Timestamp(0, tz="UTC")
 CLOSE = "close"
 EVENT_RANK = {"connect_source": 0, "disconnect_source": 0, CLOSE: 1}
 
-SESSION_COLUMNS = (
-    "delivery_digest",
-    "received_at",
-    "session_at",
-    "event",
-    "status",
-    "client_user_id",
-    "human_id",
-    "payload",
-)
-
-REJECTED_TABLE = "connect.session_responses"
-REJECTED_SCHEMA = {
-    "table_name": TEXT,
-    "human_id": TEXT,
-    "record_id": TEXT,
-    "reason": TEXT,
-    "raw": TEXT,
-}
+SESSION_COLUMNS = tuple(table(SESSION_RESPONSES).column_names)
 
 
 @dataclass(frozen=True)
@@ -212,7 +197,7 @@ def malformed_sessions(sessions: pd.DataFrame) -> pd.DataFrame:
     """
     rows = [
         {
-            "table_name": REJECTED_TABLE,
+            "table_name": SESSION_RESPONSES,
             "human_id": s.human_id,
             "record_id": s.delivery_digest,
             "reason": s.problem,
@@ -221,7 +206,7 @@ def malformed_sessions(sessions: pd.DataFrame) -> pd.DataFrame:
         for s in distinct_deliveries(sessions)
         if s.problem is not None
     ]
-    return typed_frame(rows, REJECTED_SCHEMA)
+    return typed_frame(REJECT_INPUT, rows)
 
 
 def _session(

@@ -1,8 +1,10 @@
 """All SQL against the DuckDB warehouse. Nothing outside warehouse/ writes SQL (the analyst
 layer's is in warehouse/analytics.py).
 
-Identifiers (schemas, tables, columns) only ever come from the table schemas (an allow-list);
-every value is a bound parameter or an Arrow relation registered on the connection.
+Identifiers (schemas, tables, columns) only ever come from the table registry
+(sync_pipeline.tables.registry, an allow-list); every value is a bound parameter or an Arrow
+relation registered on the connection. The DDL and the catalog comments are generated from the
+same registry, so any SQL client shows each table's and column's description.
 
 Keys are enforced by construction (batches are deduplicated, rows replaced by key inside one
 transaction) rather than by PRIMARY KEY constraints: DuckDB rejects a delete-then-insert of the
@@ -25,20 +27,14 @@ import pandas as pd
 import pyarrow as pa
 
 from sync_pipeline.private import owner_only_files
+from sync_pipeline.tables import frames
+from sync_pipeline.tables.registry import TABLES, VIEW_DESCRIPTIONS, VIEWS
 from sync_pipeline.upstream.errors import NEEDS_RECONNECT, failure_kind
-from sync_pipeline.warehouse.schemas import CONNECT_SCHEMAS, OPS_SCHEMAS, VIEWS
-
-
-def all_schemas() -> dict[str, pa.Schema]:
-    from sync_pipeline.analytics.schemas import ANALYTICS_SCHEMAS
-    from sync_pipeline.normalize.schemas import TABLE_SCHEMAS
-
-    return {**TABLE_SCHEMAS, **OPS_SCHEMAS, **CONNECT_SCHEMAS, **ANALYTICS_SCHEMAS}
 
 
 def quoted(table: str) -> str:
     """Quote a schema-qualified table name after checking it against the allow-list."""
-    if table not in all_schemas() and table not in VIEWS:
+    if table not in TABLES and table not in VIEWS:
         raise ValueError(f"unknown table {table!r}")
     schema, name = table.split(".", 1)
     return f'"{schema}"."{name}"'
@@ -119,10 +115,10 @@ def connect(
 
 
 def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
-    """Create every schema, table and view that does not exist yet; add columns a newer
-    version of a schema gained (never drop: analysts may rely on them)."""
-    schemas = all_schemas()
-    for schema in sorted({t.split(".", 1)[0] for t in schemas}):
+    """Create every schema, table and view of the registry that does not exist yet; add
+    columns a newer declaration gained (never drop: analysts may rely on them); keep the
+    catalog's comments equal to the declared descriptions."""
+    for schema in sorted({t.schema_name for t in TABLES.values()}):
         con.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
     existing = {
         f"{s}.{t}"
@@ -131,46 +127,85 @@ def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
             "WHERE table_type = 'BASE TABLE'"
         ).fetchall()
     }
-    for table, schema in schemas.items():
-        if table not in existing:
-            empty = schema.empty_table()  # noqa: F841 - read by DuckDB's replacement scan
-            con.execute(f"CREATE TABLE {quoted(table)} AS SELECT * FROM empty LIMIT 0")
+    for name, declared in TABLES.items():
+        if name not in existing:
+            empty = declared.schema.empty_table()  # noqa: F841 - read by DuckDB's replacement scan
+            con.execute(f"CREATE TABLE {quoted(name)} AS SELECT * FROM empty LIMIT 0")
             continue
         have = {
             r[0]
             for r in con.execute(
                 "SELECT column_name FROM information_schema.columns "
                 "WHERE table_schema = ? AND table_name = ?",
-                table.split(".", 1),
+                name.split(".", 1),
             ).fetchall()
         }
-        for field in schema:
+        for field in declared.schema:
             if field.name not in have:
                 con.execute(
-                    f"ALTER TABLE {quoted(table)} ADD COLUMN {_col(field.name)} "
+                    f"ALTER TABLE {quoted(name)} ADD COLUMN {_col(field.name)} "
                     f"{_duck_type(con, field)}"
                 )
     for view, query in VIEWS.items():
         con.execute(f"CREATE OR REPLACE VIEW {quoted(view)} AS {query}")
+    _comment(con)
+
+
+def _literal(text: str) -> str:
+    # COMMENT ON takes no bound parameters; the texts are the registry's constants
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _comment(con: duckdb.DuckDBPyConnection) -> None:
+    """COMMENT ON every table, view and described column whose catalog comment differs from
+    its declaration (one read of the catalog; nothing is written when all agree, so opening a
+    writer stays cheap)."""
+    objects = {
+        f"{s}.{n}": c or ""
+        for s, n, c in con.execute(
+            "SELECT schema_name, table_name, comment FROM duckdb_tables() "
+            "WHERE database_name = current_database() UNION ALL "
+            "SELECT schema_name, view_name, comment FROM duckdb_views() "
+            "WHERE database_name = current_database() AND NOT internal"
+        ).fetchall()
+    }
+    columns = {
+        (f"{s}.{t}", n): c or ""
+        for s, t, n, c in con.execute(
+            "SELECT schema_name, table_name, column_name, comment FROM duckdb_columns() "
+            "WHERE database_name = current_database()"
+        ).fetchall()
+    }
+    statements = [
+        f"COMMENT ON VIEW {quoted(view)} IS {_literal(description)}"
+        for view, description in VIEW_DESCRIPTIONS.items()
+        if objects.get(view) != description
+    ]
+    for name, declared in TABLES.items():
+        if objects.get(name) != declared.description:
+            statements.append(
+                f"COMMENT ON TABLE {quoted(name)} IS {_literal(declared.description)}"
+            )
+        statements += [
+            f"COMMENT ON COLUMN {quoted(name)}.{_col(c.name)} IS {_literal(c.description)}"
+            for c in declared.columns
+            if c.description and columns.get((name, c.name)) != c.description
+        ]
+    if statements:
+        # one round trip: a fresh warehouse takes some 500 comments
+        con.execute(";\n".join(statements))
 
 
 def _duck_type(con: duckdb.DuckDBPyConnection, field: pa.Field) -> str:
-    probe = pa.schema([field]).empty_table()  # noqa: F841
+    probe = pa.table({field.name: pa.array([], field.type)})  # noqa: F841
     row = con.execute("SELECT column_type FROM (DESCRIBE SELECT * FROM probe)").fetchone()
     assert row is not None
     return str(row[0])
 
 
 def conform(table: str, data: pa.Table) -> pa.Table:
-    """Cast an Arrow table to the table's schema: same columns, same order, same types."""
-    schema = all_schemas()[table]
-    columns = []
-    for field in schema:
-        if field.name in data.column_names:
-            columns.append(data.column(field.name).cast(field.type))
-        else:
-            columns.append(pa.nulls(data.num_rows, field.type))
-    return pa.Table.from_arrays(columns, schema=schema)
+    """Cast an Arrow table to the table's declared schema: same columns, order and types."""
+    return frames.conform(TABLES[table], data)
 
 
 @dataclass(frozen=True)
@@ -546,7 +581,7 @@ def table_head(
 ) -> tuple[int, pa.Table]:
     """Row count and the first `limit` rows of `columns` (newest updated_at first when the
     table has one), in one read of the table."""
-    names = all_schemas()[table].names
+    names = TABLES[table].column_names
     wanted = [c for c in columns if c in names]
     order = " ORDER BY updated_at DESC NULLS LAST" if "updated_at" in names else ""
     count = con.execute(f"SELECT count(*) FROM {quoted(table)}").fetchall()[0]

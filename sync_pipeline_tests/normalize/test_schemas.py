@@ -7,17 +7,29 @@ import pyarrow as pa
 import pytest
 
 from sync_pipeline.normalize import normalize_records, to_arrow
-from sync_pipeline.normalize.schemas import PARENT_OF, REJECTED_TABLE, TABLE_KEYS, TABLE_SCHEMAS
-from sync_pipeline.upstream.endpoints import BY_PATH, CHILD_TABLES, ENDPOINTS
+from sync_pipeline.normalize.schemas import TABLE_SCHEMAS
+from sync_pipeline.tables import registry
+from sync_pipeline.tables.ops import REJECTED_RECORDS as REJECTED_TABLE
+from sync_pipeline.tables.registry import PARENT_OF, key_of
+from sync_pipeline.upstream.endpoints import BY_PATH, ENDPOINTS
 
 from .fixtures import HUMAN_ID, fixture_endpoint, load_records, record_fixture_files
 
 RECORD_TABLES = [e.table for e in ENDPOINTS]
+# contract part C's child tables
+CHILD_TABLES = (
+    "medical.test_result_components",
+    "medical.vital_results",
+    "medical.record_codes",
+)
+TABLE_KEYS = {table: key_of(table) for table in (*RECORD_TABLES, *CHILD_TABLES)}
 COMMON = ["human_id", "record_id", "source_id", "created_at", "updated_at", "deleted_at", "raw"]
 
 
 def test_schemas_cover_every_table() -> None:
     assert set(TABLE_SCHEMAS) == {*RECORD_TABLES, *CHILD_TABLES, REJECTED_TABLE}
+    assert set(registry.CHILD_TABLES) == set(CHILD_TABLES)
+    assert list(registry.RECORD_TABLES) == RECORD_TABLES
 
 
 @pytest.mark.parametrize("table", RECORD_TABLES)
