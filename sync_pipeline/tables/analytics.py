@@ -15,7 +15,7 @@ COVERAGE = "analytics.coverage"
 UNMAPPED = "ops.unmapped_codes"
 STATE = "ops.analytics_state"
 
-# the Dagster asset definition (op name) that writes these tables
+# the Dagster asset definition that writes these tables, by node name
 ANALYTICS_BUILD = "analytics_build"
 
 _DESCRIPTIONS: dict[str, str] = {

@@ -45,7 +45,9 @@ class Table:
     columns: tuple[Column, ...]
     # what identifies a row; () for an append-only log
     key: tuple[str, ...]
-    # the Dagster asset definition (op) name whose step writes the table
+    # the Dagster asset definition whose step writes the table, by node name (a single
+    # asset's node is its key joined by "__", e.g. ops__notifications; a multi-asset's is its
+    # name, e.g. record_sync)
     owner: str
     # what one row is, in one line: the asset's description, the dictionary's, COMMENT ON TABLE
     description: str

@@ -13,8 +13,8 @@ SOURCE_STATUS = "connect.source_status"
 TOKEN_REFUSALS = "connect.token_refusals"
 CURRENT_CONNECTIONS = "connect.current_connections"
 
-# Dagster asset definitions (op names) that write these tables today
-INTAKE_SESSIONS = "session_responses"
+# The Dagster asset definitions that write these tables today, by node name
+INTAKE_SESSIONS = "connect__session_responses"
 CONNECTION_STATE = "connection_state"
 
 _HUMAN_ID = Column("human_id", TEXT, "the upstream's user id")

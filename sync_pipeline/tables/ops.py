@@ -17,8 +17,9 @@ HTTP_REQUESTS = "ops.http_requests"
 LOAD_LOG = "ops.load_log"
 SYNC_FAILURES = "ops.sync_failures"
 
-# Dagster asset definitions (op names) that write these tables today
-INTAKE_NOTIFICATIONS = "notification_log"
+# The Dagster asset definitions that write these tables today, by node name (a single asset's
+# node is its key joined by "__", a multi-asset's is its name)
+INTAKE_NOTIFICATIONS = "ops__notifications"
 RECORD_SYNC = "record_sync"
 
 _RUN_ID = Column("run_id", TEXT, "the Dagster run that wrote the row")
