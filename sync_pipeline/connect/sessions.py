@@ -26,20 +26,15 @@ from typing import Any
 
 import pandas as pd
 
+from sync_pipeline.intake.session_rules import (
+    STATE_CHANGING_STATUSES,
+    SUCCESS,
+    label_problem,
+)
 from sync_pipeline.tables.connect import SESSION_RESPONSES
 from sync_pipeline.tables.frames import typed_frame, utc_instants
 from sync_pipeline.tables.ops import REJECT_INPUT
 from sync_pipeline.tables.registry import table
-
-SUCCESS = "SUCCESS"
-CONNECTED_SOURCE = "CONNECTED_SOURCE"
-DISCONNECTED_SOURCE = "DISCONNECTED_SOURCE"
-# sessions that never reached the user's sources: kept for users.last_session_status only
-ABNORMAL_STATUSES = frozenset(
-    {"SESSION_TOKEN_INVALID", "SESSION_TOKEN_EXPIRED", "MISSING_SESSION_TOKEN"}
-)
-STATE_CHANGING_STATUSES = frozenset({SUCCESS, CONNECTED_SOURCE, DISCONNECTED_SOURCE})
-KNOWN_STATUSES = ABNORMAL_STATUSES | STATE_CHANGING_STATUSES
 
 _EPOCH = pd.Timestamp(0, tz="UTC")
 
@@ -223,7 +218,7 @@ def _session(
     except MalformedPayload as error:
         problem = str(error)
     if problem is None:
-        problem = _label_problem(event, status, human_id, session_at)
+        problem = label_problem(event, status, human_id, not pd.isna(session_at))
         if problem is not None:
             payload = None
     return Session(
@@ -238,20 +233,6 @@ def _session(
         problem=problem,
         raw_payload=raw,
     )
-
-
-def _label_problem(
-    event: str, status: str | None, human_id: str | None, session_at: pd.Timestamp
-) -> str | None:
-    if event not in EVENT_RANK:
-        return f"unknown event {event!r}"
-    if status not in KNOWN_STATUSES:
-        return f"unknown status {status!r}"
-    if human_id is None:
-        return "no human_id"
-    if pd.isna(session_at):
-        return "no session time"
-    return None
 
 
 def _content_key(session: Session) -> tuple[Any, ...]:

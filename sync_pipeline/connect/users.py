@@ -13,7 +13,8 @@ from typing import Any
 
 import pandas as pd
 
-from sync_pipeline.connect.sessions import SUCCESS, Session, ordered_sessions
+from sync_pipeline.connect.sessions import Session, ordered_sessions
+from sync_pipeline.intake.session_rules import SUCCESS
 from sync_pipeline.tables.connect import USERS
 from sync_pipeline.tables.frames import typed_frame, utc_instants
 from sync_pipeline.tables.registry import table

@@ -17,8 +17,8 @@ from urllib.parse import urlsplit
 
 import pandas as pd
 
-from sync_pipeline.intake.checks import SESSION_EVENTS
 from sync_pipeline.intake.landing import LandedDelivery
+from sync_pipeline.intake.session_rules import session_problem
 from sync_pipeline.intake.text import is_storable, json_text, repaired, storable_or_none
 from sync_pipeline.tables.connect import SESSION_RESPONSES
 from sync_pipeline.tables.frames import pandas_dtypes, typed_frame
@@ -316,17 +316,11 @@ def _session_at(claims: dict[str, Any], received_at: dt.datetime) -> dt.datetime
 def _session_row(delivery: LandedDelivery) -> dict[str, Any]:
     """One connect.session_responses row, or `_SessionRejected` with the first problem."""
     document = _document(delivery.body)
-    if not isinstance(document, dict):
-        raise _SessionRejected("body is not a JSON object")
-    event = document.get("event")
-    if event not in SESSION_EVENTS:
-        raise _SessionRejected("unknown event")
-    response = document.get("response")
-    if not isinstance(response, dict):
-        raise _SessionRejected("response is not an object")
-    status = response.get("status")
-    if not isinstance(status, str) or not status:
-        raise _SessionRejected("missing response status")
+    problem = session_problem(document)
+    if problem is not None:
+        raise _SessionRejected(problem.reason)
+    event = document["event"]
+    status = document["response"]["status"]
     if not is_storable(status):  # a status routes connection state: never repaired
         raise _SessionRejected("response status is not valid text")
     client_user_id = _claim(delivery.claims, "client_user_id")
