@@ -5,8 +5,13 @@ Declarations live beside their concern: ops.* in tables/ops.py, connect.* in
 tables/connect.py, the analyst layer in tables/analytics.py, and the record tables with their
 child tables in the normalisers' specs (gathered by tables/records.py). Generated from here:
 the DDL and `COMMENT ON` (warehouse/db.ensure_tables), Arrow schemas (`schema_of`), frame
-typing (tables/frames.py), the asset specs' descriptions and column schemas
-(tables/dagster.py), the asset checks' keys and the data dictionary (sync_pipeline/dictionary).
+typing (tables/frames.py), the asset specs' descriptions and column schemas (tables/specs.py),
+the asset checks' keys and the data dictionary (sync_pipeline/dictionary.py).
+
+To add a table, append a `Table(name, columns, key=..., owner=..., description=...)` to the
+tuple of its schema's module (a record table: a `TableSpec` in normalize/ and an endpoint in
+upstream/endpoints.py). The next writer connection creates it with its comments; build its
+rows with `frames.typed_frame(table(name), rows)` and write them through warehouse/db.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 ops.unmapped_codes, built inside DuckDB from the record tables and the packaged mapping.
 
 Set-based on purpose: the record rows never leave DuckDB; the mapping (a few hundred rows) is
-registered as Arrow tables and joined. Table and column names come from the schemas and the
+registered as Arrow tables and joined. Table and column names come from the table registry and the
 endpoint catalogue (allow-listed by `db.quoted`), values are bound.
 
 Incremental: a user's observations are rebuilt only when the fingerprint of their record rows
