@@ -117,7 +117,8 @@ def connect(
 def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
     """Create every schema, table and view of the registry that does not exist yet; add
     columns a newer declaration gained (never drop: analysts may rely on them); keep the
-    catalog's comments equal to the declared descriptions."""
+    catalog's comments equal to the declared descriptions. Call outside a transaction (the
+    comments commit their own)."""
     for schema in sorted({t.schema_name for t in TABLES.values()}):
         con.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
     existing = {
@@ -192,8 +193,9 @@ def _comment(con: duckdb.DuckDBPyConnection) -> None:
             if c.description and columns.get((name, c.name)) != c.description
         ]
     if statements:
-        # one round trip: a fresh warehouse takes some 500 comments
-        con.execute(";\n".join(statements))
+        # one round trip and one commit: a fresh warehouse takes some 500 comments, and each
+        # in its own transaction would be a catalog write of its own
+        con.execute("BEGIN TRANSACTION;\n" + ";\n".join(statements) + ";\nCOMMIT")
 
 
 def _duck_type(con: duckdb.DuckDBPyConnection, field: pa.Field) -> str:
