@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import dagster as dg
+import pandas as pd
 import pyarrow as pa
 import pytest
 
@@ -192,3 +193,14 @@ def test_typed_frame_fills_missing_columns_and_drops_unknown_ones() -> None:
     row = frame.to_dict("records")[0]
     assert row["human_id"] == "h" and row["status"] == 403
     assert row["run_id"] is None and frame["refused_at"].isna().all()
+
+
+def test_frames_keep_the_dtypes_intake_and_connect_were_written_against() -> None:
+    # text: pandas' NA-backed strings (None in to_dict); instants: UTC microseconds (DuckDB's
+    # TIMESTAMPTZ resolution); flags: plain bool
+    dtypes = frames.pandas_dtypes(registry.table("connect.users"))
+    assert dtypes["human_id"] == pd.StringDtype()
+    assert str(dtypes["first_seen_at"]) == "datetime64[us, UTC]"
+    assert dtypes["needs_reconnect"] == "bool"
+    frame = frames.typed_frame(registry.table("connect.users"), [{"human_id": None}])
+    assert frame.to_dict("records")[0]["human_id"] is None
