@@ -19,6 +19,7 @@ from sync_pipeline.console import console, print_outcome, step
 from sync_pipeline.runs import export_settings, sync_config, today_partition
 from sync_pipeline.settings import Settings
 from sync_pipeline.simulator.config import SimFaults
+from sync_pipeline.tables.registry import TABLES
 from sync_pipeline.warehouse import db
 
 
@@ -47,7 +48,7 @@ def table_counts(settings: Settings) -> list[tuple[str, int]]:
     with db.connect(settings.warehouse_path, read_only=True, key=settings.warehouse_key) as con:
         return [
             (table, int(con.execute(f"SELECT count(*) FROM {db.quoted(table)}").fetchone()[0]))  # type: ignore[index]
-            for table in sorted(db.all_schemas())
+            for table in sorted(TABLES)
         ]
 
 

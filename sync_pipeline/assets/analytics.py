@@ -12,17 +12,26 @@ from typing import Any
 import dagster as dg
 
 from sync_pipeline.analytics.mapping import load_mapping
-from sync_pipeline.analytics.schemas import (
+from sync_pipeline.assets.intake import POOL, table_metadata
+from sync_pipeline.assets.resources import SyncSettings
+from sync_pipeline.tables.analytics import (
+    ANALYTICS_BUILD,
     COVERAGE,
-    DESCRIPTIONS,
     LATEST,
     OBSERVATIONS,
     STATE,
     UNMAPPED,
 )
-from sync_pipeline.assets.intake import POOL, table_metadata
-from sync_pipeline.assets.ownership import declared_tables, table_spec
-from sync_pipeline.assets.resources import SyncSettings
+from sync_pipeline.tables.connect import (
+    APP_USERS,
+    CONNECTION_HISTORY,
+    SOURCE_STATUS,
+    TOKEN_REFUSALS,
+    USERS,
+)
+from sync_pipeline.tables.ops import SYNC_FAILURES, SYNC_STATE
+from sync_pipeline.tables.registry import written_by
+from sync_pipeline.tables.specs import table_spec
 from sync_pipeline.upstream.endpoints import ENDPOINTS
 from sync_pipeline.warehouse import analytics as sql
 from sync_pipeline.warehouse import db
@@ -37,35 +46,36 @@ _OBSERVATION_INPUTS = [*sql.VITALS, *sql.LABS, *sql.READINGS]
 ANALYTICS_SPECS = [
     table_spec(
         OBSERVATIONS,
-        group="analytics",
-        deps=_OBSERVATION_INPUTS,
-        description=DESCRIPTIONS[OBSERVATIONS],
+        group_name="analytics",
+        kinds={"duckdb"},
+        deps=[_key(t) for t in _OBSERVATION_INPUTS],
     ),
-    table_spec(LATEST, group="analytics", deps=[OBSERVATIONS], description=DESCRIPTIONS[LATEST]),
+    table_spec(LATEST, group_name="analytics", kinds={"duckdb"}, deps=[_key(OBSERVATIONS)]),
     table_spec(
         COVERAGE,
-        group="analytics",
+        group_name="analytics",
+        kinds={"duckdb"},
         # what the coverage SQL reads (warehouse/analytics.py _coverage_sql)
         deps=[
-            "connect.users",
-            "connect.app_users",
-            "connect.token_refusals",
-            "connect.connection_history",
-            "connect.source_status",
-            "ops.sync_state",
-            "ops.sync_failures",
-            *(e.table for e in ENDPOINTS),
+            _key(t)
+            for t in (
+                USERS,
+                APP_USERS,
+                TOKEN_REFUSALS,
+                CONNECTION_HISTORY,
+                SOURCE_STATUS,
+                SYNC_STATE,
+                SYNC_FAILURES,
+                *(e.table for e in ENDPOINTS),
+            )
         ],
-        description=DESCRIPTIONS[COVERAGE],
     ),
-    table_spec(
-        UNMAPPED, group="analytics", deps=[OBSERVATIONS], description=DESCRIPTIONS[UNMAPPED]
-    ),
+    table_spec(UNMAPPED, group_name="analytics", kinds={"duckdb"}, deps=[_key(OBSERVATIONS)]),
     table_spec(
         STATE,
-        group="analytics",
-        deps=list(sql.FINGERPRINT_TABLES),
-        description=DESCRIPTIONS[STATE],
+        group_name="analytics",
+        kinds={"duckdb"},
+        deps=[_key(t) for t in sql.FINGERPRINT_TABLES],
     ),
 ]
 
@@ -86,7 +96,7 @@ class AnalyticsConfig(dg.Config):
     full: bool = False
 
 
-@dg.multi_asset(specs=ANALYTICS_SPECS, pool=POOL, name="analytics_build")
+@dg.multi_asset(specs=ANALYTICS_SPECS, pool=POOL, name=ANALYTICS_BUILD)
 def analytics_build(
     context: dg.AssetExecutionContext, config: AnalyticsConfig, sync: SyncSettings
 ) -> Iterator[dg.MaterializeResult]:
@@ -96,7 +106,7 @@ def analytics_build(
     with db.connect(
         settings.warehouse_path,
         key=settings.warehouse_key,
-        writes=declared_tables(context.assets_def),
+        writes=written_by(ANALYTICS_BUILD),
     ) as con:
         db.bound_memory(con)
         counts = sql.build_analytics(con, mapping, today=now.date(), now=now, full=config.full)

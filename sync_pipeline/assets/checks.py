@@ -18,23 +18,23 @@ import duckdb
 
 from sync_pipeline.assets.intake import POOL
 from sync_pipeline.assets.resources import SyncSettings
-from sync_pipeline.normalize.schemas import TABLE_KEYS
+from sync_pipeline.tables.connect import APP_USERS, CONNECTION_HISTORY, SESSION_RESPONSES
+from sync_pipeline.tables.ops import NOTIFICATION_ITEMS, NOTIFICATION_STATUS
+from sync_pipeline.tables.registry import CHILD_TABLES, RECORD_TABLES, TABLES
 from sync_pipeline.upstream.endpoints import ENDPOINTS
 from sync_pipeline.warehouse import db
-from sync_pipeline.warehouse.schemas import OWNED_KEYS
 
 UNIQUE = "unique_key"
 NON_NULL = "non_null_key"
 LEDGER = "received_equals_loaded_plus_rejected"
 FRESH = "fresh"
 
-INTAKE_TABLES = ("ops.notification_items", "connect.session_responses")
-CONNECT_TABLES = ("connect.app_users", "connect.connection_history")
-RECORD_TABLES = tuple(e.table for e in ENDPOINTS)
+INTAKE_TABLES = (NOTIFICATION_ITEMS, SESSION_RESPONSES)
+CONNECT_TABLES = (APP_USERS, CONNECTION_HISTORY)
 # record tables, their children and medical.record_codes, and the notification statuses the
 # same commit writes
-RECORD_FAMILY = (*sorted(TABLE_KEYS), "ops.notification_status")
-KEYS: dict[str, tuple[str, ...]] = {**TABLE_KEYS, **OWNED_KEYS}
+RECORD_FAMILY = (*sorted((*RECORD_TABLES, *CHILD_TABLES)), NOTIFICATION_STATUS)
+KEYS: dict[str, tuple[str, ...]] = {name: t.key for name, t in TABLES.items() if t.key}
 
 
 def _key(table: str) -> dg.AssetKey:

@@ -5,43 +5,32 @@ import pandas as pd
 
 from sync_pipeline import connect as state
 from sync_pipeline.assets.intake import POOL
-from sync_pipeline.assets.ownership import declared_tables, table_spec
 from sync_pipeline.assets.resources import SyncSettings
 from sync_pipeline.sync.connection_state import rebuild_connection_state
+from sync_pipeline.tables.connect import (
+    APP_USERS,
+    CONNECTION_EVENTS,
+    CONNECTION_HISTORY,
+    CONNECTION_STATE,
+    SESSION_RESPONSES,
+)
+from sync_pipeline.tables.registry import written_by
+from sync_pipeline.tables.specs import table_spec
 from sync_pipeline.warehouse import db
 
 CONNECTION_SPECS = [
-    table_spec(
-        "connect.app_users",
-        group="connect",
-        deps=["connect.session_responses"],
-        description="One row per app user: client_user_id ↔ human_id, first/last seen, last "
-        "session status, and the latest successful session that left them connected "
-        "(reconnected_at). The view connect.users adds needs_reconnect.",
-    ),
-    table_spec(
-        "connect.connection_events",
-        group="connect",
-        deps=["connect.session_responses"],
-        description="One row per source connected or disconnected by a Connect session.",
-    ),
-    table_spec(
-        "connect.connection_history",
-        group="connect",
-        deps=["connect.session_responses"],
-        description="SCD type 2: one row per (human_id, source_id) connection period; valid_to "
-        "is NULL while connected. connect.current_connections is a view of the open rows.",
-    ),
+    table_spec(name, group_name="connect", kinds={"duckdb"}, deps=[SESSION_RESPONSES.split(".")])
+    for name in (APP_USERS, CONNECTION_EVENTS, CONNECTION_HISTORY)
 ]
 
 
-@dg.multi_asset(specs=CONNECTION_SPECS, pool=POOL, name="connection_state")
+@dg.multi_asset(specs=CONNECTION_SPECS, pool=POOL, name=CONNECTION_STATE)
 def connection_state(context: dg.AssetExecutionContext, sync: SyncSettings):  # type: ignore[no-untyped-def]
     settings = sync.load()
     with db.connect(
         settings.warehouse_path,
         key=settings.warehouse_key,
-        writes=declared_tables(context.assets_def),
+        writes=written_by(CONNECTION_STATE),
     ) as con:
         con.execute("BEGIN TRANSACTION")
         counts = rebuild_connection_state(con)

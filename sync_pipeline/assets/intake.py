@@ -10,13 +10,21 @@ import duckdb
 import pandas as pd
 import pyarrow as pa
 
-from sync_pipeline.assets.ownership import declared_tables, reject_spec, table_key, table_spec
 from sync_pipeline.assets.resources import SyncSettings
 from sync_pipeline.intake.landing import LandedDelivery, iter_landed
 from sync_pipeline.intake.rows import notification_rows, session_rows
 from sync_pipeline.settings import Settings, load_settings
+from sync_pipeline.tables import specs
+from sync_pipeline.tables.connect import SESSION_RESPONSES
+from sync_pipeline.tables.ops import (
+    NOTIFICATION_INTAKE,
+    NOTIFICATION_ITEMS,
+    REJECT_TABLES,
+    SESSION_INTAKE,
+)
+from sync_pipeline.tables.registry import table as declared
+from sync_pipeline.tables.registry import written_by
 from sync_pipeline.warehouse import db
-from sync_pipeline.warehouse.schemas import REJECT_TABLES
 
 # Days are receive dates (UTC). end_offset=1 makes today a partition, so today's deliveries
 # can be processed before midnight. The first day is a setting, read when the code location
@@ -68,16 +76,13 @@ def markdown_preview(head: pa.Table) -> str:
 def table_metadata(
     con: duckdb.DuckDBPyConnection, table: str, columns: Sequence[str] = PREVIEW_COLUMNS
 ) -> dict[str, Any]:
-    """Row count, column schema (from the table's Arrow schema) and a small preview of one
+    """Row count, column schema (from the table's declaration) and a small preview of one
     warehouse table: one read of the table, taken after the commit."""
     rows, head = db.table_head(con, table, columns, PREVIEW_ROWS)
-    schema = db.all_schemas()[table]
     # the keys Dagster's UI reads for a table's row count and columns
     return {
         "dagster/row_count": dg.MetadataValue.int(rows),
-        "dagster/column_schema": dg.MetadataValue.table_schema(
-            dg.TableSchema(columns=[dg.TableColumn(f.name, str(f.type)) for f in schema])
-        ),
+        **specs.table_metadata(table),
         "preview": dg.MetadataValue.md(markdown_preview(head)),
     }
 
@@ -110,7 +115,7 @@ def _land_days(
     with db.connect(
         settings.warehouse_path,
         key=settings.warehouse_key,
-        writes=declared_tables(context.assets_def),
+        writes=written_by(context.assets_def.node_def.name),
     ) as con:
         con.execute("BEGIN TRANSACTION")
         # in chunks: memory follows the chunk, not the partition's days (one transaction still)
@@ -130,10 +135,10 @@ def _land_days(
         reject_metadata = table_metadata(con, rejects)
     window = f"{days[0]} .. {days[-1]}"
     yield dg.MaterializeResult(
-        asset_key=table_key(table), metadata={**metadata, "days": window, **counts}
+        asset_key=declared(table).asset_path, metadata={**metadata, "days": window, **counts}
     )
     yield dg.MaterializeResult(
-        asset_key=table_key(rejects),
+        asset_key=declared(rejects).asset_path,
         metadata={
             **reject_metadata,
             "days": window,
@@ -145,19 +150,10 @@ def _land_days(
 
 @dg.multi_asset(
     specs=[
-        table_spec(
-            "ops.notification_items",
-            group="intake",
-            description=(
-                "One row per notification item the upstream pushed, from the receiver's landing "
-                "log for the receive day (the view ops.notifications adds each item's status). "
-                "Unusable items go to ops.rejected_notification_items. Re-materialising a day "
-                "inserts nothing new: rows are keyed by delivery digest and index."
-            ),
-        ),
-        reject_spec("notifications", "intake", "notification item"),
+        specs.table_spec(t, group_name="intake", kinds={"duckdb"})
+        for t in (NOTIFICATION_ITEMS, REJECT_TABLES["notifications"])
     ],
-    name="notification_intake",
+    name=NOTIFICATION_INTAKE,
     partitions_def=landing_days,
     backfill_policy=dg.BackfillPolicy.single_run(),
     pool=POOL,
@@ -170,7 +166,7 @@ def notification_intake(
         context,
         sync,
         "notifications",
-        "ops.notification_items",
+        NOTIFICATION_ITEMS,
         "notification_id",
         lambda deliveries, settings: notification_rows(deliveries, settings.api_url),
     )
@@ -178,17 +174,10 @@ def notification_intake(
 
 @dg.multi_asset(
     specs=[
-        table_spec(
-            "connect.session_responses",
-            group="intake",
-            description=(
-                "One row per Connect session response the app's front end delivered "
-                "(connect.session_responses), payload kept as received, for the receive day."
-            ),
-        ),
-        reject_spec("sessions", "intake", "Connect session delivery"),
+        specs.table_spec(t, group_name="intake", kinds={"duckdb"})
+        for t in (SESSION_RESPONSES, REJECT_TABLES["sessions"])
     ],
-    name="session_intake",
+    name=SESSION_INTAKE,
     partitions_def=landing_days,
     backfill_policy=dg.BackfillPolicy.single_run(),
     pool=POOL,
@@ -200,7 +189,7 @@ def session_intake(
         context,
         sync,
         "sessions",
-        "connect.session_responses",
+        SESSION_RESPONSES,
         "delivery_digest",
         lambda deliveries, _settings: session_rows(deliveries),
     )

@@ -12,12 +12,27 @@ from typing import Literal
 import dagster as dg
 
 from sync_pipeline.assets.intake import POOL, table_metadata
-from sync_pipeline.assets.ownership import declared_tables, reject_spec, table_spec
 from sync_pipeline.assets.resources import SyncSettings
-from sync_pipeline.normalize.schemas import PARENT_OF
 from sync_pipeline.sync.interrupt import SyncInterrupted
 from sync_pipeline.sync.plan import Shard
 from sync_pipeline.sync.run import run_sync
+from sync_pipeline.tables.connect import (
+    APP_USERS,
+    CONNECTION_HISTORY,
+    CURRENT_CONNECTIONS,
+    SOURCE_STATUS,
+    TOKEN_REFUSALS,
+    USERS,
+)
+from sync_pipeline.tables.ops import (
+    NOTIFICATION_ITEMS,
+    NOTIFICATION_STATUS,
+    NOTIFICATIONS,
+    RECORD_SYNC,
+)
+from sync_pipeline.tables.registry import CHILD_TABLES, RECORD_TABLES, table, tables_owned_by
+from sync_pipeline.tables.registry import written_by as tables_written_by
+from sync_pipeline.tables.specs import table_spec
 from sync_pipeline.upstream.client import ClientCredentialsRejected, UpstreamUnreachable
 from sync_pipeline.upstream.endpoints import ENDPOINTS
 from sync_pipeline.upstream.errors import NEEDS_RECONNECT, failure_kind
@@ -27,100 +42,52 @@ from sync_pipeline.warehouse import db
 # open connections. Views are named with the tables under them, so the graph shows both the
 # table analysts query and the step that must run first.
 SYNC_INPUTS = [
-    "ops.notifications",
-    "ops.notification_items",
-    "connect.users",
-    "connect.app_users",
-    "connect.current_connections",
-    "connect.connection_history",
+    NOTIFICATIONS.split("."),
+    NOTIFICATION_ITEMS.split("."),
+    USERS.split("."),
+    APP_USERS.split("."),
+    CURRENT_CONNECTIONS.split("."),
+    CONNECTION_HISTORY.split("."),
 ]
 RECORD_SPECS = [
     table_spec(
         endpoint.table,
-        group=endpoint.group,
-        kinds=("duckdb", "parquet"),
+        group_name=endpoint.group,
+        kinds={"duckdb", "parquet"},
         deps=SYNC_INPUTS,
-        description=f"One row per upstream record of /v1/human/{endpoint.path} "
-        "(key human_id, record_id; deleted_at set when the upstream answers 404).",
     )
     for endpoint in ENDPOINTS
 ]
+# child tables (medical.record_codes among them, a child of every medical table)
 CHILD_SPECS = [
     table_spec(
         child,
-        group="medical",
-        kinds=("duckdb", "parquet"),
-        deps=[parent],
-        description=f"One row per element of a {parent} record "
-        "(key human_id, record_id, position).",
+        group_name="medical",
+        kinds={"duckdb", "parquet"},
+        deps=[parent.split(".") for parent in table(child).parents],
     )
-    for child, parent in sorted(PARENT_OF.items())
+    for child in sorted(CHILD_TABLES)
 ]
-CODES_SPEC = table_spec(
-    "medical.record_codes",
-    group="medical",
-    kinds=("duckdb", "parquet"),
-    deps=[e.table for e in ENDPOINTS if e.group == "medical"],
-    description="One row per code on any medical record "
-    "(key table_name, human_id, record_id, position).",
-)
-SOURCE_STATUS_SPEC = table_spec(
-    "connect.source_status",
-    group="connect",
-    deps=["connect.users", "connect.app_users"],
-    description="One row per (user, source) per catch-up sync: the upstream's /sources snapshot.",
-)
-# the sync's own bookkeeping, written in the same commit as the records
-BOOKKEEPING_SPECS = [
+# what else the sync writes in the same commit: /sources snapshots, token refusals, the
+# notification statuses and its bookkeeping (cursors, rejects, flags, request audit, loads)
+_DEPS = {
+    SOURCE_STATUS: [USERS.split("."), APP_USERS.split(".")],
+    NOTIFICATION_STATUS: [NOTIFICATION_ITEMS.split(".")],
+    TOKEN_REFUSALS: [APP_USERS.split(".")],
+}
+OTHER_SPECS = [
     table_spec(
-        "ops.notification_status",
-        group="ops",
-        deps=["ops.notification_items"],
-        description="One row per notification a sync handled: synced, gone, failed, "
-        "skipped_reconnect or unknown_user, with the run and time (the view ops.notifications "
-        "shows it next to the item).",
-    ),
-    table_spec(
-        "connect.token_refusals",
-        group="connect",
-        deps=["connect.app_users"],
-        description="One row per token request the upstream refused (403/404) during a sync: "
-        "that user must reconnect (the view connect.users reads it).",
-    ),
-    table_spec(
-        "ops.sync_state",
-        group="ops",
-        description="One row per (user, endpoint): the cursor the next catch-up starts from.",
-    ),
-    table_spec(
-        "ops.load_log",
-        group="ops",
-        description="One row per (run, table) committed: received, loaded, rejected, inserted, "
-        "updated and deleted counts, and the lake files loaded.",
-    ),
-    table_spec(
-        "ops.sync_failures",
-        group="ops",
-        description="One row per (run, user, endpoint) that could not be synced, and why.",
-    ),
-    table_spec(
-        "ops.http_requests",
-        group="ops",
-        description="One row per HTTP attempt toward the upstream (request audit; never a "
-        "token or query string).",
-    ),
-    table_spec(
-        "ops.flagged_records",
-        group="ops",
-        description="One row per loaded record and flag: `text_repaired` (lone surrogates "
-        "replaced by U+FFFD), `future_updated_at` (updatedAt past the upstream's clock by more "
-        "than SYNC_FUTURE_TOLERANCE_S; updated_at stored as that clock, raw as sent).",
-    ),
-    reject_spec("records", "ops", "upstream record"),
+        t.name,
+        group_name=t.schema_name,  # connect or ops
+        kinds={"duckdb"},
+        deps=_DEPS.get(t.name, []),
+    )
+    for t in tables_owned_by(RECORD_SYNC)
+    if t.name not in RECORD_TABLES and t.name not in CHILD_TABLES
 ]
 
 
-ALL_SPECS = [*RECORD_SPECS, *CHILD_SPECS, CODES_SPEC, SOURCE_STATUS_SPEC, *BOOKKEEPING_SPECS]
+ALL_SPECS = [*RECORD_SPECS, *CHILD_SPECS, *OTHER_SPECS]
 _ALL_TABLES = [".".join(spec.key.path) for spec in ALL_SPECS]
 
 
@@ -138,7 +105,7 @@ class SyncRunConfig(dg.Config):
 @dg.multi_asset(
     specs=ALL_SPECS,
     pool=POOL,
-    name="record_sync",
+    name=RECORD_SYNC,
     retry_policy=dg.RetryPolicy(
         max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
     ),
@@ -154,7 +121,7 @@ def record_sync(
             mode=config.mode,
             only_users=set(config.users) or None,
             shard=Shard(config.shard_index, config.shard_count),
-            writes=declared_tables(context.assets_def),
+            writes=tables_written_by(RECORD_SYNC),
         )
     except SyncInterrupted as stop:
         # an operator's stop: Dagster would otherwise retry an interrupted step

@@ -1,7 +1,7 @@
 """Connection state from Connect session responses (contract B2) and the upstream's /sources.
 
 Pure pandas functions, no Dagster, DuckDB or network: the connect assets call them and write
-the results to schema `connect` (and rejected deliveries to ops.rejected_records).
+the results to schema `connect` (and rejected deliveries to ops.rejected_session_responses).
 
 - `sessions`: parse, deduplicate and order deliveries; `malformed_sessions` lists the rejected.
 - `history`: `connection_events` (what callbacks reported) and `connection_history` (SCD2).

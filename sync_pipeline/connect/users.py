@@ -3,7 +3,7 @@
 Each row carries `reconnected_at`: the user's latest SUCCESS session that left them with
 connections. Whether the user must reconnect also needs the record sync's token refusals
 (403/404, contract A1), which this asset does not own: the view connect.users
-(warehouse/schemas.py) joins the two, so a refusal counts from the commit that records it. A
+(tables/connect.py) joins the two, so a refusal counts from the commit that records it. A
 refusal for a human_id that never posted a session is not a user we can name (no
 client_user_id) and stays out.
 """
@@ -14,17 +14,11 @@ from typing import Any
 
 import pandas as pd
 
-from sync_pipeline.connect.frames import TEXT, UTC_INSTANT, typed_frame
-from sync_pipeline.connect.sessions import SUCCESS, Session, ordered_sessions
-
-USER_SCHEMA = {
-    "client_user_id": TEXT,
-    "human_id": TEXT,
-    "first_seen_at": UTC_INSTANT,
-    "last_seen_at": UTC_INSTANT,
-    "last_session_status": TEXT,
-    "reconnected_at": UTC_INSTANT,
-}
+from sync_pipeline.connect.sessions import Session, ordered_sessions
+from sync_pipeline.intake.session_rules import SUCCESS
+from sync_pipeline.tables.connect import APP_USERS
+from sync_pipeline.tables.frames import typed_frame
+from sync_pipeline.tables.registry import table
 
 
 def users(sessions: pd.DataFrame) -> pd.DataFrame:
@@ -34,7 +28,7 @@ def users(sessions: pd.DataFrame) -> pd.DataFrame:
         if session.client_user_id is not None and not pd.isna(session.session_at):
             by_user.setdefault(session.client_user_id, []).append(session)
     rows = [_user_row(user, seen) for user, seen in sorted(by_user.items())]
-    return typed_frame(rows, USER_SCHEMA)
+    return typed_frame(table(APP_USERS), rows)
 
 
 def _user_row(client_user_id: str, sessions: list[Session]) -> dict[str, Any]:

@@ -1,8 +1,8 @@
 """Upstream records → typed warehouse rows, one page at a time. Pure: no I/O, no Dagster.
 
 `normalize_records` turns one page of parsed JSON records of an endpoint into the rows of its
-warehouse table, its child tables and ops.rejected_records, so that always
-``received == len(main table) + len(rejected)`` (child rows do not count).
+warehouse table, its child tables and its rejects (ops.rejected_upstream_records), so that
+always ``received == len(main table) + len(rejected)`` (child rows do not count).
 
 What makes a record rejected (every table):
 - it is not a JSON object;
@@ -41,6 +41,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from sync_pipeline.tables.ops import REJECTED_UPSTREAM_RECORDS
+
 from ..upstream.endpoints import Endpoint
 from ..upstream.models import UndecodableRecord
 from .common import (
@@ -54,12 +56,9 @@ from .common import (
     utf8_series,
 )
 from .guard import admit, admit_page, repair_text
-from .schemas import FLAGGED_SCHEMA, PARENT_OF, REJECTED_TABLE, SPECS, TABLE_KEYS, TABLE_SCHEMAS
+from .schemas import FLAGGED_SCHEMA, SPECS, TABLE_SCHEMAS
 
 __all__ = [
-    "PARENT_OF",
-    "REJECTED_TABLE",
-    "TABLE_KEYS",
     "TABLE_SCHEMAS",
     "Limits",
     "NormalizedBatch",
@@ -86,7 +85,7 @@ class Limits:
 @dataclass(frozen=True)
 class NormalizedBatch:
     tables: dict[str, pd.DataFrame]  # main table + its child tables, TABLE_SCHEMAS columns in order
-    rejected: pd.DataFrame  # ops.rejected_records rows
+    rejected: pd.DataFrame  # ops.rejected_upstream_records rows (without reject_id, run_id)
     received: int  # records in the input
     # loaded records that were changed or are suspect (FLAGGED_SCHEMA columns)
     flagged: pd.DataFrame | None = None
@@ -276,7 +275,7 @@ def _concat(batches: list[NormalizedBatch], spec: TableSpec) -> NormalizedBatch:
         table: cat([b.tables[table] for b in batches], empty)
         for table, empty in _empty_tables(spec).items()
     }
-    rejected = cat([b.rejected for b in batches], _empty(REJECTED_TABLE))
+    rejected = cat([b.rejected for b in batches], _empty(REJECTED_UPSTREAM_RECORDS))
     flagged = cat(
         [b.flagged for b in batches if b.flagged is not None],
         FLAGGED_SCHEMA.empty_table().to_pandas(),

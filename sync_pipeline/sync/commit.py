@@ -4,7 +4,7 @@ Everything a run changes (records, children, deleted_at, rejects, cursors, notif
 statuses, token refusals, request audit, load log) becomes visible together or not at all, so
 a run killed at any point leaves the warehouse as it was and the next run redoes the work.
 
-Only tables the record sync owns are written here (assets/records.py declares them, and the
+Only tables the record sync owns are written here (their registry owner is record_sync, and the
 connection passed in refuses any other): notification statuses go to ops.notification_status
 (the intake owns the items), refusals to connect.token_refusals (connection_state owns
 connect.app_users; the view connect.users joins the two, so needs_reconnect changes with this
@@ -22,12 +22,12 @@ import duckdb
 import pandas as pd
 import pyarrow as pa
 
-from sync_pipeline.normalize.schemas import PARENT_OF, TABLE_KEYS
 from sync_pipeline.sync.fetch import FetchResult
 from sync_pipeline.sync.plan import SyncPlan
-from sync_pipeline.upstream.endpoints import CHILD_TABLES, ENDPOINTS
+from sync_pipeline.tables.ops import REJECTED_UPSTREAM_RECORDS
+from sync_pipeline.tables.registry import CHILD_TABLES, children_of, key_of
+from sync_pipeline.upstream.endpoints import ENDPOINTS
 from sync_pipeline.warehouse import db, lake
-from sync_pipeline.warehouse.schemas import REJECT_TABLES
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,6 @@ def commit_run(
     # Staged rows are scanned by DuckDB straight from the run's Parquet chunks, never loaded
     # into Python memory whole (a first sync of a big account is millions of rows).
     child_files = {child: files for child in CHILD_TABLES if (files := fetched.staged.get(child))}
-    codes_files = child_files.get("medical.record_codes")
     db.bound_memory(con)
     con.execute("BEGIN TRANSACTION")
     try:
@@ -81,15 +80,18 @@ def commit_run(
             files = fetched.staged.get(table, [])
             counts = db.UpsertCounts()
             if files:
+                # a shared child's staged rows name their parent in table_name
                 children: dict[str, db.Rows] = {
-                    child: _scan(con, child_files[child])
-                    for child, parent in PARENT_OF.items()
-                    if parent == table and child in child_files
+                    child.name: _scan(
+                        con,
+                        child_files[child.name],
+                        table_name=None if child.parent == table else table,
+                    )
+                    for child in children_of(table)
+                    if child.name in child_files
                 }
-                if codes_files is not None and endpoint.group == "medical":
-                    children["medical.record_codes"] = _scan(con, codes_files, table_name=table)
                 counts = db.upsert_latest(
-                    con, table, _scan(con, files), TABLE_KEYS[table], children=children
+                    con, table, _scan(con, files), key_of(table), children=children
                 )
             deleted = sum(
                 db.mark_deleted(con, table, human_id, ids, now)
@@ -112,7 +114,7 @@ def commit_run(
             # manifest rows for the child chunks, loaded with their parents above
             rows = db.row_count(_scan(con, files))
             _log_load(con, run_id, now, TableLoad(child, rows, rows), files)
-        db.store_rejects(con, REJECT_TABLES["records"], fetched.rejected, run_id, now)
+        db.store_rejects(con, REJECTED_UPSTREAM_RECORDS, fetched.rejected, run_id, now)
         summary.flagged = db.store_flags(con, fetched.flagged, run_id, now)
         summary.cursors_advanced = _advance_cursors(con, fetched, run_id, now)
         _mark_notifications(con, plan, fetched, run_id, now)

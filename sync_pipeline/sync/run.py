@@ -115,7 +115,8 @@ def run_sync(
     shard: Shard = EVERYONE,
     writes: Collection[str] | None = None,
 ) -> SyncReport:
-    """`writes`: the tables the calling asset declares; the commit may write no other.
+    """`writes`: the tables the calling asset owns (registry.written_by); the commit may write
+    no other.
 
     Raises UpstreamUnreachable or ClientCredentialsRejected when the probe shows nothing can
     succeed, SyncInterrupted on SIGINT/SIGTERM; either way nothing is committed and the run's

@@ -1,8 +1,10 @@
 """All SQL against the DuckDB warehouse. Nothing outside warehouse/ writes SQL (the analyst
 layer's is in warehouse/analytics.py).
 
-Identifiers (schemas, tables, columns) only ever come from the table schemas (an allow-list);
-every value is a bound parameter or an Arrow relation registered on the connection.
+Identifiers (schemas, tables, columns) only ever come from the table registry
+(sync_pipeline.tables.registry, an allow-list); every value is a bound parameter or an Arrow
+relation registered on the connection. The DDL and the catalog comments are generated from the
+same registry, so any SQL client shows each table's and column's description.
 
 Keys are enforced by construction (batches are deduplicated, rows replaced by key inside one
 transaction) rather than by PRIMARY KEY constraints: DuckDB rejects a delete-then-insert of the
@@ -25,23 +27,22 @@ import pandas as pd
 import pyarrow as pa
 
 from sync_pipeline.private import owner_only_files
+from sync_pipeline.tables import frames
+from sync_pipeline.tables.connect import APP_USERS, SESSION_RESPONSES, USERS
+from sync_pipeline.tables.ops import (
+    NOTIFICATION_ITEMS,
+    NOTIFICATION_STATUS,
+    NOTIFICATIONS,
+    REJECT_TABLES,
+    REJECTED_RECORDS,
+)
+from sync_pipeline.tables.registry import TABLES, VIEW_DESCRIPTIONS, VIEWS
 from sync_pipeline.upstream.errors import NEEDS_RECONNECT, failure_kind
-from sync_pipeline.warehouse.schemas import CONNECT_SCHEMAS, OPS_SCHEMAS, REJECT_TABLES, VIEWS
-
-
-def all_schemas() -> dict[str, pa.Schema]:
-    from sync_pipeline.analytics.schemas import ANALYTICS_SCHEMAS
-    from sync_pipeline.normalize.schemas import TABLE_SCHEMAS
-
-    merged = {**TABLE_SCHEMAS, **OPS_SCHEMAS, **CONNECT_SCHEMAS, **ANALYTICS_SCHEMAS}
-    # a name that is a view (ops.rejected_records: the union of the writers' reject tables)
-    # is not a table, whatever shape the normalisers give their rejects
-    return {table: schema for table, schema in merged.items() if table not in VIEWS}
 
 
 def quoted(table: str) -> str:
     """Quote a schema-qualified table name after checking it against the allow-list."""
-    if table not in all_schemas() and table not in VIEWS:
+    if table not in TABLES and table not in VIEWS:
         raise ValueError(f"unknown table {table!r}")
     schema, name = table.split(".", 1)
     return f'"{schema}"."{name}"'
@@ -56,8 +57,8 @@ class WarehouseEncryptionUnavailable(RuntimeError):
 
 
 class UndeclaredWrite(RuntimeError):
-    """A step wrote a table it does not declare: every table has one writing asset, and each
-    asset's specs name the tables it writes (docs: README, "One writer per table")."""
+    """A step wrote a table it does not own: every table has one writing asset, its `owner` in
+    the table registry (docs: README, "One declaration per table, one writer per table")."""
 
 
 # connection (by id, while open) → the tables it may write; connections opened without
@@ -67,12 +68,12 @@ _WRITES: dict[int, frozenset[str]] = {}
 
 def written(con: duckdb.DuckDBPyConnection, table: str) -> str:
     """The quoted name of a table about to be written (INSERT, UPDATE, DELETE), after checking
-    that the connection's step declares it. Every data write in the package names its target
+    that the connection's step owns it. Every data write in the package names its target
     through this function (a test reads the SQL to make sure)."""
     allowed = _WRITES.get(id(con))
     if allowed is not None and table not in allowed:
         raise UndeclaredWrite(
-            f"{table} is not among the tables this step declares ({', '.join(sorted(allowed))})"
+            f"{table} is not among the tables this step owns ({', '.join(sorted(allowed))})"
         )
     return quoted(table)
 
@@ -93,8 +94,8 @@ def connect(
     encrypted files with its built-in crypto but writes them only through the httpfs extension
     (OpenSSL); where that cannot be loaded a writer fails here rather than write plaintext.
 
-    `writes`: the tables the calling step declares (its asset specs); a write to any other
-    table through this connection raises UndeclaredWrite."""
+    `writes`: the tables the calling step owns (`tables.registry.written_by(<its node name>)`);
+    a write to any other table through this connection raises UndeclaredWrite."""
     owner_only_files()
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     if key is None:
@@ -154,10 +155,11 @@ def connect(
 
 
 def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
-    """Create every schema, table and view that does not exist yet; add columns a newer
-    version of a schema gained (never drop: analysts may rely on them)."""
-    schemas = all_schemas()
-    for schema in sorted({t.split(".", 1)[0] for t in schemas}):
+    """Create every schema, table and view of the registry that does not exist yet; add
+    columns a newer declaration gained (never drop: analysts may rely on them); keep the
+    catalog's comments equal to the declared descriptions. Call outside a transaction (the
+    comments commit their own)."""
+    for schema in sorted({t.schema_name for t in TABLES.values()}):
         con.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
     existing = {
         f"{s}.{t}"
@@ -167,102 +169,144 @@ def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
         ).fetchall()
     }
     existing -= _split_shared_tables(con, existing)
-    for table, schema in schemas.items():
-        if table not in existing:
-            empty = schema.empty_table()  # noqa: F841 - read by DuckDB's replacement scan
-            con.execute(f"CREATE TABLE {quoted(table)} AS SELECT * FROM empty LIMIT 0")
+    for name, declared in TABLES.items():
+        if name not in existing:
+            empty = declared.schema.empty_table()  # noqa: F841 - read by DuckDB's replacement scan
+            con.execute(f"CREATE TABLE {quoted(name)} AS SELECT * FROM empty LIMIT 0")
             continue
         have = {
             r[0]
             for r in con.execute(
                 "SELECT column_name FROM information_schema.columns "
                 "WHERE table_schema = ? AND table_name = ?",
-                table.split(".", 1),
+                name.split(".", 1),
             ).fetchall()
         }
-        for field in schema:
+        for field in declared.schema:
             if field.name not in have:
                 con.execute(
-                    f"ALTER TABLE {quoted(table)} ADD COLUMN {_col(field.name)} "
+                    f"ALTER TABLE {quoted(name)} ADD COLUMN {_col(field.name)} "
                     f"{_duck_type(con, field)}"
                 )
     for view, query in VIEWS.items():
         con.execute(f"CREATE OR REPLACE VIEW {quoted(view)} AS {query}")
+    _comment(con)
+
+
+def _literal(text: str) -> str:
+    # COMMENT ON takes no bound parameters; the texts are the registry's constants
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _comment(con: duckdb.DuckDBPyConnection) -> None:
+    """COMMENT ON every table, view and described column whose catalog comment differs from
+    its declaration (one read of the catalog; nothing is written when all agree, so opening a
+    writer stays cheap)."""
+    objects = {
+        f"{s}.{n}": c or ""
+        for s, n, c in con.execute(
+            "SELECT schema_name, table_name, comment FROM duckdb_tables() "
+            "WHERE database_name = current_database() UNION ALL "
+            "SELECT schema_name, view_name, comment FROM duckdb_views() "
+            "WHERE database_name = current_database() AND NOT internal"
+        ).fetchall()
+    }
+    columns = {
+        (f"{s}.{t}", n): c or ""
+        for s, t, n, c in con.execute(
+            "SELECT schema_name, table_name, column_name, comment FROM duckdb_columns() "
+            "WHERE database_name = current_database()"
+        ).fetchall()
+    }
+    statements = [
+        f"COMMENT ON VIEW {quoted(view)} IS {_literal(description)}"
+        for view, description in VIEW_DESCRIPTIONS.items()
+        if objects.get(view) != description
+    ]
+    for name, declared in TABLES.items():
+        if objects.get(name) != declared.description:
+            statements.append(
+                f"COMMENT ON TABLE {quoted(name)} IS {_literal(declared.description)}"
+            )
+        statements += [
+            f"COMMENT ON COLUMN {quoted(name)}.{_col(c.name)} IS {_literal(c.description)}"
+            for c in declared.columns
+            if c.description and columns.get((name, c.name)) != c.description
+        ]
+    if statements:
+        # one round trip and one commit: a fresh warehouse takes some 500 comments, and each
+        # in its own transaction would be a catalog write of its own
+        con.execute("BEGIN TRANSACTION;\n" + ";\n".join(statements) + ";\nCOMMIT")
 
 
 def _split_shared_tables(con: duckdb.DuckDBPyConnection, existing: set[str]) -> set[str]:
-    """Warehouses made before one writer per table had ops.notifications and connect.users as
-    tables written by two assets; they become views over tables with one writer each. Returns
-    the tables dropped (the views take their names)."""
+    """Warehouses made before one writer per table had ops.notifications, connect.users and
+    ops.rejected_records as tables two assets wrote; they become views over tables with one
+    writer each (tables/ops.py, tables/connect.py). Returns the tables dropped (the views take
+    their names)."""
     dropped: set[str] = set()
-    if "ops.notifications" in existing:
-        if "ops.notification_items" not in existing:
+    if NOTIFICATIONS in existing:
+        if NOTIFICATION_ITEMS not in existing:
             con.execute(
-                "CREATE TABLE ops.notification_items AS "
-                "SELECT * EXCLUDE (status, synced_at, sync_run_id) FROM ops.notifications"
+                f"CREATE TABLE {quoted(NOTIFICATION_ITEMS)} AS "
+                f"SELECT * EXCLUDE (status, synced_at, sync_run_id) FROM {quoted(NOTIFICATIONS)}"
             )
-            existing.add("ops.notification_items")
-        if "ops.notification_status" not in existing:
+            existing.add(NOTIFICATION_ITEMS)
+        if NOTIFICATION_STATUS not in existing:
             con.execute(
-                "CREATE TABLE ops.notification_status AS "
-                "SELECT notification_id, status, synced_at, sync_run_id FROM ops.notifications "
-                "WHERE status IS DISTINCT FROM 'received'"
+                f"CREATE TABLE {quoted(NOTIFICATION_STATUS)} AS "
+                "SELECT notification_id, status, synced_at, sync_run_id "
+                f"FROM {quoted(NOTIFICATIONS)} WHERE status IS DISTINCT FROM 'received'"
             )
-            existing.add("ops.notification_status")
-        con.execute("DROP TABLE ops.notifications")
-        dropped.add("ops.notifications")
-    if "connect.users" in existing:
-        if "connect.app_users" not in existing:
+            existing.add(NOTIFICATION_STATUS)
+        con.execute(f"DROP TABLE {quoted(NOTIFICATIONS)}")
+        dropped.add(NOTIFICATIONS)
+    if USERS in existing:
+        if APP_USERS not in existing:
             # the next connection_state run rebuilds it from the sessions; until then
             # reconnected_at is a stand-in that keeps each user's needs_reconnect as it was
             # (NULL: refused and not back; otherwise an instant no refusal is after)
             con.execute(
-                "CREATE TABLE connect.app_users AS "
+                f"CREATE TABLE {quoted(APP_USERS)} AS "
                 "SELECT client_user_id, human_id, first_seen_at, last_seen_at, "
                 "last_session_status, CASE WHEN needs_reconnect THEN NULL "
-                "ELSE CAST(now() AS TIMESTAMPTZ) END AS reconnected_at FROM connect.users"
+                f"ELSE CAST(now() AS TIMESTAMPTZ) END AS reconnected_at FROM {quoted(USERS)}"
             )
-            existing.add("connect.app_users")
-        con.execute("DROP TABLE connect.users")
-        dropped.add("connect.users")
-    if "ops.rejected_records" in existing:
+            existing.add(APP_USERS)
+        con.execute(f"DROP TABLE {quoted(USERS)}")
+        dropped.add(USERS)
+    if REJECTED_RECORDS in existing:
         # each reject goes to the table of the asset that made it, told by its table_name
+        # (the intake's rejects name contract part C's tables)
+        intake = f"'{NOTIFICATIONS}', '{SESSION_RESPONSES}'"
         origin = {
-            REJECT_TABLES["notifications"]: "= 'ops.notifications'",
-            REJECT_TABLES["sessions"]: "= 'connect.session_responses'",
-            REJECT_TABLES["records"]: "IS NULL OR table_name "
-            "NOT IN ('ops.notifications', 'connect.session_responses')",
+            REJECT_TABLES["notifications"]: f"= '{NOTIFICATIONS}'",
+            REJECT_TABLES["sessions"]: f"= '{SESSION_RESPONSES}'",
+            REJECT_TABLES["records"]: f"IS NULL OR table_name NOT IN ({intake})",
         }
-        columns = ", ".join(_col(f.name) for f in OPS_SCHEMAS[REJECT_TABLES["records"]])
         for table, which in origin.items():
             if table not in existing:
+                columns = ", ".join(_col(c) for c in TABLES[table].column_names)
                 con.execute(
                     f"CREATE TABLE {quoted(table)} AS SELECT {columns} "
-                    f"FROM ops.rejected_records WHERE table_name {which}"
+                    f"FROM {quoted(REJECTED_RECORDS)} WHERE table_name {which}"
                 )
                 existing.add(table)
-        con.execute("DROP TABLE ops.rejected_records")
-        dropped.add("ops.rejected_records")
+        con.execute(f"DROP TABLE {quoted(REJECTED_RECORDS)}")
+        dropped.add(REJECTED_RECORDS)
     return dropped
 
 
 def _duck_type(con: duckdb.DuckDBPyConnection, field: pa.Field) -> str:
-    probe = pa.schema([field]).empty_table()  # noqa: F841
+    probe = pa.table({field.name: pa.array([], field.type)})  # noqa: F841
     row = con.execute("SELECT column_type FROM (DESCRIBE SELECT * FROM probe)").fetchone()
     assert row is not None
     return str(row[0])
 
 
 def conform(table: str, data: pa.Table) -> pa.Table:
-    """Cast an Arrow table to the table's schema: same columns, same order, same types."""
-    schema = all_schemas()[table]
-    columns = []
-    for field in schema:
-        if field.name in data.column_names:
-            columns.append(data.column(field.name).cast(field.type))
-        else:
-            columns.append(pa.nulls(data.num_rows, field.type))
-    return pa.Table.from_arrays(columns, schema=schema)
+    """Cast an Arrow table to the table's declared schema: same columns, order and types."""
+    return frames.conform(TABLES[table], data)
 
 
 @dataclass(frozen=True)
@@ -639,7 +683,7 @@ def table_head(
 ) -> tuple[int, pa.Table]:
     """Row count and the first `limit` rows of `columns` (newest updated_at first when the
     table has one), in one read of the table."""
-    names = all_schemas()[table].names
+    names = TABLES[table].column_names
     wanted = [c for c in columns if c in names]
     order = " ORDER BY updated_at DESC NULLS LAST" if "updated_at" in names else ""
     count = con.execute(f"SELECT count(*) FROM {quoted(table)}").fetchall()[0]

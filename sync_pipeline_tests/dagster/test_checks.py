@@ -13,7 +13,7 @@ from sync_pipeline.assets.checks import CHECKS, FRESH, LEDGER, NON_NULL, UNIQUE
 from sync_pipeline.assets.intake import notification_intake
 from sync_pipeline.assets.records import record_sync
 from sync_pipeline.assets.resources import SyncSettings
-from sync_pipeline.normalize.schemas import TABLE_KEYS
+from sync_pipeline.tables.registry import CHILD_TABLES, RECORD_TABLES
 from sync_pipeline.upstream.endpoints import ENDPOINTS
 from sync_pipeline.warehouse import db
 from sync_pipeline_tests.e2e.harness import running_stack
@@ -33,7 +33,11 @@ def test_checks_pass_on_a_synced_warehouse(tmp_path: Path) -> None:
             by_name.setdefault(evaluation.check_name, []).append(evaluation)
         # intake (2 tables) + connect (2) + record tables, children and codes + the sync's
         # notification statuses
-        assert len(by_name[UNIQUE]) == len(by_name[NON_NULL]) == 4 + len(TABLE_KEYS) + 1
+        assert (
+            len(by_name[UNIQUE])
+            == len(by_name[NON_NULL])
+            == 4 + len(RECORD_TABLES) + len(CHILD_TABLES) + 1
+        )
         assert len(by_name[LEDGER]) == len(by_name[FRESH]) == len(ENDPOINTS)
         failed = [e.asset_check_key.to_user_string() for e in evaluations if not e.passed]
         # a table never synced (an endpoint none of the users has data for) may be stale;

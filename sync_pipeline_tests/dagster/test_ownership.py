@@ -1,6 +1,7 @@
-"""One writer per table (ARCHITECTURE rule 2): the Definitions say which asset writes which
-table, every SQL write in the package goes through the check that enforces it, and the graph
-shows what the code reads."""
+"""One writer per table (ARCHITECTURE rule 2): every SQL write in the package goes through the
+check that enforces the registry's owners, every writer connection names what it may write, and
+the graph shows what the code reads. (That each table's owner is the asset definition that
+materialises it is tables/test_registry.py's.)"""
 
 from __future__ import annotations
 
@@ -15,12 +16,11 @@ import pytest
 import sync_pipeline
 from sync_pipeline.assets.analytics import analytics_build
 from sync_pipeline.assets.connect import connection_state
-from sync_pipeline.assets.ownership import TABLE_NAME, table_key
 from sync_pipeline.assets.records import record_sync
 from sync_pipeline.definitions import defs
+from sync_pipeline.tables.registry import DECLARED_VIEWS, written_by
 from sync_pipeline.upstream.endpoints import ENDPOINTS
 from sync_pipeline.warehouse import db
-from sync_pipeline.warehouse.schemas import VIEWS
 
 PACKAGE = Path(sync_pipeline.__file__).parent
 # the receiver's dedup store is its own SQLite file, not the warehouse
@@ -35,48 +35,23 @@ def _sources() -> list[Path]:
     return sorted(p for p in PACKAGE.rglob("*.py") if p not in NOT_WAREHOUSE)
 
 
-def _writers() -> dict[str, list[str]]:
-    """table → the executable assets (steps) that declare it."""
-    writers: dict[str, list[str]] = {}
-    for assets_def in defs.resolve_asset_graph().assets_defs:
-        if not assets_def.is_executable:
-            continue
-        for spec in assets_def.specs:
-            table = str(spec.metadata[TABLE_NAME])
-            writers.setdefault(table, []).append(assets_def.node_def.name)
-    return writers
+def table_key(table: str) -> dg.AssetKey:
+    return dg.AssetKey(table.split("."))
 
 
-def _views() -> dict[str, dg.AssetSpec]:
-    return {
-        str(spec.metadata[TABLE_NAME]): spec
+def test_views_are_external_assets_that_depend_on_what_they_read() -> None:
+    views = {
+        ".".join(spec.key.path): spec
         for assets_def in defs.resolve_asset_graph().assets_defs
         if not assets_def.is_executable
         for spec in assets_def.specs
     }
 
-
-def test_every_table_has_exactly_one_writing_asset() -> None:
-    writers = _writers()
-
-    assert {t: w for t, w in writers.items() if len(w) != 1} == {}
-    # every table of the warehouse is some asset's, and no asset claims a view or a non-table
-    assert set(writers) == set(db.all_schemas())
-
-
-def test_every_spec_is_keyed_by_its_table() -> None:
-    for assets_def in defs.resolve_asset_graph().assets_defs:
-        for spec in assets_def.specs:
-            assert spec.key == table_key(str(spec.metadata[TABLE_NAME])), spec.key
-
-
-def test_views_are_external_assets_that_depend_on_what_they_read() -> None:
-    views = _views()
-
-    assert set(views) == set(VIEWS)
-    for view, sql in VIEWS.items():
-        read = {table_key(t) for t in TABLE_REF.findall(sql)}
-        assert {dep.asset_key for dep in views[view].deps} == read, view
+    assert set(views) == set(DECLARED_VIEWS)
+    for name, view in DECLARED_VIEWS.items():
+        read = set(TABLE_REF.findall(view.sql))
+        assert set(view.reads) == read, name
+        assert {dep.asset_key for dep in views[name].deps} == {table_key(t) for t in read}, name
 
 
 def test_every_sql_write_names_its_target_through_the_ownership_check() -> None:
@@ -161,7 +136,7 @@ def test_a_step_depends_on_every_table_it_reads(
 ) -> None:
     source = (PACKAGE / module).read_text(encoding="utf-8")
     read = set(re.findall(r'db\.query_arrow\(con, "([\w.]+)"', source))
-    own = {str(s.metadata[TABLE_NAME]) for s in assets_def.specs}
+    own = written_by(assets_def.node_def.name)
     assert read - own  # it reads other assets' tables
 
     # the record tables (children follow their parents), or every table connection_state writes
@@ -174,7 +149,7 @@ def test_a_step_depends_on_every_table_it_reads(
 def test_the_analyst_layer_depends_on_every_table_its_sql_reads() -> None:
     source = (PACKAGE / "warehouse" / "analytics.py").read_text(encoding="utf-8")
     read = set(TABLE_REF.findall(source))
-    own = {str(s.metadata[TABLE_NAME]) for s in analytics_build.specs}
+    own = written_by(analytics_build.node_def.name)
     declared = set().union(*(_deps(analytics_build, s.key) for s in analytics_build.specs))
     assert read  # connections, refusals, cursors, failures, snapshots
 

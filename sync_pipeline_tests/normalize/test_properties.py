@@ -23,10 +23,10 @@ from hypothesis import strategies as st
 from sync_pipeline.normalize import Limits, _normalize, normalize_records, to_arrow
 from sync_pipeline.normalize.guard import MAX_DEPTH
 from sync_pipeline.normalize.schemas import SPECS
+from sync_pipeline.tables.ops import REJECTED_UPSTREAM_RECORDS
 from sync_pipeline.upstream.endpoints import ENDPOINTS, Endpoint
 from sync_pipeline.upstream.models import UndecodableRecord
 from sync_pipeline.warehouse import db
-from sync_pipeline.warehouse.schemas import REJECT_TABLES
 
 from .fixtures import HUMAN_ID
 
@@ -231,7 +231,7 @@ def test_any_page_of_any_endpoint_is_loaded_or_rejected(
     check_batch(endpoint, owners, page)
 
 
-REJECTS = REJECT_TABLES["records"]  # the record sync's reject table
+REJECTS = REJECTED_UPSTREAM_RECORDS  # the record sync's reject table
 
 
 def test_identical_rejects_are_each_on_record_and_a_rerun_adds_none(tmp_path: Path) -> None:

@@ -16,8 +16,9 @@ import pyarrow as pa
 import pytest
 
 from sync_pipeline.settings import SettingsError, load_settings
+from sync_pipeline.tables.ops import REJECTED_UPSTREAM_RECORDS
+from sync_pipeline.tables.registry import schema_of
 from sync_pipeline.warehouse import db
-from sync_pipeline.warehouse.schemas import REJECT_TABLES
 
 KEY = "correct-horse-battery-staple"
 PHI = "Plasty-Hemoglobin-4711"  # a value that must not be findable in the file's bytes
@@ -68,7 +69,7 @@ def test_a_warehouse_key_encrypts_the_file_or_fails_without_writing(tmp_path: Pa
         return
 
     with db.connect(path, key=KEY) as con:
-        db.append(con, REJECT_TABLES["records"], _reject_row(PHI))
+        db.append(con, REJECTED_UPSTREAM_RECORDS, _reject_row(PHI))
         con.execute("CHECKPOINT")
     raw = b"".join(p.read_bytes() for p in path.parent.iterdir() if p.is_file())
     assert PHI.encode() not in raw and b"rejected_upstream_records" not in raw
@@ -82,7 +83,7 @@ def test_a_warehouse_key_encrypts_the_file_or_fails_without_writing(tmp_path: Pa
 
 
 def _reject_row(raw: str) -> pa.Table:
-    schema = db.all_schemas()[REJECT_TABLES["records"]]
+    schema = schema_of(REJECTED_UPSTREAM_RECORDS)
     values = {f.name: pa.nulls(1, f.type) for f in schema}
     values["raw"] = pa.array([raw], schema.field("raw").type)
     return pa.table(values, schema=schema)

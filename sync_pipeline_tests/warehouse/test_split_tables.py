@@ -13,7 +13,7 @@ from sync_pipeline.warehouse import db
 
 T0 = dt.datetime(2026, 3, 1, 10, tzinfo=dt.UTC)
 
-# the three tables as the previous release created them (warehouse/schemas.py before the split)
+# the three tables as the previous release created them (before the split)
 OLD_LAYOUT = [
     "CREATE SCHEMA ops",
     "CREATE SCHEMA connect",
