@@ -74,7 +74,7 @@ class Session:
     client_user_id: str | None
     human_id: str | None
     payload: Payload | None  # None when malformed
-    problem: str | None  # why the delivery was not usable, for ops.rejected_records
+    problem: str | None  # why the delivery was not usable (a reject's reason)
     raw_payload: str | None
 
     @property
@@ -185,7 +185,7 @@ def distinct_deliveries(sessions: pd.DataFrame) -> list[Session]:
 
 
 def malformed_sessions(sessions: pd.DataFrame) -> pd.DataFrame:
-    """Deliveries whose payload or labels cannot be used, as ops.rejected_records rows.
+    """Deliveries whose payload or labels cannot be used, as reject rows (REJECT_INPUT).
 
     One row per delivery_digest (a payload posted twice is two received deliveries), so that
     received = loaded + rejected holds per delivery.
