@@ -1,17 +1,19 @@
 """An installed code location (a wheel, not this checkout) has every data file it reads: each
-one lives inside the package and is declared package data in pyproject.toml."""
+one lives inside a shipped package (the code location or the simulator) and is declared package
+data in pyproject.toml."""
 
 from __future__ import annotations
 
 import tomllib
 from pathlib import Path
 
+from starfleet.templates import fixture_root
 from sync_pipeline.deploy import DEPLOY_DIR
-from sync_pipeline.simulator.templates import fixture_root
 
 from .conftest import REPOSITORY
 
 PACKAGE = REPOSITORY / "sync_pipeline"
+SIMULATOR = REPOSITORY / "starfleet"
 
 
 def declared_package_data() -> set[Path]:
@@ -31,6 +33,7 @@ def test_every_data_file_the_code_reads_is_declared_package_data() -> None:
         *(PACKAGE / "analytics" / "mapping").glob("*.csv"),  # the observation mapping
     ]
     assert len(needed) > 30
-    assert all(path.resolve().is_relative_to(PACKAGE) for path in needed)
+    packages = (PACKAGE, SIMULATOR)
+    assert all(any(path.resolve().is_relative_to(p) for p in packages) for path in needed)
     undeclared = sorted(str(p) for p in needed if p.resolve() not in declared_package_data())
     assert not undeclared, f"not package data: {undeclared}"
