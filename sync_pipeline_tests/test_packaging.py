@@ -4,6 +4,8 @@ data in pyproject.toml."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -37,3 +39,26 @@ def test_every_data_file_the_code_reads_is_declared_package_data() -> None:
     assert all(any(path.resolve().is_relative_to(p) for p in packages) for path in needed)
     undeclared = sorted(str(p) for p in needed if p.resolve() not in declared_package_data())
     assert not undeclared, f"not package data: {undeclared}"
+
+
+def test_the_code_location_and_the_cli_leave_simulator_and_benchmark_unloaded() -> None:
+    """The code location ships the product: loading its definitions, and the CLI parsing any
+    command but `bench` and `demo`/`simulator`, imports neither `starfleet` nor `benchmarks`."""
+    probe = (
+        "import sys\n"
+        "import sync_pipeline.definitions\n"
+        "from sync_pipeline import cli\n"
+        "cli._parse(['sync', '--mode', 'incremental'])\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'starfleet', 'benchmarks'}))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"
+    # and `bench` does reach the benchmark's own parser
+    bench = "from sync_pipeline import cli\nprint(cli._parse(['bench', '--quick']).quick)\n"
+    done = subprocess.run(
+        [sys.executable, "-c", bench], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.stdout.strip() == "True", done.stderr[-2000:]
