@@ -19,7 +19,7 @@ from dagster import (
 from sync_pipeline.console import console, failure_reasons, print_outcome, step
 from sync_pipeline.instance import ensure_local_instance, reap_dead_runs
 from sync_pipeline.intake.landing import day_fingerprint
-from sync_pipeline.runs import export_settings, run_job, sync_config, today_partition
+from sync_pipeline.launch import export_settings, run_job, sync_config, today_partition
 from sync_pipeline.settings import Settings
 from sync_pipeline.sync.run import plan_for
 from sync_pipeline.upstream.endpoints import ENDPOINTS

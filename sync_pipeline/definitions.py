@@ -6,6 +6,7 @@ import dagster as dg
 
 from sync_pipeline import deploy
 from sync_pipeline.assets.analytics import ANALYTICS_CHECKS, analytics_build
+from sync_pipeline.assets.automation import with_record_freshness
 from sync_pipeline.assets.checks import CHECKS
 from sync_pipeline.assets.connect import CONNECT_CHECKS, connection_state
 from sync_pipeline.assets.intake import notification_log, session_responses
@@ -17,7 +18,14 @@ from sync_pipeline.assets.sensors import SENSORS
 defs = dg.Definitions(
     # executors are fixed when the code location loads: SYNC_EXECUTOR picks one (deploy.py)
     executor=deploy.executor_def(),
-    assets=[notification_log, session_responses, connection_state, record_sync, analytics_build],
+    assets=[
+        notification_log,
+        session_responses,
+        connection_state,
+        # freshness the daemon evaluates with no run (assets/automation.py)
+        with_record_freshness(record_sync),
+        analytics_build,
+    ],
     asset_checks=[*CHECKS, *CONNECT_CHECKS, *ANALYTICS_CHECKS],
     jobs=JOBS,
     schedules=SCHEDULES,

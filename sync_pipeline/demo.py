@@ -14,11 +14,11 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from dagster import DagsterInstance
 from rich.table import Table
 
+from starfleet.config import SimFaults
 from sync_pipeline.commands import launch, open_instance, sync_outcome
 from sync_pipeline.console import console, print_outcome, step
-from sync_pipeline.runs import export_settings, sync_config, today_partition
+from sync_pipeline.launch import export_settings, sync_config, today_partition
 from sync_pipeline.settings import Settings
-from sync_pipeline.simulator.config import SimFaults
 from sync_pipeline.tables.registry import TABLES
 from sync_pipeline.warehouse import db
 
@@ -114,8 +114,8 @@ def _launch_in_turn(
 
 
 def run_demo(settings: Settings, *, users: int, seed: int) -> int:
+    from starfleet.server import running_simulator
     from sync_pipeline.intake.server import running_receiver
-    from sync_pipeline.simulator.server import running_simulator
 
     console.print(
         f"[bold]sync_pipeline demo[/bold]: {users} simulated users, data in {settings.data_dir}"

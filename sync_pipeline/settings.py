@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Literal, cast, get_args
 
 # Named upstream presets (SYNC_UPSTREAM); explicit SYNC_API_URL / SYNC_AUTH_URL win over them.
 UPSTREAM_PRESETS: dict[str, tuple[str, str]] = {
@@ -32,6 +33,11 @@ DEFAULT_PARTITION_DAYS = 30
 
 def _default_partitions_start() -> date:
     return datetime.now(UTC).date() - timedelta(days=DEFAULT_PARTITION_DAYS)
+
+
+# SYNC_AUTOMATION: the schedules' and sensors' state when the code location first loads
+# ("running": they act as soon as a Dagster daemon runs; "stopped": an operator turns them on)
+Automation = Literal["running", "stopped"]
 
 
 class SettingsError(ValueError):
@@ -71,6 +77,8 @@ class Settings:
     freshness_hours: float = 26.0
     # SYNC_PARTITIONS_START: the first day of the daily intake partitions
     partitions_start: date = field(default_factory=lambda: _default_partitions_start())
+    # SYNC_AUTOMATION: whether schedules and sensors start running ("running") or stopped
+    automation: Automation = "running"
     # receiver bounds (see the README's configuration table)
     receiver_max_inflight: int = 64
     receiver_max_connections: int = 1000
@@ -192,6 +200,14 @@ def _rate_backend(env: Mapping[str, str]) -> str | None:
     return raw
 
 
+def _automation(env: Mapping[str, str]) -> Automation:
+    raw = (env.get("SYNC_AUTOMATION") or "running").strip()
+    choices = get_args(Automation)
+    if raw not in choices:
+        raise SettingsError(f"SYNC_AUTOMATION must be one of {list(choices)}, got {raw!r}")
+    return cast(Automation, raw)
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Build settings from the environment (and an optional .env in the working directory)."""
     if env is None:
@@ -235,6 +251,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         warehouse_key=_warehouse_key(env),
         freshness_hours=_float(env, "SYNC_FRESHNESS_HOURS", 26.0, low=0.1, high=24 * 365),
         partitions_start=_partitions_start(env, datetime.now(UTC).date()),
+        automation=_automation(env),
         receiver_max_inflight=_int(env, "SYNC_RECEIVER_MAX_INFLIGHT", 64, low=1, high=10_000),
         receiver_max_connections=_int(
             env, "SYNC_RECEIVER_MAX_CONNECTIONS", 1000, low=2, high=100_000

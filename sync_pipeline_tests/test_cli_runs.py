@@ -21,11 +21,11 @@ import pytest
 from dagster import DagsterInstance, DagsterRunStatus
 from dagster._core.instance.ref import InstanceRef
 
+from starfleet.config import SimFaults
+from starfleet.server import SimulatorHandle, running_simulator
 from sync_pipeline.demo import demo_session_keys
 from sync_pipeline.intake.server import running_receiver
 from sync_pipeline.settings import load_settings
-from sync_pipeline.simulator.config import SimFaults
-from sync_pipeline.simulator.server import SimulatorHandle, running_simulator
 
 from .test_cli import cli, cli_env
 

@@ -91,3 +91,13 @@ def test_isolation_bounds_have_documented_defaults_and_refuse_nonsense() -> None
     ]:
         with pytest.raises(SettingsError, match=name):
             load_settings({name: value})
+
+
+def test_automation_runs_by_default_and_is_one_of_two_states() -> None:
+    assert load_settings({}).automation == "running"
+    assert load_settings({"SYNC_AUTOMATION": "stopped"}).automation == "stopped"
+    for bad in ("off", "STOPPED", "1"):
+        message = f"SYNC_AUTOMATION must be one of ['running', 'stopped'], got '{bad}'"
+        with pytest.raises(SettingsError) as refused:
+            load_settings({"SYNC_AUTOMATION": bad})
+        assert str(refused.value) == message

@@ -33,6 +33,7 @@ import duckdb
 import pandas as pd
 
 from sync_pipeline import connect as state
+from sync_pipeline.assets.automation import SENSOR_STATUS
 from sync_pipeline.assets.intake import landing_days
 from sync_pipeline.assets.resources import SyncSettings
 from sync_pipeline.assets.schedules import (
@@ -69,6 +70,7 @@ def _in_partitions(day: str) -> bool:
 @dg.sensor(
     job=intake_job,
     minimum_interval_seconds=30,
+    default_status=SENSOR_STATUS,
     description="Starts intake_job for every landing-log day that gained deliveries since the "
     "last evaluation (run_key = day + fingerprint of the day's files).",
 )
@@ -98,6 +100,7 @@ def landing_sensor(
     monitored_jobs=[intake_job],
     request_job=incremental_sync_job,
     minimum_interval_seconds=30,
+    default_status=SENSOR_STATUS,
     description="After each successful intake run, the incremental sync: connection state is "
     "rebuilt and the newly landed notifications are fetched.",
 )
@@ -189,6 +192,7 @@ def _read_new_sessions(
 @dg.sensor(
     job=catchup_sync_job,
     minimum_interval_seconds=30,
+    default_status=SENSOR_STATUS,
     description="Starts a catch-up sync for one user when a Connect session in "
     "connect.session_responses connected a source (run_key = user + opening deliveries).",
 )

@@ -27,7 +27,7 @@ from sync_pipeline.assets.sensors import (
 from sync_pipeline.connect.sources import UPSTREAM_ONLY, source_status_rows
 from sync_pipeline.definitions import defs
 from sync_pipeline.intake.landing import LandedDelivery, LandingLog
-from sync_pipeline.runs import run_job, sync_config
+from sync_pipeline.launch import run_job, sync_config
 from sync_pipeline.sync.connection_state import rebuild_connection_state
 from sync_pipeline.warehouse import db
 from sync_pipeline_tests.connect.builders import (

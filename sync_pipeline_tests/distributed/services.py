@@ -17,12 +17,12 @@ import psycopg2
 import pytest
 from dagster import DagsterInstance
 
+from starfleet.server import running_simulator
 from sync_pipeline import deploy
 from sync_pipeline.demo import demo_session_keys
 from sync_pipeline.intake.server import running_receiver
-from sync_pipeline.runs import export_settings
+from sync_pipeline.launch import export_settings
 from sync_pipeline.settings import load_settings
-from sync_pipeline.simulator.server import running_simulator
 from sync_pipeline_tests.e2e.harness import Stack
 
 PG = {

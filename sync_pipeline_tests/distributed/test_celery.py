@@ -22,7 +22,7 @@ import s3fs
 from dagster._core.definitions.reconstruct import build_reconstructable_job
 
 from sync_pipeline import deploy
-from sync_pipeline.runs import sync_config, today_partition
+from sync_pipeline.launch import sync_config, today_partition
 from sync_pipeline.sync.plan import shard_of
 from sync_pipeline.upstream.shared_budget import SharedBudget
 from sync_pipeline_tests.distributed.services import postgres_stack, require_redis

@@ -14,12 +14,12 @@ import duckdb
 import httpx
 from dagster import DagsterInstance, ExecuteInProcessResult, instance_for_test
 
+from starfleet.config import SimFaults
+from starfleet.server import SimulatorHandle, running_simulator
 from sync_pipeline.demo import demo_session_keys
 from sync_pipeline.intake.server import running_receiver
-from sync_pipeline.runs import export_settings, run_job, sync_config, today_partition
+from sync_pipeline.launch import export_settings, run_job, sync_config, today_partition
 from sync_pipeline.settings import Settings, load_settings
-from sync_pipeline.simulator.config import SimFaults
-from sync_pipeline.simulator.server import SimulatorHandle, running_simulator
 
 
 @dataclass

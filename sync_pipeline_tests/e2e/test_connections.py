@@ -15,14 +15,14 @@ import httpx
 import jwt
 import pytest
 
+from starfleet.config import SimFaults
+from starfleet.delivery import session_body
+from starfleet.sources import SOURCE_CATALOGUE, Source
+from starfleet.world import SimUser
 from sync_pipeline.assets.resources import SyncSettings
 from sync_pipeline.assets.sensors import landing_sensor, new_connection_sensor, sync_after_intake
 from sync_pipeline.connect.sources import HERE_ONLY, UPSTREAM_ONLY
 from sync_pipeline.definitions import defs
-from sync_pipeline.simulator.config import SimFaults
-from sync_pipeline.simulator.delivery import session_body
-from sync_pipeline.simulator.sources import SOURCE_CATALOGUE, Source
-from sync_pipeline.simulator.world import SimUser
 from sync_pipeline_tests.e2e.harness import Stack, running_stack
 
 pytestmark = pytest.mark.slow

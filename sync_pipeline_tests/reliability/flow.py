@@ -23,10 +23,10 @@ from typing import Any
 
 import httpx
 
+from starfleet import delivery
+from starfleet.config import SimFaults
 from sync_pipeline.demo import demo_session_keys
-from sync_pipeline.runs import sync_config
-from sync_pipeline.simulator import delivery
-from sync_pipeline.simulator.config import SimFaults
+from sync_pipeline.launch import sync_config
 from sync_pipeline_tests.e2e.harness import Stack, running_stack
 
 EVIL = "x'); DROP TABLE t;--"

@@ -18,14 +18,14 @@ import duckdb
 import httpx
 from dagster import DagsterInstance
 
-from sync_pipeline.bench.measure import peak_rss_mib, percentile, reset_peak_rss, sync_stage_clock
-from sync_pipeline.bench.simproc import SimProcess, SimSize, jsonl_name, simulator_process
+from benchmarks.measure import peak_rss_mib, percentile, reset_peak_rss, sync_stage_clock
+from benchmarks.simproc import SimProcess, SimSize, jsonl_name, simulator_process
+from benchmarks.webhook_senders import drive_receiver
+from starfleet.config import SimFaults
 from sync_pipeline.intake.landing import iter_landed, landed_days
-from sync_pipeline.intake.load import drive_receiver
 from sync_pipeline.intake.server import running_receiver
-from sync_pipeline.runs import export_settings, run_job, today_partition
+from sync_pipeline.launch import export_settings, run_job, today_partition
 from sync_pipeline.settings import Settings
-from sync_pipeline.simulator.config import SimFaults
 from sync_pipeline.sync.plan import SyncMode
 from sync_pipeline.sync.run import run_sync
 from sync_pipeline.warehouse import db
@@ -181,7 +181,7 @@ def incremental_after_batch(
 def dlt_sync(
     sim: SimProcess, settings: Settings, workdir: Path, *, limit: float | None, users: int
 ) -> dict[str, Any]:
-    from sync_pipeline.bench.dlt_run import run_dlt
+    from benchmarks.dlt_run import run_dlt
 
     sim.reset_stats()
     reset_peak_rss()
