@@ -1,6 +1,13 @@
-"""The one Definitions object of the sync_pipeline code location."""
+"""The one Definitions object of the sync_pipeline code location.
+
+The environment is read here, once, when the code location loads: into `Settings`, and from
+them into the resources every asset, check and sensor receives (sync_pipeline/resources.py;
+secrets bound as dg.EnvVar). Runs never read settings back from the environment.
+"""
 
 from __future__ import annotations
+
+import os
 
 import dagster as dg
 
@@ -10,9 +17,10 @@ from sync_pipeline.assets.checks import CHECKS
 from sync_pipeline.assets.connect import CONNECT_CHECKS, connection_state
 from sync_pipeline.assets.intake import notification_log, session_responses
 from sync_pipeline.assets.records import record_sync
-from sync_pipeline.assets.resources import SyncSettings
 from sync_pipeline.assets.schedules import JOBS, SCHEDULES
 from sync_pipeline.assets.sensors import SENSORS
+from sync_pipeline.resources import build_resources
+from sync_pipeline.settings import load_settings
 
 defs = dg.Definitions(
     # executors are fixed when the code location loads: SYNC_EXECUTOR picks one (deploy.py)
@@ -22,5 +30,5 @@ defs = dg.Definitions(
     jobs=JOBS,
     schedules=SCHEDULES,
     sensors=SENSORS,
-    resources={"sync": SyncSettings()},
+    resources=build_resources(load_settings(), os.environ),
 )

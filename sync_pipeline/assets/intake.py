@@ -10,10 +10,10 @@ import duckdb
 import pandas as pd
 import pyarrow as pa
 
-from sync_pipeline.assets.resources import SyncSettings
 from sync_pipeline.intake.landing import LandedDelivery, iter_landed
 from sync_pipeline.intake.rows import notification_rows, session_rows
-from sync_pipeline.settings import Settings, load_settings
+from sync_pipeline.resources import UpstreamResource, WarehouseResource
+from sync_pipeline.settings import load_settings
 from sync_pipeline.warehouse import db
 
 # Days are receive dates (UTC). end_offset=1 makes today a partition, so today's deliveries
@@ -92,23 +92,22 @@ def _days(context: dg.AssetExecutionContext) -> list[dt.date]:
 
 def _land_days(
     context: dg.AssetExecutionContext,
-    sync: SyncSettings,
+    warehouse: WarehouseResource,
     kind: str,
     table: str,
     key: str,
-    to_rows: Callable[[list[LandedDelivery], Settings], tuple[pd.DataFrame, pd.DataFrame]],
+    to_rows: Callable[[list[LandedDelivery]], tuple[pd.DataFrame, pd.DataFrame]],
 ) -> dg.MaterializeResult:
     """Rows from the partition's days of one landing log, inserted where their key is new (so
     re-materialising a day changes nothing); unusable items go to ops.rejected_records."""
-    settings = sync.load()
     days = _days(context)
-    deliveries = (d for day in days for d in iter_landed(settings.data_dir, kind, day))
+    deliveries = (d for day in days for d in iter_landed(warehouse.data_path, kind, day))
     counts = {"deliveries": 0, "rows": 0, "inserted": 0, "rejected": 0, "rejected_new": 0}
-    with db.connect(settings.warehouse_path, key=settings.warehouse_key) as con:
+    with warehouse.connect() as con:
         con.execute("BEGIN TRANSACTION")
         # in chunks: memory follows the chunk, not the partition's days (one transaction still)
         while chunk := list(itertools.islice(deliveries, CHUNK_DELIVERIES)):
-            rows, rejected = to_rows(chunk, settings)
+            rows, rejected = to_rows(chunk)
             counts["deliveries"] += len(chunk)
             counts["rows"] += len(rows)
             counts["rejected"] += len(rejected)
@@ -134,14 +133,17 @@ def _land_days(
         "Re-materialising a day inserts nothing new: rows are keyed by delivery digest and index."
     ),
 )
-def notification_log(context: dg.AssetExecutionContext, sync: SyncSettings) -> dg.MaterializeResult:
+def notification_log(
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource, upstream: UpstreamResource
+) -> dg.MaterializeResult:
+    # a notification naming another host than the configured API is rejected (rows.py)
     return _land_days(
         context,
-        sync,
+        warehouse,
         "notifications",
         "ops.notifications",
         "notification_id",
-        lambda deliveries, settings: notification_rows(deliveries, settings.api_url),
+        lambda deliveries: notification_rows(deliveries, upstream.api_url),
     )
 
 
@@ -158,13 +160,13 @@ def notification_log(context: dg.AssetExecutionContext, sync: SyncSettings) -> d
     ),
 )
 def session_responses(
-    context: dg.AssetExecutionContext, sync: SyncSettings
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:
     return _land_days(
         context,
-        sync,
+        warehouse,
         "sessions",
         "connect.session_responses",
         "delivery_digest",
-        lambda deliveries, _settings: session_rows(deliveries),
+        session_rows,
     )

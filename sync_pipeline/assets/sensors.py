@@ -34,7 +34,6 @@ import pandas as pd
 
 from sync_pipeline import connect as state
 from sync_pipeline.assets.intake import landing_days
-from sync_pipeline.assets.resources import SyncSettings
 from sync_pipeline.assets.schedules import (
     catchup_sync_job,
     incremental_sync_job,
@@ -42,6 +41,7 @@ from sync_pipeline.assets.schedules import (
     sync_config,
 )
 from sync_pipeline.intake.landing import KINDS, day_fingerprint, landed_days
+from sync_pipeline.resources import WarehouseResource
 from sync_pipeline.warehouse import db
 
 TRIGGER_TAG = "sync_pipeline/trigger"
@@ -73,11 +73,10 @@ def _in_partitions(day: str) -> bool:
     "last evaluation (run_key = day + fingerprint of the day's files).",
 )
 def landing_sensor(
-    context: dg.SensorEvaluationContext, sync: SyncSettings
+    context: dg.SensorEvaluationContext, warehouse: WarehouseResource
 ) -> dg.SensorResult | dg.SkipReason:
-    settings = sync.load()
     seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
-    now = landing_fingerprints(settings.data_dir)
+    now = landing_fingerprints(warehouse.data_path)
     changed = {day: fp for day, fp in now.items() if seen.get(day) != fp and _in_partitions(day)}
     if not changed:
         return dg.SkipReason("no new deliveries in the landing log")
@@ -193,16 +192,14 @@ def _read_new_sessions(
     "connect.session_responses connected a source (run_key = user + opening deliveries).",
 )
 def new_connection_sensor(
-    context: dg.SensorEvaluationContext, sync: SyncSettings
+    context: dg.SensorEvaluationContext, warehouse: WarehouseResource
 ) -> dg.SensorResult | dg.SkipReason:
-    settings = sync.load()
     cursor = ConnectionCursor.parse(context.cursor)
-    if not settings.warehouse_path.exists():
+    location = warehouse.location
+    if not location.path.exists():
         return dg.SkipReason("no warehouse yet")
     try:
-        recent, everything = _read_new_sessions(
-            settings.warehouse_path, settings.warehouse_key, cursor
-        )
+        recent, everything = _read_new_sessions(location.path, location.key, cursor)
     except (duckdb.IOException, duckdb.ConnectionException) as error:
         # a run holds the write lock: this tick is skipped, the next one reads the same rows
         return dg.SkipReason(f"warehouse busy, retrying next tick: {error}")

@@ -12,11 +12,11 @@ import pytest
 from sync_pipeline.assets.checks import CHECKS, FRESH, LEDGER, NON_NULL, UNIQUE
 from sync_pipeline.assets.intake import notification_log
 from sync_pipeline.assets.records import record_sync
-from sync_pipeline.assets.resources import SyncSettings
 from sync_pipeline.normalize.schemas import TABLE_KEYS
 from sync_pipeline.upstream.endpoints import ENDPOINTS
 from sync_pipeline.warehouse import db
 from sync_pipeline_tests.e2e.harness import running_stack
+from sync_pipeline_tests.resources import resources_for
 
 pytestmark = pytest.mark.slow
 
@@ -98,7 +98,7 @@ def test_bad_load_fails_its_check(data_dir: Path, bad: BadLoad) -> None:
             selection=dg.AssetSelection.assets(["ops", "notifications"], downstream_probe)
             | dg.AssetSelection.assets(["medical", "allergies"]).required_multi_asset_neighbors(),
             partition_key="2025-03-01",
-            resources={"sync": SyncSettings(data_dir=str(data_dir))},
+            resources=resources_for(data_dir),
             instance=instance,
             raise_on_error=False,
         )

@@ -23,11 +23,11 @@ import pytest
 from sync_pipeline.assets import intake as intake_assets
 from sync_pipeline.assets.connect import connection_state
 from sync_pipeline.assets.intake import notification_log, session_responses
-from sync_pipeline.assets.resources import SyncSettings
 from sync_pipeline.intake.server import running_receiver
 from sync_pipeline.settings import load_settings
 from sync_pipeline.warehouse import db
 from sync_pipeline_tests.intake.conftest import SECRET, make_keypair, signed_headers
+from sync_pipeline_tests.resources import resources_for
 
 ALICE = "0123456789abcdef0123456789abcdef"
 BOB = "fedcba9876543210fedcba9876543210"
@@ -101,7 +101,7 @@ def test_poison_deliveries_reject_alone_and_the_partitions_succeed(
             assert answer.status_code == 200
 
     today = dt.datetime.now(dt.UTC).date().isoformat()
-    resources = {"sync": SyncSettings(data_dir=str(data_dir))}
+    resources = resources_for(data_dir)
     with dg.instance_for_test() as instance:
         intake = dg.materialize(
             [notification_log, session_responses],
