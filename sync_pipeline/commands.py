@@ -4,6 +4,7 @@ local instance, each shown as one live step; a failed run prints why and sets th
 from __future__ import annotations
 
 import datetime as dt
+import os
 import signal
 from typing import Any
 
@@ -29,7 +30,7 @@ from sync_pipeline.warehouse import db
 def open_instance(settings: Settings) -> DagsterInstance:
     """The local instance, after failing the runs of dead CLI processes and freeing the pool
     slots they held (otherwise every later run would wait for those slots forever)."""
-    instance = ensure_local_instance(settings.dagster_home)
+    instance = ensure_local_instance(settings.dagster_home, os.environ)
     cleaned = reap_dead_runs(instance)
     if cleaned.dead_runs or cleaned.freed_runs:
         console.print(f"[yellow]cleaned up[/yellow]: {cleaned.describe()}")

@@ -24,7 +24,7 @@ from sync_pipeline.settings import load_settings
 
 defs = dg.Definitions(
     # executors are fixed when the code location loads: SYNC_EXECUTOR picks one (deploy.py)
-    executor=deploy.executor_def(),
+    executor=deploy.executor_def(os.environ),
     assets=[notification_log, session_responses, connection_state, record_sync, analytics_build],
     asset_checks=[*CHECKS, *CONNECT_CHECKS, *ANALYTICS_CHECKS],
     jobs=JOBS,

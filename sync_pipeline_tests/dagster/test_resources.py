@@ -29,6 +29,8 @@ from sync_pipeline.resources import (
 )
 from sync_pipeline.runs import run_job, sync_config, today_partition
 from sync_pipeline.settings import Settings, WarehouseLocation
+from sync_pipeline.upstream.client import UserRef
+from sync_pipeline.upstream.endpoints import BY_PATH
 from sync_pipeline.warehouse import db
 from sync_pipeline_tests.connect.builders import FITBIT, HUMAN, delivery, sessions_frame
 from sync_pipeline_tests.normalize.fixtures import load_records
@@ -203,6 +205,26 @@ def test_a_run_the_cli_executes_stores_no_secret_in_the_instance(tmp_path: Path)
     stored = _instance_text(home)
     assert result.run_id in stored  # the search does see the run
     assert CLIENT_SECRET not in stored
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.mark.anyio
+async def test_the_upstream_resource_builds_a_client_on_its_transport(tmp_path: Path) -> None:
+    settings = _settings(tmp_path)
+    fake = FakeUpstream(_serve)
+    user = UserRef(client_user_id="user@app", human_id=HUMAN)
+    async with fake_upstream(settings, fake).client() as client:
+        records = [
+            record
+            async for page in client.iter_pages(user, BY_PATH["medical/allergies"])
+            for record in page.records
+        ]
+    assert len(records) == len(SERVED["medical/allergies"])
+    assert fake.tokens_issued == 1
 
 
 def test_run_resources_replace_one_resource_by_key(tmp_path: Path) -> None:

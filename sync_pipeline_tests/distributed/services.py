@@ -94,7 +94,7 @@ def postgres_instance(dagster_home: Path) -> Iterator[DagsterInstance]:
         with fresh_pg_database() as pg_env:
             os.environ.update(pg_env)
             os.environ["SYNC_DAGSTER_STORAGE"] = "postgres"
-            deploy.write_instance_yaml(dagster_home)
+            deploy.write_instance_yaml(dagster_home, os.environ)
             os.environ["DAGSTER_HOME"] = str(dagster_home)
             instance = DagsterInstance.from_config(str(dagster_home))
             try:
