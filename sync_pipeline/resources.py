@@ -1,16 +1,18 @@
 """The code location's Dagster resources: the upstream, the warehouse and the lake (plus the
 freshness limit the checks apply), typed, built from `Settings` once.
 
-Configuration enters once (docs: ARCHITECTURE rule 3): `definitions.py` reads the environment
-when the code location loads and binds these resources; the CLI builds them from its own
-`Settings` and hands them to the runs it executes (`runs.run_job`). Nothing reads settings back
+Configuration enters once (the README's Configuration section): `definitions.py` reads the
+environment when the code location loads and binds these resources; the CLI builds them from its
+own `Settings` and hands them to the runs it executes (`runs.run_job`). Nothing reads settings back
 from the environment at run time and nothing writes them into it, so a test can give any asset
 any upstream (`UpstreamResource.transport`) or data directory.
 
-Secrets (the client secret, the warehouse key) never show in a repr, and never reach the
-Dagster instance: the definitions bind them as `dg.EnvVar` (Dagster stores the variable's name
-and resolves it in the process that runs the step), and in-process runs get the resources as
-built objects (`run_resources`), which have no config to store.
+Secrets (the client secret, the warehouse key) never show in a repr. They stay out of the Dagster
+instance: the definitions bind each one the environment holds as `dg.EnvVar` (Dagster stores
+the variable's name and resolves it in the process that runs the step; only a secret no
+variable holds, i.e. the simulator's published demo secret, is bound as its value), and runs
+executed in this process get the resources as built objects (`run_resources`), which have no
+config to store.
 """
 
 from __future__ import annotations
@@ -145,17 +147,16 @@ def build_resources(
     stores; the value is read in the process running the step); a secret it does not hold
     (the simulator's published demo secret, a test's) is bound as it is."""
 
-    def secret(name: str, value: str | None) -> str | None:
-        if env is not None and value is not None and env.get(name) == value:
-            return dg.EnvVar(name)
-        return value
+    def secret(name: str, value: str) -> str:
+        return dg.EnvVar(name) if env is not None and env.get(name) == value else value
 
-    client_secret = secret(CLIENT_SECRET_ENV, settings.client_secret)
-    assert client_secret is not None  # a str in, a str (or EnvVar, a str) out
+    key = settings.warehouse_key
     return {
-        UPSTREAM: UpstreamResource.from_settings(settings, client_secret=client_secret),
+        UPSTREAM: UpstreamResource.from_settings(
+            settings, client_secret=secret(CLIENT_SECRET_ENV, settings.client_secret)
+        ),
         WAREHOUSE: WarehouseResource.from_settings(
-            settings, key=secret(WAREHOUSE_KEY_ENV, settings.warehouse_key)
+            settings, key=None if key is None else secret(WAREHOUSE_KEY_ENV, key)
         ),
         LAKE: LakeResource.from_settings(settings),
         FRESHNESS: FreshnessResource(max_age_hours=settings.freshness_hours),
