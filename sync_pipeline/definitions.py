@@ -15,20 +15,27 @@ from sync_pipeline import deploy
 from sync_pipeline.assets.analytics import ANALYTICS_CHECKS, analytics_build
 from sync_pipeline.assets.checks import CHECKS
 from sync_pipeline.assets.connect import CONNECT_CHECKS, connection_state
-from sync_pipeline.assets.intake import notification_log, session_responses
+from sync_pipeline.assets.intake import intake_assets, landing_partitions
 from sync_pipeline.assets.records import record_sync
 from sync_pipeline.assets.schedules import JOBS, SCHEDULES
 from sync_pipeline.assets.sensors import SENSORS
 from sync_pipeline.resources import build_resources
 from sync_pipeline.settings import load_settings
 
+settings = load_settings()
+
 defs = dg.Definitions(
     # executors are fixed when the code location loads: SYNC_EXECUTOR picks one (deploy.py)
     executor=deploy.executor_def(os.environ),
-    assets=[notification_log, session_responses, connection_state, record_sync, analytics_build],
+    assets=[
+        *intake_assets(landing_partitions(settings.partitions_start)),
+        connection_state,
+        record_sync,
+        analytics_build,
+    ],
     asset_checks=[*CHECKS, *CONNECT_CHECKS, *ANALYTICS_CHECKS],
     jobs=JOBS,
     schedules=SCHEDULES,
     sensors=SENSORS,
-    resources=build_resources(load_settings(), os.environ),
+    resources=build_resources(settings, os.environ),
 )

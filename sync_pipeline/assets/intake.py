@@ -13,15 +13,8 @@ import pyarrow as pa
 from sync_pipeline.intake.landing import LandedDelivery, iter_landed
 from sync_pipeline.intake.rows import notification_rows, session_rows
 from sync_pipeline.resources import UpstreamResource, WarehouseResource
-from sync_pipeline.settings import load_settings
 from sync_pipeline.warehouse import db
 
-# Days are receive dates (UTC). end_offset=1 makes today a partition, so today's deliveries
-# can be processed before midnight. The first day is a setting, read when the code location
-# loads (SYNC_PARTITIONS_START, default a month back).
-landing_days = dg.DailyPartitionsDefinition(
-    start_date=load_settings().partitions_start.isoformat(), end_offset=1
-)
 POOL = "warehouse"  # one slot: only one step at a time opens the DuckDB file
 # deliveries turned into rows at once (a delivery is at most SYNC_MAX_BODY_BYTES)
 CHUNK_DELIVERIES = 2000
@@ -120,53 +113,66 @@ def _land_days(
     return dg.MaterializeResult(metadata={**metadata, "days": f"{days[0]} .. {days[-1]}", **counts})
 
 
-@dg.asset(
-    key=["ops", "notifications"],
-    group_name="intake",
-    partitions_def=landing_days,
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    pool=POOL,
-    kinds={"duckdb"},
-    description=(
-        "One row per notification item the upstream pushed (ops.notifications), from the "
-        "receiver's landing log for the receive day. Unusable items go to ops.rejected_records. "
-        "Re-materialising a day inserts nothing new: rows are keyed by delivery digest and index."
-    ),
-)
-def notification_log(
-    context: dg.AssetExecutionContext, warehouse: WarehouseResource, upstream: UpstreamResource
-) -> dg.MaterializeResult:
-    # a notification naming another host than the configured API is rejected (rows.py)
-    return _land_days(
-        context,
-        warehouse,
-        "notifications",
-        "ops.notifications",
-        "notification_id",
-        lambda deliveries: notification_rows(deliveries, upstream.api_url),
-    )
+def landing_partitions(start: dt.date) -> dg.DailyPartitionsDefinition:
+    """Days are receive dates (UTC). end_offset=1 makes today a partition, so today's
+    deliveries can be processed before midnight. The first day is a setting
+    (SYNC_PARTITIONS_START, default a month back), so the partitions are built when the
+    definitions load, not when this module is imported."""
+    return dg.DailyPartitionsDefinition(start_date=start.isoformat(), end_offset=1)
 
 
-@dg.asset(
-    key=["connect", "session_responses"],
-    group_name="intake",
-    partitions_def=landing_days,
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    pool=POOL,
-    kinds={"duckdb"},
-    description=(
-        "One row per Connect session response the app's front end delivered "
-        "(connect.session_responses), payload kept as received, for the receive day."
-    ),
-)
-def session_responses(
-    context: dg.AssetExecutionContext, warehouse: WarehouseResource
-) -> dg.MaterializeResult:
-    return _land_days(
-        context,
-        warehouse,
-        "sessions",
-        "connect.session_responses",
-        "delivery_digest",
-        session_rows,
+def intake_assets(partitions: dg.DailyPartitionsDefinition) -> list[dg.AssetsDefinition]:
+    """The intake group (ops.notifications, connect.session_responses) over `partitions`."""
+
+    @dg.asset(
+        key=["ops", "notifications"],
+        group_name="intake",
+        partitions_def=partitions,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        pool=POOL,
+        kinds={"duckdb"},
+        description=(
+            "One row per notification item the upstream pushed (ops.notifications), from the "
+            "receiver's landing log for the receive day. Unusable items go to "
+            "ops.rejected_records. Re-materialising a day inserts nothing new: rows are keyed by "
+            "delivery digest and index."
+        ),
     )
+    def notification_log(
+        context: dg.AssetExecutionContext, warehouse: WarehouseResource, upstream: UpstreamResource
+    ) -> dg.MaterializeResult:
+        # a notification naming another host than the configured API is rejected (rows.py)
+        return _land_days(
+            context,
+            warehouse,
+            "notifications",
+            "ops.notifications",
+            "notification_id",
+            lambda deliveries: notification_rows(deliveries, upstream.api_url),
+        )
+
+    @dg.asset(
+        key=["connect", "session_responses"],
+        group_name="intake",
+        partitions_def=partitions,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        pool=POOL,
+        kinds={"duckdb"},
+        description=(
+            "One row per Connect session response the app's front end delivered "
+            "(connect.session_responses), payload kept as received, for the receive day."
+        ),
+    )
+    def session_responses(
+        context: dg.AssetExecutionContext, warehouse: WarehouseResource
+    ) -> dg.MaterializeResult:
+        return _land_days(
+            context,
+            warehouse,
+            "sessions",
+            "connect.session_responses",
+            "delivery_digest",
+            session_rows,
+        )
+
+    return [notification_log, session_responses]

@@ -33,7 +33,6 @@ import duckdb
 import pandas as pd
 
 from sync_pipeline import connect as state
-from sync_pipeline.assets.intake import landing_days
 from sync_pipeline.assets.schedules import (
     catchup_sync_job,
     incremental_sync_job,
@@ -60,9 +59,19 @@ def landing_fingerprints(data_dir: Path) -> dict[str, str]:
     return {day.isoformat(): day_fingerprint(data_dir, day) for day in days}
 
 
-def _in_partitions(day: str) -> bool:
+def _partitions_start(context: dg.SensorEvaluationContext) -> str:
+    """The first landing day intake_job can run: its partitions are built from the settings
+    when the definitions load, so they are read from the definitions, not recomputed here."""
+    if context.repository_def is None:
+        raise dg.DagsterInvariantViolationError("the landing sensor needs its definitions")
+    partitions = context.repository_def.get_job(intake_job.name).partitions_def
+    if not isinstance(partitions, dg.TimeWindowPartitionsDefinition):
+        raise dg.DagsterInvariantViolationError("intake_job is not partitioned by day")
+    return partitions.start.date().isoformat()
+
+
+def _in_partitions(day: str, start: str) -> bool:
     # today is a partition (end_offset=1); days before the partitions' start cannot be run
-    start = landing_days.start.date().isoformat()
     return start <= day <= dt.datetime.now(dt.UTC).date().isoformat()
 
 
@@ -77,7 +86,10 @@ def landing_sensor(
 ) -> dg.SensorResult | dg.SkipReason:
     seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
     now = landing_fingerprints(warehouse.data_path)
-    changed = {day: fp for day, fp in now.items() if seen.get(day) != fp and _in_partitions(day)}
+    start = _partitions_start(context)
+    changed = {
+        day: fp for day, fp in now.items() if seen.get(day) != fp and _in_partitions(day, start)
+    }
     if not changed:
         return dg.SkipReason("no new deliveries in the landing log")
     requests = [
