@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -178,7 +179,7 @@ def _bench(
     _, public_pem = demo_session_keys(work / "keys")
     settings = replace(settings, data_dir=(work / "ours").resolve(), session_public_key=public_pem)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    instance = ensure_local_instance(settings.dagster_home)
+    instance = ensure_local_instance(settings.dagster_home, os.environ)
     faults = SimFaults(latency_ms=args.latency_ms, rate_limit_per_s=args.rate_limit)
     limit = args.rate_limit
     out: dict[str, Any] = {

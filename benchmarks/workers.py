@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import os
 import shutil
 import time
 import uuid
@@ -122,7 +123,7 @@ def run_workers_bench(
     _, public_pem = demo_session_keys(work / "keys")
     base = replace(settings, data_dir=(work / "base").resolve(), session_public_key=public_pem)
     base.data_dir.mkdir(parents=True, exist_ok=True)
-    instance = ensure_local_instance(base.dagster_home)
+    instance = ensure_local_instance(base.dagster_home, os.environ)
     limit = float(args.rate_limit)
     out: dict[str, Any] = {
         "command": f"sync-pipeline bench --workers {args.workers}"

@@ -1,7 +1,9 @@
 """Environment → typed settings. Every SYNC_* variable lives here, with its default.
 
-Read once, when a command or a run starts (never at import time), so tests and runs can
-point the same code at another upstream or data directory by environment alone.
+Read once: when a command starts, or when the code location's definitions load (which turns
+them into Dagster resources, sync_pipeline/resources.py). Nothing reads them back from the
+environment at run time and nothing writes them into it, so a test or a command hands any
+run the settings it wants as values.
 """
 
 from __future__ import annotations
@@ -42,6 +44,36 @@ Automation = Literal["running", "stopped"]
 
 class SettingsError(ValueError):
     """A configuration value is missing or malformed."""
+
+
+@dataclass(frozen=True)
+class WarehouseLocation:
+    """The DuckDB file and the key it is encrypted with (None: plaintext)."""
+
+    path: Path
+    key: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class LakeLocation:
+    """Where staged and committed Parquet lives: the local folder, or an object store."""
+
+    local_dir: Path
+    # s3://bucket/prefix (SYNC_LAKE_URL); None keeps the lake in `local_dir`
+    url: str | None = None
+    # the S3 endpoint of a non-AWS store (SYNC_LAKE_ENDPOINT_URL); None: AWS
+    endpoint_url: str | None = None
+    # staged files of runs that never committed are deleted once older than this
+    staged_max_age_s: float = 86_400.0
+
+    @property
+    def base(self) -> str:
+        """The lake's root: the object-store URL, else the local folder."""
+        return (self.url or "").rstrip("/") or str(self.local_dir)
+
+    @property
+    def is_remote(self) -> bool:
+        return bool(self.url)
 
 
 @dataclass(frozen=True)
@@ -108,14 +140,30 @@ class Settings:
     # SYNC_STAGED_MAX_AGE_S: staged Parquet of a run that never committed is deleted by a later
     # run once older than this (a run's own staged files go when it fails).
     staged_max_age_s: float = 86_400.0
+    # SYNC_LAKE_URL / SYNC_LAKE_ENDPOINT_URL: the lake on S3-compatible storage (None: local)
+    lake_url: str | None = None
+    lake_endpoint_url: str | None = None
 
     @property
     def warehouse_path(self) -> Path:
         return self.data_dir / "warehouse.duckdb"
 
     @property
+    def warehouse(self) -> WarehouseLocation:
+        return WarehouseLocation(self.warehouse_path, self.warehouse_key)
+
+    @property
     def lake_dir(self) -> Path:
         return self.data_dir / "lake"
+
+    @property
+    def lake(self) -> LakeLocation:
+        return LakeLocation(
+            local_dir=self.lake_dir,
+            url=self.lake_url,
+            endpoint_url=self.lake_endpoint_url,
+            staged_max_age_s=self.staged_max_age_s,
+        )
 
     @property
     def landing_dir(self) -> Path:
@@ -208,6 +256,15 @@ def _automation(env: Mapping[str, str]) -> Automation:
     return cast(Automation, raw)
 
 
+def _lake_url(env: Mapping[str, str]) -> str | None:
+    raw = (env.get("SYNC_LAKE_URL") or "").strip().rstrip("/")
+    if not raw:
+        return None
+    if not raw.startswith("s3://"):
+        raise SettingsError(f"SYNC_LAKE_URL must be an s3:// URL, got {raw!r}")
+    return raw
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Build settings from the environment (and an optional .env in the working directory)."""
     if env is None:
@@ -276,4 +333,6 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         future_tolerance_s=_float(env, "SYNC_FUTURE_TOLERANCE_S", 300.0, low=0, high=365 * 86_400),
         http_max_pause_s=_float(env, "SYNC_HTTP_MAX_PAUSE_S", 60.0, low=0, high=86_400),
         staged_max_age_s=_float(env, "SYNC_STAGED_MAX_AGE_S", 86_400.0, low=0, high=365 * 86_400),
+        lake_url=_lake_url(env),
+        lake_endpoint_url=(env.get("SYNC_LAKE_ENDPOINT_URL") or "").strip() or None,
     )

@@ -10,22 +10,15 @@ import duckdb
 import pandas as pd
 import pyarrow as pa
 
-from sync_pipeline.assets.resources import SyncSettings
 from sync_pipeline.intake.landing import LandedDelivery, iter_landed
 from sync_pipeline.intake.rows import notification_rows, session_rows
-from sync_pipeline.settings import Settings, load_settings
+from sync_pipeline.resources import UpstreamResource, WarehouseResource
 from sync_pipeline.tables import specs
 from sync_pipeline.tables.connect import SESSION_RESPONSES
 from sync_pipeline.tables.ops import NOTIFICATIONS
 from sync_pipeline.tables.registry import table as declared
 from sync_pipeline.warehouse import db
 
-# Days are receive dates (UTC). end_offset=1 makes today a partition, so today's deliveries
-# can be processed before midnight. The first day is a setting, read when the code location
-# loads (SYNC_PARTITIONS_START, default a month back).
-landing_days = dg.DailyPartitionsDefinition(
-    start_date=load_settings().partitions_start.isoformat(), end_offset=1
-)
 POOL = "warehouse"  # one slot: only one step at a time opens the DuckDB file
 # deliveries turned into rows at once (a delivery is at most SYNC_MAX_BODY_BYTES)
 CHUNK_DELIVERIES = 2000
@@ -93,23 +86,22 @@ def _days(context: dg.AssetExecutionContext) -> list[dt.date]:
 
 def _land_days(
     context: dg.AssetExecutionContext,
-    sync: SyncSettings,
+    warehouse: WarehouseResource,
     kind: str,
     table: str,
     key: str,
-    to_rows: Callable[[list[LandedDelivery], Settings], tuple[pd.DataFrame, pd.DataFrame]],
+    to_rows: Callable[[list[LandedDelivery]], tuple[pd.DataFrame, pd.DataFrame]],
 ) -> dg.MaterializeResult:
     """Rows from the partition's days of one landing log, inserted where their key is new (so
     re-materialising a day changes nothing); unusable items go to ops.rejected_records."""
-    settings = sync.load()
     days = _days(context)
-    deliveries = (d for day in days for d in iter_landed(settings.data_dir, kind, day))
+    deliveries = (d for day in days for d in iter_landed(warehouse.data_path, kind, day))
     counts = {"deliveries": 0, "rows": 0, "inserted": 0, "rejected": 0, "rejected_new": 0}
-    with db.connect(settings.warehouse_path, key=settings.warehouse_key) as con:
+    with warehouse.connect() as con:
         con.execute("BEGIN TRANSACTION")
         # in chunks: memory follows the chunk, not the partition's days (one transaction still)
         while chunk := list(itertools.islice(deliveries, CHUNK_DELIVERIES)):
-            rows, rejected = to_rows(chunk, settings)
+            rows, rejected = to_rows(chunk)
             counts["deliveries"] += len(chunk)
             counts["rows"] += len(rows)
             counts["rejected"] += len(rejected)
@@ -122,45 +114,60 @@ def _land_days(
     return dg.MaterializeResult(metadata={**metadata, "days": f"{days[0]} .. {days[-1]}", **counts})
 
 
-@dg.asset(
-    key=["ops", "notifications"],
-    group_name="intake",
-    partitions_def=landing_days,
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    pool=POOL,
-    kinds={"duckdb"},
-    description=declared(NOTIFICATIONS).description,
-    metadata=specs.table_metadata(NOTIFICATIONS),
-)
-def notification_log(context: dg.AssetExecutionContext, sync: SyncSettings) -> dg.MaterializeResult:
-    return _land_days(
-        context,
-        sync,
-        "notifications",
-        NOTIFICATIONS,
-        "notification_id",
-        lambda deliveries, settings: notification_rows(deliveries, settings.api_url),
-    )
+def landing_partitions(start: dt.date) -> dg.DailyPartitionsDefinition:
+    """Days are receive dates (UTC). end_offset=1 makes today a partition, so today's
+    deliveries can be processed before midnight. The first day is a setting
+    (SYNC_PARTITIONS_START, default a month back), so the partitions are built when the
+    definitions load, not when this module is imported."""
+    return dg.DailyPartitionsDefinition(start_date=start.isoformat(), end_offset=1)
 
 
-@dg.asset(
-    key=["connect", "session_responses"],
-    group_name="intake",
-    partitions_def=landing_days,
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    pool=POOL,
-    kinds={"duckdb"},
-    description=declared(SESSION_RESPONSES).description,
-    metadata=specs.table_metadata(SESSION_RESPONSES),
-)
-def session_responses(
-    context: dg.AssetExecutionContext, sync: SyncSettings
-) -> dg.MaterializeResult:
-    return _land_days(
-        context,
-        sync,
-        "sessions",
-        SESSION_RESPONSES,
-        "delivery_digest",
-        lambda deliveries, _settings: session_rows(deliveries),
+def intake_assets(partitions: dg.DailyPartitionsDefinition) -> list[dg.AssetsDefinition]:
+    """The intake group (ops.notifications, connect.session_responses) over `partitions`."""
+
+    @dg.asset(
+        key=["ops", "notifications"],
+        group_name="intake",
+        partitions_def=partitions,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        pool=POOL,
+        kinds={"duckdb"},
+        description=declared(NOTIFICATIONS).description,
+        metadata=specs.table_metadata(NOTIFICATIONS),
     )
+    def notification_log(
+        context: dg.AssetExecutionContext, warehouse: WarehouseResource, upstream: UpstreamResource
+    ) -> dg.MaterializeResult:
+        # a notification naming another host than the configured API is rejected (rows.py)
+        return _land_days(
+            context,
+            warehouse,
+            "notifications",
+            NOTIFICATIONS,
+            "notification_id",
+            lambda deliveries: notification_rows(deliveries, upstream.api_url),
+        )
+
+    @dg.asset(
+        key=["connect", "session_responses"],
+        group_name="intake",
+        partitions_def=partitions,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        pool=POOL,
+        kinds={"duckdb"},
+        description=declared(SESSION_RESPONSES).description,
+        metadata=specs.table_metadata(SESSION_RESPONSES),
+    )
+    def session_responses(
+        context: dg.AssetExecutionContext, warehouse: WarehouseResource
+    ) -> dg.MaterializeResult:
+        return _land_days(
+            context,
+            warehouse,
+            "sessions",
+            SESSION_RESPONSES,
+            "delivery_digest",
+            session_rows,
+        )
+
+    return [notification_log, session_responses]
