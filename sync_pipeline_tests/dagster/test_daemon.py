@@ -106,8 +106,8 @@ def _observe_freshness(
 def test_the_daemon_runs_sensors_and_freshness_with_nothing_switched_on(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     home = data_dir / "dagster"
-    write_instance_yaml(home)
     env = {k: v for k, v in os.environ.items() if k != "SYNC_AUTOMATION"}  # the default
+    write_instance_yaml(home, env)
     env.update(
         DAGSTER_HOME=str(home),
         SYNC_DATA_DIR=str(data_dir),
