@@ -1,30 +1,41 @@
-"""The one Definitions object of the sync_pipeline code location."""
+"""The one Definitions object of the sync_pipeline code location.
+
+The environment is read here, once, when the code location loads: into `Settings`, and from
+them into the resources every asset, check and sensor receives (sync_pipeline/resources.py;
+secrets bound as dg.EnvVar). Runs never read settings back from the environment.
+"""
 
 from __future__ import annotations
+
+import os
 
 import dagster as dg
 
 from sync_pipeline import deploy
 from sync_pipeline.assets.analytics import ANALYTICS_CHECKS, analytics_build
+from sync_pipeline.assets.automation import with_record_freshness
 from sync_pipeline.assets.checks import CHECKS
 from sync_pipeline.assets.connect import CONNECT_CHECKS, connection_state
-from sync_pipeline.assets.intake import notification_intake, session_intake
+from sync_pipeline.assets.intake import intake_assets, landing_partitions
 from sync_pipeline.assets.records import record_sync
-from sync_pipeline.assets.resources import SyncSettings
 from sync_pipeline.assets.schedules import JOBS, SCHEDULES
 from sync_pipeline.assets.sensors import SENSORS
 from sync_pipeline.assets.views import VIEW_SPECS
+from sync_pipeline.resources import build_resources
+from sync_pipeline.settings import load_settings
+
+settings = load_settings()
 
 defs = dg.Definitions(
     # executors are fixed when the code location loads: SYNC_EXECUTOR picks one (deploy.py)
-    executor=deploy.executor_def(),
+    executor=deploy.executor_def(os.environ),
     # each table is written by exactly one of these assets (its registry owner); the views are
     # external assets (no step writes them) so the graph shows what they read
     assets=[
-        notification_intake,
-        session_intake,
+        *intake_assets(landing_partitions(settings.partitions_start)),
         connection_state,
-        record_sync,
+        # freshness the daemon evaluates with no run (assets/automation.py)
+        with_record_freshness(record_sync),
         analytics_build,
         *VIEW_SPECS,
     ],
@@ -32,5 +43,5 @@ defs = dg.Definitions(
     jobs=JOBS,
     schedules=SCHEDULES,
     sensors=SENSORS,
-    resources={"sync": SyncSettings()},
+    resources=build_resources(settings, os.environ),
 )

@@ -13,7 +13,7 @@ import dagster as dg
 
 from sync_pipeline.analytics.mapping import load_mapping
 from sync_pipeline.assets.intake import POOL, table_metadata
-from sync_pipeline.assets.resources import SyncSettings
+from sync_pipeline.resources import WarehouseResource
 from sync_pipeline.tables.analytics import (
     ANALYTICS_BUILD,
     COVERAGE,
@@ -98,16 +98,11 @@ class AnalyticsConfig(dg.Config):
 
 @dg.multi_asset(specs=ANALYTICS_SPECS, pool=POOL, name=ANALYTICS_BUILD)
 def analytics_build(
-    context: dg.AssetExecutionContext, config: AnalyticsConfig, sync: SyncSettings
+    context: dg.AssetExecutionContext, config: AnalyticsConfig, warehouse: WarehouseResource
 ) -> Iterator[dg.MaterializeResult]:
-    settings = sync.load()
     mapping = load_mapping()
     now = dt.datetime.now(dt.UTC)
-    with db.connect(
-        settings.warehouse_path,
-        key=settings.warehouse_key,
-        writes=written_by(ANALYTICS_BUILD),
-    ) as con:
+    with warehouse.connect(writes=written_by(ANALYTICS_BUILD)) as con:
         db.bound_memory(con)
         counts = sql.build_analytics(con, mapping, today=now.date(), now=now, full=config.full)
         tables = {table: table_metadata(con, table, columns) for table, columns in PREVIEWS.items()}
@@ -161,11 +156,10 @@ _CHECK_SPECS = [
 
 @dg.multi_asset_check(specs=_CHECK_SPECS, name="analytics_checks", can_subset=True, pool=POOL)
 def analytics_checks(
-    context: dg.AssetCheckExecutionContext, sync: SyncSettings
+    context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource
 ) -> Iterator[dg.AssetCheckResult]:
-    settings = sync.load()
     mapping = load_mapping()
-    with db.connect(settings.warehouse_path, read_only=True, key=settings.warehouse_key) as con:
+    with warehouse.connect(read_only=True) as con:
         untraceable = sql.untraceable_observations(con)
         without_ucum = sql.coded_values_without_ucum(con, mapping.ucum_units())
         outside = sql.out_of_bounds(con, mapping.loinc)

@@ -5,7 +5,7 @@ import pandas as pd
 
 from sync_pipeline import connect as state
 from sync_pipeline.assets.intake import POOL
-from sync_pipeline.assets.resources import SyncSettings
+from sync_pipeline.resources import WarehouseResource
 from sync_pipeline.sync.connection_state import rebuild_connection_state
 from sync_pipeline.tables.connect import (
     APP_USERS,
@@ -25,13 +25,8 @@ CONNECTION_SPECS = [
 
 
 @dg.multi_asset(specs=CONNECTION_SPECS, pool=POOL, name=CONNECTION_STATE)
-def connection_state(context: dg.AssetExecutionContext, sync: SyncSettings):  # type: ignore[no-untyped-def]
-    settings = sync.load()
-    with db.connect(
-        settings.warehouse_path,
-        key=settings.warehouse_key,
-        writes=written_by(CONNECTION_STATE),
-    ) as con:
+def connection_state(context: dg.AssetExecutionContext, warehouse: WarehouseResource):  # type: ignore[no-untyped-def]
+    with warehouse.connect(writes=written_by(CONNECTION_STATE)) as con:
         con.execute("BEGIN TRANSACTION")
         counts = rebuild_connection_state(con)
         con.execute("COMMIT")
@@ -63,9 +58,8 @@ def connection_state(context: dg.AssetExecutionContext, sync: SyncSettings):  # 
     "(connected upstream but not here, or the reverse). Users whose connections changed after "
     "their latest snapshot are not judged until the next catch-up snapshots them again.",
 )
-def sources_agree_with_connections(sync: SyncSettings) -> dg.AssetCheckResult:
-    settings = sync.load()
-    with db.connect(settings.warehouse_path, read_only=True, key=settings.warehouse_key) as con:
+def sources_agree_with_connections(warehouse: WarehouseResource) -> dg.AssetCheckResult:
+    with warehouse.connect(read_only=True) as con:
         history = db.query_arrow(con, "connect.connection_history", "valid_to IS NULL")
         snapshots = db.query_arrow(con, "connect.source_status")
         sessions = db.query_arrow(con, "connect.session_responses")

@@ -10,10 +10,9 @@ import duckdb
 import pandas as pd
 import pyarrow as pa
 
-from sync_pipeline.assets.resources import SyncSettings
 from sync_pipeline.intake.landing import LandedDelivery, iter_landed
 from sync_pipeline.intake.rows import notification_rows, session_rows
-from sync_pipeline.settings import Settings, load_settings
+from sync_pipeline.resources import UpstreamResource, WarehouseResource
 from sync_pipeline.tables import specs
 from sync_pipeline.tables.connect import SESSION_RESPONSES
 from sync_pipeline.tables.ops import (
@@ -26,12 +25,6 @@ from sync_pipeline.tables.registry import table as declared
 from sync_pipeline.tables.registry import written_by
 from sync_pipeline.warehouse import db
 
-# Days are receive dates (UTC). end_offset=1 makes today a partition, so today's deliveries
-# can be processed before midnight. The first day is a setting, read when the code location
-# loads (SYNC_PARTITIONS_START, default a month back).
-landing_days = dg.DailyPartitionsDefinition(
-    start_date=load_settings().partitions_start.isoformat(), end_offset=1
-)
 POOL = "warehouse"  # one slot: only one step at a time opens the DuckDB file
 # deliveries turned into rows at once (a delivery is at most SYNC_MAX_BODY_BYTES)
 CHUNK_DELIVERIES = 2000
@@ -99,28 +92,23 @@ def _days(context: dg.AssetExecutionContext) -> list[dt.date]:
 
 def _land_days(
     context: dg.AssetExecutionContext,
-    sync: SyncSettings,
+    warehouse: WarehouseResource,
     kind: str,
     table: str,
     key: str,
-    to_rows: Callable[[list[LandedDelivery], Settings], tuple[pd.DataFrame, pd.DataFrame]],
+    to_rows: Callable[[list[LandedDelivery]], tuple[pd.DataFrame, pd.DataFrame]],
 ) -> Iterator[dg.MaterializeResult]:
     """Rows from the partition's days of one landing log, inserted where their key is new (so
     re-materialising a day changes nothing); unusable items go to the asset's reject table."""
-    settings = sync.load()
     days = _days(context)
     rejects = REJECT_TABLES[kind]
-    deliveries = (d for day in days for d in iter_landed(settings.data_dir, kind, day))
+    deliveries = (d for day in days for d in iter_landed(warehouse.data_path, kind, day))
     counts = {"deliveries": 0, "rows": 0, "inserted": 0, "rejected": 0, "rejected_new": 0}
-    with db.connect(
-        settings.warehouse_path,
-        key=settings.warehouse_key,
-        writes=written_by(context.assets_def.node_def.name),
-    ) as con:
+    with warehouse.connect(writes=written_by(context.assets_def.node_def.name)) as con:
         con.execute("BEGIN TRANSACTION")
         # in chunks: memory follows the chunk, not the partition's days (one transaction still)
         while chunk := list(itertools.islice(deliveries, CHUNK_DELIVERIES)):
-            rows, rejected = to_rows(chunk, settings)
+            rows, rejected = to_rows(chunk)
             counts["deliveries"] += len(chunk)
             counts["rows"] += len(rows)
             counts["rejected"] += len(rejected)
@@ -148,48 +136,62 @@ def _land_days(
     )
 
 
-@dg.multi_asset(
-    specs=[
-        specs.table_spec(t, group_name="intake", kinds={"duckdb"})
-        for t in (NOTIFICATION_ITEMS, REJECT_TABLES["notifications"])
-    ],
-    name=NOTIFICATION_INTAKE,
-    partitions_def=landing_days,
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    pool=POOL,
-)
-def notification_intake(
-    context: dg.AssetExecutionContext, sync: SyncSettings
-) -> Iterator[dg.MaterializeResult]:
-    """The notifications landing log → notification items (not the landing log itself)."""
-    yield from _land_days(
-        context,
-        sync,
-        "notifications",
-        NOTIFICATION_ITEMS,
-        "notification_id",
-        lambda deliveries, settings: notification_rows(deliveries, settings.api_url),
-    )
+def landing_partitions(start: dt.date) -> dg.DailyPartitionsDefinition:
+    """Days are receive dates (UTC). end_offset=1 makes today a partition, so today's
+    deliveries can be processed before midnight. The first day is a setting
+    (SYNC_PARTITIONS_START, default a month back), so the partitions are built when the
+    definitions load, not when this module is imported."""
+    return dg.DailyPartitionsDefinition(start_date=start.isoformat(), end_offset=1)
 
 
-@dg.multi_asset(
-    specs=[
-        specs.table_spec(t, group_name="intake", kinds={"duckdb"})
-        for t in (SESSION_RESPONSES, REJECT_TABLES["sessions"])
-    ],
-    name=SESSION_INTAKE,
-    partitions_def=landing_days,
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    pool=POOL,
-)
-def session_intake(
-    context: dg.AssetExecutionContext, sync: SyncSettings
-) -> Iterator[dg.MaterializeResult]:
-    yield from _land_days(
-        context,
-        sync,
-        "sessions",
-        SESSION_RESPONSES,
-        "delivery_digest",
-        lambda deliveries, _settings: session_rows(deliveries),
+def intake_assets(partitions: dg.DailyPartitionsDefinition) -> list[dg.AssetsDefinition]:
+    """The intake group over `partitions`: notification_intake (ops.notification_items and its
+    rejects) and session_intake (connect.session_responses and its rejects)."""
+
+    @dg.multi_asset(
+        specs=[
+            specs.table_spec(t, group_name="intake", kinds={"duckdb"})
+            for t in (NOTIFICATION_ITEMS, REJECT_TABLES["notifications"])
+        ],
+        name=NOTIFICATION_INTAKE,
+        partitions_def=partitions,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        pool=POOL,
     )
+    def notification_intake(
+        context: dg.AssetExecutionContext, warehouse: WarehouseResource, upstream: UpstreamResource
+    ) -> Iterator[dg.MaterializeResult]:
+        """The notifications landing log → notification items (not the landing log itself);
+        a notification naming another host than the configured API is rejected (rows.py)."""
+        yield from _land_days(
+            context,
+            warehouse,
+            "notifications",
+            NOTIFICATION_ITEMS,
+            "notification_id",
+            lambda deliveries: notification_rows(deliveries, upstream.api_url),
+        )
+
+    @dg.multi_asset(
+        specs=[
+            specs.table_spec(t, group_name="intake", kinds={"duckdb"})
+            for t in (SESSION_RESPONSES, REJECT_TABLES["sessions"])
+        ],
+        name=SESSION_INTAKE,
+        partitions_def=partitions,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        pool=POOL,
+    )
+    def session_intake(
+        context: dg.AssetExecutionContext, warehouse: WarehouseResource
+    ) -> Iterator[dg.MaterializeResult]:
+        yield from _land_days(
+            context,
+            warehouse,
+            "sessions",
+            SESSION_RESPONSES,
+            "delivery_digest",
+            session_rows,
+        )
+
+    return [notification_intake, session_intake]

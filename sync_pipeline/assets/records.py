@@ -12,10 +12,10 @@ from typing import Literal
 import dagster as dg
 
 from sync_pipeline.assets.intake import POOL, table_metadata
-from sync_pipeline.assets.resources import SyncSettings
+from sync_pipeline.resources import LakeResource, UpstreamResource, WarehouseResource
 from sync_pipeline.sync.interrupt import SyncInterrupted
 from sync_pipeline.sync.plan import Shard
-from sync_pipeline.sync.run import run_sync
+from sync_pipeline.sync.run import SyncTarget, run_sync
 from sync_pipeline.tables.connect import (
     APP_USERS,
     CONNECTION_HISTORY,
@@ -111,12 +111,21 @@ class SyncRunConfig(dg.Config):
     ),
 )
 def record_sync(
-    context: dg.AssetExecutionContext, config: SyncRunConfig, sync: SyncSettings
+    context: dg.AssetExecutionContext,
+    config: SyncRunConfig,
+    upstream: UpstreamResource,
+    warehouse: WarehouseResource,
+    lake: LakeResource,
 ) -> Iterator[dg.MaterializeResult]:
-    settings = sync.load()
+    target = SyncTarget(
+        upstream=upstream,
+        warehouse=warehouse.location,
+        lake=lake.location,
+        transport=upstream.transport(),
+    )
     try:
         report = run_sync(
-            settings,
+            target,
             run_id=context.run.run_id,
             mode=config.mode,
             only_users=set(config.users) or None,
@@ -148,7 +157,7 @@ def record_sync(
     loads = summary.tables
     paths = {e.table: e.path for e in ENDPOINTS}
     # one read-only look per table after the commit (the step still holds the pool slot)
-    with db.connect(settings.warehouse_path, read_only=True, key=settings.warehouse_key) as con:
+    with warehouse.connect(read_only=True) as con:
         cursors = db.cursors_by_run(con, context.run.run_id)
         tables = {table: table_metadata(con, table) for table in _ALL_TABLES}
     for spec in ALL_SPECS:

@@ -41,13 +41,13 @@ class Table:
     """One warehouse table, declared once: everything else (DDL, Arrow schema, frame typing,
     asset column metadata, checks, the data dictionary, COMMENT ON) is derived from it."""
 
-    name: str  # schema-qualified, e.g. "ops.notifications"
+    name: str  # schema-qualified, e.g. "ops.notification_items"
     columns: tuple[Column, ...]
     # what identifies a row; () for an append-only log
     key: tuple[str, ...]
-    # the Dagster asset definition whose step writes the table, by node name (a single
-    # asset's node is its key joined by "__", e.g. ops__notifications; a multi-asset's is its
-    # name, e.g. record_sync)
+    # the one Dagster asset definition whose step writes the table, by node name (a
+    # multi-asset's is its name, e.g. record_sync; a single asset's is its key joined by "__");
+    # its step may write no other table (warehouse/db.connect(writes=...))
     owner: str
     # what one row is, in one line: the asset's description, the dictionary's, COMMENT ON TABLE
     description: str

@@ -10,8 +10,8 @@ from typing import Any
 
 import duckdb
 
+from starfleet.templates import templates_for
 from sync_pipeline.normalize import normalize_records, to_arrow
-from sync_pipeline.simulator.templates import templates_for
 from sync_pipeline.tables.registry import PARENT_OF, key_of
 from sync_pipeline.upstream.endpoints import BY_PATH, READING_TYPES
 from sync_pipeline.warehouse import db

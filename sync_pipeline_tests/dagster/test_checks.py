@@ -3,6 +3,7 @@ its check and (blocking checks) stops what is downstream of the table in the sam
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,15 +11,18 @@ import dagster as dg
 import pytest
 
 from sync_pipeline.assets.checks import CHECKS, FRESH, LEDGER, NON_NULL, UNIQUE
-from sync_pipeline.assets.intake import notification_intake
+from sync_pipeline.assets.intake import intake_assets, landing_partitions
 from sync_pipeline.assets.records import record_sync
-from sync_pipeline.assets.resources import SyncSettings
 from sync_pipeline.tables.registry import CHILD_TABLES, RECORD_TABLES
 from sync_pipeline.upstream.endpoints import ENDPOINTS
 from sync_pipeline.warehouse import db
 from sync_pipeline_tests.e2e.harness import running_stack
+from sync_pipeline_tests.resources import resources_for
 
 pytestmark = pytest.mark.slow
+
+# the intake group over the fixed test days (2025)
+notification_intake, _ = intake_assets(landing_partitions(dt.date(2025, 1, 1)))
 
 
 def test_checks_pass_on_a_synced_warehouse(tmp_path: Path) -> None:
@@ -104,7 +108,7 @@ def test_bad_load_fails_its_check(data_dir: Path, bad: BadLoad) -> None:
             ).required_multi_asset_neighbors()
             | dg.AssetSelection.assets(["medical", "allergies"]).required_multi_asset_neighbors(),
             partition_key="2025-03-01",
-            resources={"sync": SyncSettings(data_dir=str(data_dir))},
+            resources=resources_for(data_dir),
             instance=instance,
             raise_on_error=False,
         )

@@ -22,11 +22,11 @@ from typing import Any
 import httpx
 import pytest
 
+from starfleet.config import SimFaults
+from starfleet.delivery import new_nonce, signed_notification
+from starfleet.records import iso_instant, parse_instant
+from starfleet.world import Change, notification_items
 from sync_pipeline.intake.server import running_receiver
-from sync_pipeline.simulator.config import SimFaults
-from sync_pipeline.simulator.delivery import new_nonce, signed_notification
-from sync_pipeline.simulator.records import iso_instant, parse_instant
-from sync_pipeline.simulator.world import Change, notification_items
 from sync_pipeline.sync import commit as commit_module
 from sync_pipeline.sync.run import run_sync
 from sync_pipeline.tables.registry import key_of

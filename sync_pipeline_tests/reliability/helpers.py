@@ -13,10 +13,10 @@ from typing import Any
 
 import duckdb
 
+from starfleet.config import SimFaults
+from starfleet.server import SimulatorHandle
 from sync_pipeline.normalize.schemas import TABLE_SCHEMAS
 from sync_pipeline.settings import Settings
-from sync_pipeline.simulator.config import SimFaults
-from sync_pipeline.simulator.server import SimulatorHandle
 from sync_pipeline.sync.connection_state import rebuild_connection_state
 from sync_pipeline.sync.plan import SyncMode
 from sync_pipeline.sync.run import SyncReport, run_sync

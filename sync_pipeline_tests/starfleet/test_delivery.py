@@ -11,10 +11,10 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from starfleet import SimulatorHandle, running_simulator
 from sync_pipeline.intake.signature import sign
 from sync_pipeline.settings import DEMO_CLIENT_SECRET
-from sync_pipeline.simulator import SimulatorHandle, running_simulator
-from sync_pipeline_tests.simulator.conftest import Receiver, bearer
+from sync_pipeline_tests.starfleet.conftest import Receiver, bearer
 
 pytestmark = pytest.mark.slow
 

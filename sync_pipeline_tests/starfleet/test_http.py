@@ -7,9 +7,9 @@ import time
 import httpx
 import pytest
 
-from sync_pipeline.simulator import SimFaults, SimulatorHandle
-from sync_pipeline.simulator.world import PROFILE_PATH
-from sync_pipeline_tests.simulator.conftest import bearer, request_token
+from starfleet import SimFaults, SimulatorHandle
+from starfleet.world import PROFILE_PATH
+from sync_pipeline_tests.starfleet.conftest import bearer, request_token
 
 pytestmark = pytest.mark.slow
 

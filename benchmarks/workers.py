@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import os
 import shutil
 import time
 import uuid
@@ -34,7 +35,7 @@ DEFAULT_BACKEND = "redis://127.0.0.1:6379/0"
 
 def _worker(settings: Settings, index: int, count: int, out: Queue) -> None:
     """One worker process: the full sync of its shard, timed by stage."""
-    from sync_pipeline.bench.measure import sync_stage_clock
+    from benchmarks.measure import sync_stage_clock
     from sync_pipeline.sync.plan import Shard
     from sync_pipeline.sync.run import run_sync
 
@@ -111,18 +112,18 @@ def run_workers_bench(
     settings: Settings, args: argparse.Namespace, size: Any, work: Path
 ) -> dict[str, Any]:
     """Prepare one world and one warehouse, then a round per worker count 1..args.workers."""
-    from sync_pipeline.bench import runs
-    from sync_pipeline.bench.report import environment
+    from benchmarks import scenarios
+    from benchmarks.report import environment
+    from starfleet.config import SimFaults
     from sync_pipeline.demo import demo_session_keys
     from sync_pipeline.instance import ensure_local_instance
-    from sync_pipeline.simulator.config import SimFaults
 
     backend = args.rate_backend or settings.rate_backend or DEFAULT_BACKEND
     started = time.perf_counter()
     _, public_pem = demo_session_keys(work / "keys")
     base = replace(settings, data_dir=(work / "base").resolve(), session_public_key=public_pem)
     base.data_dir.mkdir(parents=True, exist_ok=True)
-    instance = ensure_local_instance(base.dagster_home)
+    instance = ensure_local_instance(base.dagster_home, os.environ)
     limit = float(args.rate_limit)
     out: dict[str, Any] = {
         "command": f"sync-pipeline bench --workers {args.workers}"
@@ -143,7 +144,7 @@ def run_workers_bench(
         "rounds": [],
     }
     faults = SimFaults(latency_ms=args.latency_ms, rate_limit_per_s=limit)
-    with runs.prepared_workload(base, size, faults, work, instance) as (base, sim, setup):
+    with scenarios.prepared_workload(base, size, faults, work, instance) as (base, sim, setup):
         out["workload"]["records"] = sim.records
         out["setup"] = setup
         for count in range(1, args.workers + 1):

@@ -3,32 +3,20 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
 from typing import Any
 
 from dagster import DagsterInstance, ExecuteInProcessResult
 
 from sync_pipeline.assets.schedules import sync_config
 from sync_pipeline.instance import process_tags
+from sync_pipeline.resources import run_resources
 from sync_pipeline.settings import Settings
 
-__all__ = ["RunFailed", "export_settings", "run_job", "sync_config", "today_partition"]
+__all__ = ["RunFailed", "run_job", "sync_config", "today_partition"]
 
 
 class RunFailed(RuntimeError):
     pass
-
-
-def export_settings(settings: Settings) -> None:
-    """Dagster resources read settings from the environment when a run starts: make the
-    environment say what `settings` says (secrets stay in the environment, never in run config)."""
-    os.environ["SYNC_DATA_DIR"] = str(settings.data_dir)
-    os.environ["SYNC_AUTH_URL"] = settings.auth_url
-    os.environ["SYNC_API_URL"] = settings.api_url
-    os.environ["SYNC_CLIENT_ID"] = settings.client_id
-    os.environ["SYNC_CLIENT_SECRET"] = settings.client_secret
-    if settings.session_public_key:
-        os.environ["SYNC_SESSION_PUBLIC_KEY"] = settings.session_public_key
 
 
 def today_partition() -> str:
@@ -38,6 +26,7 @@ def today_partition() -> str:
 def run_job(
     name: str,
     *,
+    settings: Settings,
     instance: DagsterInstance,
     partition_key: str | None = None,
     config: dict[str, Any] | None = None,
@@ -45,8 +34,10 @@ def run_job(
     console_log_level: str = "WARNING",
     tags: dict[str, str] | None = None,
 ) -> ExecuteInProcessResult:
-    """Execute one job of the code location in this process, recorded in `instance` and tagged
-    with this process, so a later command can tell if it died mid-run (instance.reap_dead_runs)."""
+    """Execute one job of the code location in this process, on resources built from
+    `settings` (not the environment the definitions loaded from), recorded in `instance` and
+    tagged with this process, so a later command can tell if it died mid-run
+    (instance.reap_dead_runs)."""
     from sync_pipeline.definitions import defs
 
     job = defs.resolve_job_def(name)
@@ -56,6 +47,7 @@ def run_job(
         instance=instance,
         partition_key=partition_key,
         run_config={**(config or {}), **quiet},
+        resources=run_resources(settings),
         raise_on_error=False,
         tags={**(tags or {}), **process_tags()},
     )

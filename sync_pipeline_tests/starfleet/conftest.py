@@ -10,8 +10,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 
+from starfleet import SimFaults, SimulatorHandle, running_simulator
 from sync_pipeline.settings import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET
-from sync_pipeline.simulator import SimFaults, SimulatorHandle, running_simulator
 
 SIM_USERS = 6
 SIM_SEED = 0

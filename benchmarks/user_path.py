@@ -1,6 +1,6 @@
 """The user's path: `sync-pipeline sync` as its own process, timed end to end.
 
-The in-process runs (runs.py) time the sync engine alone. What a user waits for also holds the
+The in-process runs (scenarios.py) time the sync engine alone. What a user waits for also holds the
 interpreter start, imports, the Dagster instance's set-up, the runs' start and end, every step
 (intake, connection state, checks, analytics) and the commit. This module runs the CLI as a
 subprocess against the bench's simulator and afterwards reads the Dagster instance the CLI wrote
@@ -28,7 +28,7 @@ from typing import Any
 from dagster import DagsterEventType, DagsterInstance, EventLogEntry, RunsFilter
 from dagster._core.instance.ref import InstanceRef
 
-from sync_pipeline.bench.simproc import SimProcess
+from benchmarks.simproc import SimProcess
 from sync_pipeline.intake.landing import LandingLog, iter_landed, landed_days
 from sync_pipeline.settings import Settings
 from sync_pipeline.upstream.endpoints import ENDPOINTS

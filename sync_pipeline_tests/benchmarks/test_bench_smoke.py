@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from sync_pipeline.bench.dlt_run import NOT_INSTALLED, dlt_available
-from sync_pipeline.bench.measure import percentile
-from sync_pipeline.bench.user_path import RunTimeline, breakdown
+from benchmarks.dlt_run import NOT_INSTALLED, dlt_available
+from benchmarks.measure import percentile
+from benchmarks.user_path import RunTimeline, breakdown
 
 CLI_RUNS = ("cli_first_sync", "cli_nothing_pending", "cli_catchup_nothing_new")
 RUNS = ("ours_full", "dlt", "read_json", "ours_incremental", "ours_nothing_new", *CLI_RUNS)

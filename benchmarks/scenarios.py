@@ -18,14 +18,14 @@ import duckdb
 import httpx
 from dagster import DagsterInstance
 
-from sync_pipeline.bench.measure import peak_rss_mib, percentile, reset_peak_rss, sync_stage_clock
-from sync_pipeline.bench.simproc import SimProcess, SimSize, jsonl_name, simulator_process
+from benchmarks.measure import peak_rss_mib, percentile, reset_peak_rss, sync_stage_clock
+from benchmarks.simproc import SimProcess, SimSize, jsonl_name, simulator_process
+from benchmarks.webhook_senders import drive_receiver
+from starfleet.config import SimFaults
 from sync_pipeline.intake.landing import iter_landed, landed_days
-from sync_pipeline.intake.load import drive_receiver
 from sync_pipeline.intake.server import running_receiver
-from sync_pipeline.runs import export_settings, run_job, today_partition
+from sync_pipeline.launch import run_job, today_partition
 from sync_pipeline.settings import Settings
-from sync_pipeline.simulator.config import SimFaults
 from sync_pipeline.sync.plan import SyncMode
 from sync_pipeline.sync.run import run_sync
 from sync_pipeline.warehouse import db
@@ -77,17 +77,16 @@ def prepared_workload(
         ) as sim,
     ):
         settings = settings.with_upstream(sim.base_url)
-        export_settings(settings)
-        yield settings, sim, prepare_users(sim, instance)
+        yield settings, sim, prepare_users(settings, sim, instance)
 
 
-def prepare_users(sim: SimProcess, instance: DagsterInstance) -> dict[str, Any]:
+def prepare_users(settings: Settings, sim: SimProcess, instance: DagsterInstance) -> dict[str, Any]:
     """Every user connects (Connect sessions through the real receiver), then intake and
     connection state run as Dagster runs, so connect.users lists everyone."""
     started = time.perf_counter()
     sessions = sim.post_initial_sessions()
-    run_job("intake_job", instance=instance, partition_key=today_partition())
-    run_job("connection_state_job", instance=instance)
+    run_job("intake_job", settings=settings, instance=instance, partition_key=today_partition())
+    run_job("connection_state_job", settings=settings, instance=instance)
     return {"sessions": len(sessions), "seconds": time.perf_counter() - started}
 
 
@@ -164,7 +163,7 @@ def incremental_after_batch(
     if moved.get("delivery_status") != 200:
         raise RuntimeError(f"notification delivery answered {moved.get('delivery_status')}")
     started = time.perf_counter()
-    run_job("intake_job", instance=instance, partition_key=today_partition())
+    run_job("intake_job", settings=settings, instance=instance, partition_key=today_partition())
     intake_s = time.perf_counter() - started
     result = our_sync(settings, sim, "incremental", limit=limit)
     notifications = len(moved["items"])
@@ -181,7 +180,7 @@ def incremental_after_batch(
 def dlt_sync(
     sim: SimProcess, settings: Settings, workdir: Path, *, limit: float | None, users: int
 ) -> dict[str, Any]:
-    from sync_pipeline.bench.dlt_run import run_dlt
+    from benchmarks.dlt_run import run_dlt
 
     sim.reset_stats()
     reset_peak_rss()

@@ -8,10 +8,10 @@ import re
 
 import pytest
 
-from sync_pipeline.simulator.records import LEGACY_USER_ID_PATHS
-from sync_pipeline.simulator.sources import SOURCES_BY_ID
-from sync_pipeline.simulator.templates import all_template_paths, templates_for
-from sync_pipeline.simulator.world import (
+from starfleet.records import LEGACY_USER_ID_PATHS
+from starfleet.sources import SOURCES_BY_ID
+from starfleet.templates import all_template_paths, templates_for
+from starfleet.world import (
     PROFILE_PATH,
     SimWorld,
     build_world,

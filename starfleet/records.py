@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sync_pipeline.simulator.sources import Source
-from sync_pipeline.simulator.templates import Record, templates_for
+from starfleet.sources import Source
+from starfleet.templates import Record, templates_for
 
 _INSTANT = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")

@@ -1,4 +1,8 @@
-"""Load generator for the receiver: signed notification batches from concurrent senders."""
+"""Webhook traffic for the receiver: signed notification batches from concurrent senders.
+
+The benchmark's receiver figures and the receiver's load tests drive it; the product never
+imports it.
+"""
 
 from __future__ import annotations
 

@@ -28,17 +28,17 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from sync_pipeline.simulator import delivery
-from sync_pipeline.simulator.config import SimConfig
-from sync_pipeline.simulator.records import iso_instant
-from sync_pipeline.simulator.runtime import FaultDice, Stats, corrupt
-from sync_pipeline.simulator.sources import SOURCES_BY_ID
-from sync_pipeline.simulator.templates import Record
-from sync_pipeline.simulator.world import SimUser, SimWorld, notification_items
+from starfleet import delivery
+from starfleet.config import SimConfig
+from starfleet.records import iso_instant
+from starfleet.runtime import FaultDice, Stats, corrupt
+from starfleet.sources import SOURCES_BY_ID
+from starfleet.templates import Record
+from starfleet.world import SimUser, SimWorld, notification_items
 from sync_pipeline.upstream.endpoints import BY_PATH, SOURCES_PATH
 
 # Set by the server's HTTP protocol (server.py): aborts the TCP connection under this request.
-ABORT_SCOPE_KEY = "sync_pipeline.simulator.abort"
+ABORT_SCOPE_KEY = "starfleet.abort"
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500

@@ -10,8 +10,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from sync_pipeline.simulator.config import SimFaults
-from sync_pipeline.simulator.templates import Record
+from starfleet.config import SimFaults
+from starfleet.templates import Record
 
 
 class Stats:

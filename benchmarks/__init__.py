@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -50,6 +51,17 @@ def _at_least_one(text: str) -> int:
     return value
 
 
+def bench_parser() -> argparse.ArgumentParser:
+    """The arguments of `sync-pipeline bench` (the CLI hands this parser what follows `bench`)."""
+    parser = argparse.ArgumentParser(
+        prog="sync-pipeline bench",
+        description="Measure sync and intake throughput against the upstream's rate limit, "
+        "with dlt and DuckDB read_json on the same data (see the README's Performance section).",
+    )
+    add_bench_arguments(parser)
+    return parser
+
+
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="~20k records: a laptop minute")
     parser.add_argument("--users", type=int, default=None, help="simulated users (preset)")
@@ -78,7 +90,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         type=_at_least_one,
         default=None,
         help="users of the first `sync-pipeline sync` (its own process) into a fresh data "
-        "dir: the user's path, bench/user_path.py (preset: 40, --quick 10)",
+        "dir: the user's path, benchmarks/user_path.py (preset: 40, --quick 10)",
     )
     parser.add_argument(
         "--cli-catchup-users",
@@ -98,7 +110,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         help="instead of the usual runs: full syncs by 1..N worker processes (one shard each) "
-        "sharing one Redis rate budget (bench/workers.py)",
+        "sharing one Redis rate budget (benchmarks/workers.py)",
     )
     parser.add_argument(
         "--rate-backend",
@@ -113,8 +125,8 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_bench(settings: Settings, args: argparse.Namespace) -> int:
-    from sync_pipeline.bench.report import print_report
-    from sync_pipeline.bench.simproc import SimSize
+    from benchmarks.report import print_report
+    from benchmarks.simproc import SimSize
 
     preset = PRESETS["quick" if args.quick else "full"]
     size = SimSize(
@@ -128,7 +140,7 @@ def run_bench(settings: Settings, args: argparse.Namespace) -> int:
     work.mkdir(parents=True, exist_ok=True)
     try:
         if args.workers:
-            from sync_pipeline.bench.workers import run_workers_bench
+            from benchmarks.workers import run_workers_bench
 
             result = run_workers_bench(settings, args, size, work)
         else:
@@ -138,7 +150,7 @@ def run_bench(settings: Settings, args: argparse.Namespace) -> int:
             shutil.rmtree(work, ignore_errors=True)
     args.out.write_text(json.dumps(result, indent=2, default=str) + "\n")
     if args.workers:
-        from sync_pipeline.bench.workers import print_workers_report
+        from benchmarks.workers import print_workers_report
 
         print_workers_report(result)
     else:
@@ -155,19 +167,19 @@ def _bench(
     preset: dict[str, int],
     work: Path,
 ) -> dict[str, Any]:
-    from sync_pipeline.bench import runs
-    from sync_pipeline.bench.dlt_run import NOT_INSTALLED, dlt_available
-    from sync_pipeline.bench.report import environment, ratios
-    from sync_pipeline.bench.user_path import user_path_runs
+    from benchmarks import scenarios
+    from benchmarks.dlt_run import NOT_INSTALLED, dlt_available
+    from benchmarks.report import environment, ratios
+    from benchmarks.user_path import user_path_runs
+    from starfleet.config import SimFaults
     from sync_pipeline.demo import demo_session_keys
     from sync_pipeline.instance import ensure_local_instance
-    from sync_pipeline.simulator.config import SimFaults
 
     started = time.perf_counter()
     _, public_pem = demo_session_keys(work / "keys")
     settings = replace(settings, data_dir=(work / "ours").resolve(), session_public_key=public_pem)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    instance = ensure_local_instance(settings.dagster_home)
+    instance = ensure_local_instance(settings.dagster_home, os.environ)
     faults = SimFaults(latency_ms=args.latency_ms, rate_limit_per_s=args.rate_limit)
     limit = args.rate_limit
     out: dict[str, Any] = {
@@ -185,10 +197,14 @@ def _bench(
         "runs": {},
     }
     run_results: dict[str, Any] = out["runs"]
-    with runs.prepared_workload(settings, size, faults, work, instance) as (settings, sim, setup):
+    with scenarios.prepared_workload(settings, size, faults, work, instance) as (
+        settings,
+        sim,
+        setup,
+    ):
         out["workload"]["records"] = sim.records
         out["setup"] = setup
-        run_results["ours_full"] = runs.our_sync(
+        run_results["ours_full"] = scenarios.our_sync(
             settings, sim, "full", limit=limit, profile_to=args.profile
         )
         if args.no_dlt:
@@ -197,17 +213,19 @@ def _bench(
             run_results["dlt"] = {"not_run": NOT_INSTALLED}
         else:
             dlt_users = args.dlt_users if args.dlt_users is not None else preset["dlt_users"]
-            run_results["dlt"] = runs.dlt_sync(
+            run_results["dlt"] = scenarios.dlt_sync(
                 sim, settings, work / "dlt", limit=limit, users=dlt_users
             )
-        run_results["read_json"] = runs.read_json_load(
+        run_results["read_json"] = scenarios.read_json_load(
             work / "jsonl", sim.records_by_path, work / "read_json"
         )
         created = args.batch // 2
-        run_results["ours_incremental"] = runs.incremental_after_batch(
+        run_results["ours_incremental"] = scenarios.incremental_after_batch(
             settings, sim, instance, created=created, updated=args.batch - created, limit=limit
         )
-        run_results["ours_nothing_new"] = runs.our_sync(settings, sim, "incremental", limit=limit)
+        run_results["ours_nothing_new"] = scenarios.our_sync(
+            settings, sim, "incremental", limit=limit
+        )
         # the user's path last: `sync-pipeline sync` processes on a fresh data dir, with the
         # sessions the receiver landed above
         cli_users = args.cli_users if args.cli_users is not None else preset["cli_users"]
@@ -222,7 +240,7 @@ def _bench(
                 limit=limit,
             )
         )
-    out["receiver"] = runs.receiver_load(
+    out["receiver"] = scenarios.receiver_load(
         settings, work / "receiver", deliveries=deliveries, senders=args.senders
     )
     out["ratios"] = ratios(out)

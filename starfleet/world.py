@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
-from sync_pipeline.simulator.records import EndpointFactory, Identity, iso_instant, mutate
-from sync_pipeline.simulator.sources import SOURCE_CATALOGUE, SOURCES_BY_ID, Source
-from sync_pipeline.simulator.templates import Record
+from starfleet.records import EndpointFactory, Identity, iso_instant, mutate
+from starfleet.sources import SOURCE_CATALOGUE, SOURCES_BY_ID, Source
+from starfleet.templates import Record
 from sync_pipeline.upstream.endpoints import BY_PATH, ENDPOINTS
 
 PROFILE_PATH = "medical/profile"

@@ -9,9 +9,9 @@ from email.utils import parsedate_to_datetime
 import httpx
 import pytest
 
-from sync_pipeline.simulator import SimFaults, SimulatorHandle
-from sync_pipeline.simulator.config import RetryAfterFormat
-from sync_pipeline_tests.simulator.conftest import bearer
+from starfleet import SimFaults, SimulatorHandle
+from starfleet.config import RetryAfterFormat
+from sync_pipeline_tests.starfleet.conftest import bearer
 
 pytestmark = pytest.mark.slow
 

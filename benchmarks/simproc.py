@@ -1,6 +1,6 @@
 """The simulator in its own process, so serving it does not share the benchmarked process's GIL.
 
-`python -m sync_pipeline.bench.simproc ...` builds the world, optionally dumps every record as
+`python -m benchmarks.simproc ...` builds the world, optionally dumps every record as
 JSONL (one file per endpoint: the input of the `read_json` run), serves on a free loopback port,
 prints one JSON line (base URL, record counts) and serves until its stdin closes.
 `simulator_process` is the parent side.
@@ -21,10 +21,10 @@ from typing import Any, cast
 
 import httpx
 
+from starfleet.config import SimFaults
+from starfleet.server import running_simulator
+from starfleet.world import SimWorld
 from sync_pipeline.settings import load_settings
-from sync_pipeline.simulator.config import SimFaults
-from sync_pipeline.simulator.server import running_simulator
-from sync_pipeline.simulator.world import SimWorld
 
 _STARTUP_TIMEOUT_S = 300.0  # building a million-record world takes a while
 
@@ -60,7 +60,7 @@ def dump_jsonl(world: SimWorld, folder: Path) -> dict[str, int]:
 
 
 def _child(argv: Sequence[str]) -> None:
-    parser = argparse.ArgumentParser(prog="python -m sync_pipeline.bench.simproc")
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.simproc")
     parser.add_argument("--users", type=int, required=True)
     parser.add_argument("--min-records", type=int, required=True)
     parser.add_argument("--max-records", type=int, required=True)
@@ -143,7 +143,7 @@ def simulator_process(
     command = [
         sys.executable,
         "-m",
-        "sync_pipeline.bench.simproc",
+        "benchmarks.simproc",
         f"--users={size.users}",
         f"--min-records={size.min_records}",
         f"--max-records={size.max_records}",

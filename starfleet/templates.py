@@ -51,7 +51,7 @@ def template_file(path: str) -> tuple[str, str | None]:
 def fixture_root() -> Traversable:
     """The real upstream response bodies (`medical/*.json`, `wellness/*.json`): the one copy in
     the repository, read by the simulator and by the normaliser tests alike."""
-    return resources.files("sync_pipeline.simulator").joinpath("templates")
+    return resources.files("starfleet").joinpath("templates")
 
 
 def _read_json(relative: str) -> Any:

@@ -15,10 +15,10 @@ from typing import Any, cast
 import httpx
 import uvicorn
 
+from starfleet.app import ABORT_SCOPE_KEY, SimulatorApp, create_app
+from starfleet.config import SimConfig, SimFaults
+from starfleet.world import DEFAULT_NOTIFICATION_API_BASE, SimWorld, build_world
 from sync_pipeline.settings import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET
-from sync_pipeline.simulator.app import ABORT_SCOPE_KEY, SimulatorApp, create_app
-from sync_pipeline.simulator.config import SimConfig, SimFaults
-from sync_pipeline.simulator.world import DEFAULT_NOTIFICATION_API_BASE, SimWorld, build_world
 
 try:
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol

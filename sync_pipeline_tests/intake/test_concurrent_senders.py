@@ -1,8 +1,8 @@
 import asyncio
 import datetime as dt
 
+from benchmarks.webhook_senders import drive_receiver
 from sync_pipeline.intake.landing import iter_landed
-from sync_pipeline.intake.load import drive_receiver
 from sync_pipeline.intake.server import RunningReceiver
 from sync_pipeline.settings import Settings
 from sync_pipeline_tests.intake.conftest import SECRET

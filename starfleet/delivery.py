@@ -13,8 +13,8 @@ from typing import Any
 import httpx
 import jwt
 
+from starfleet.sources import Source
 from sync_pipeline.intake.signature import sign
-from sync_pipeline.simulator.sources import Source
 
 SESSION_JWT_TTL_S = 300
 DELIVERY_TIMEOUT_S = 10.0

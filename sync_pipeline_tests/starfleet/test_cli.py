@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from sync_pipeline.simulator import build_world
+from starfleet import build_world
 from sync_pipeline_tests.test_cli import cli, cli_env, free_port, serving
 
 pytestmark = pytest.mark.slow

@@ -6,8 +6,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from starfleet.world import DEFAULT_NOTIFICATION_API_BASE
 from sync_pipeline.settings import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET
-from sync_pipeline.simulator.world import DEFAULT_NOTIFICATION_API_BASE
 
 RetryAfterFormat = Literal["seconds", "http-date"]
 
