@@ -32,9 +32,9 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from sync_pipeline.intake import checks, signature
-from sync_pipeline.intake.checks import Rejected
+from sync_pipeline.intake import request_rules, signature
 from sync_pipeline.intake.landing import LandedDelivery, LandingLog
+from sync_pipeline.intake.request_rules import Rejected
 from sync_pipeline.intake.session_token import bearer_token, load_public_key, verify_token
 
 logger = logging.getLogger(__name__)
@@ -193,20 +193,20 @@ def create_app(settings: ReceiverSettings) -> Starlette:
             return await _notification(request)
 
     async def _notification(request: Request) -> Response:
-        parts = checks.signature_headers(request.headers)
-        checks.check_timestamp(parts, tolerance_s)  # before a single body byte is read
+        parts = request_rules.signature_headers(request.headers)
+        request_rules.check_timestamp(parts, tolerance_s)  # before a single body byte is read
         has_room(notifications_log)
         body = await read_capped_body(request, max_bytes, body_timeout_s)
-        checks.check_signature(body, parts, secret, tolerance_s)
-        checks.check_notification_batch(checks.decode_json(body))
+        request_rules.check_signature(body, parts, secret, tolerance_s)
+        request_rules.check_notification_batch(request_rules.decode_json(body))
         delivery = LandedDelivery(
             digest=signature.delivery_digest(body, parts.timestamp, parts.nonce),
             kind="notifications",
             received_at=_now(),
             headers={
-                checks.TIMESTAMP_HEADER: parts.timestamp,
-                checks.NONCE_HEADER: parts.nonce,
-                checks.SIGNATURE_HEADER: parts.signature,
+                request_rules.TIMESTAMP_HEADER: parts.timestamp,
+                request_rules.NONCE_HEADER: parts.nonce,
+                request_rules.SIGNATURE_HEADER: parts.signature,
             },
             body=body.decode("utf-8"),
             claims=None,
@@ -226,12 +226,12 @@ def create_app(settings: ReceiverSettings) -> Starlette:
         token = bearer_token(request.headers)
         claims = verify_token(token, public_key)  # before a single body byte is read
         # a replay is refused once the token expires: dedup need not outlive it
-        replay_until = checks.token_replay_until(claims, time.time(), max_lifetime_s)
+        replay_until = request_rules.token_replay_until(claims, time.time(), max_lifetime_s)
         has_room(sessions_log)
         body = await read_capped_body(request, max_bytes, body_timeout_s)
-        document: Any = checks.decode_json(body)
-        checks.check_session_body(document)
-        checks.check_claims_match_body(claims, document)
+        document: Any = request_rules.decode_json(body)
+        request_rules.check_session_body(document)
+        request_rules.check_claims_match_body(claims, document)
         delivery = LandedDelivery(
             # the token is part of the key (a replayed body under a new token is a new
             # delivery), but only its hash is kept: the token itself is a credential

@@ -10,7 +10,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-from sync_pipeline.intake.checks import Rejected
+from sync_pipeline.intake.request_rules import Rejected
 
 REQUIRED_CLAIMS = ("exp", "client_user_id", "human_id")
 _MAX_TOKEN_CHARS = 8192

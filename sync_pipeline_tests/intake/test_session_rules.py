@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from sync_pipeline.connect import malformed_sessions
-from sync_pipeline.intake.checks import Rejected, check_session_body
+from sync_pipeline.intake.request_rules import Rejected, check_session_body
 from sync_pipeline.intake.rows import session_rows
 from sync_pipeline.intake.session_rules import (
     SESSION_EVENTS,

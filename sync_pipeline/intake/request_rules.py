@@ -1,4 +1,4 @@
-"""Request checks shared by the intake endpoints: each raises `Rejected` with a short reason.
+"""Request rules shared by the intake endpoints: each raises `Rejected` with a short reason.
 
 Pure functions over headers and bytes, so every rule is testable without a server.
 """
