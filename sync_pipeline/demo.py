@@ -44,7 +44,7 @@ def demo_session_keys(folder: Path) -> tuple[str, str]:
 
 
 def table_counts(settings: Settings) -> list[tuple[str, int]]:
-    with db.connect(settings.warehouse_path, read_only=True, key=settings.warehouse_key) as con:
+    with db.connect(settings.warehouse, read_only=True, key=settings.warehouse_key) as con:
         return [
             (table, int(con.execute(f"SELECT count(*) FROM {db.quoted(table)}").fetchone()[0]))  # type: ignore[index]
             for table in sorted(db.all_schemas())

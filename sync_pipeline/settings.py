@@ -12,6 +12,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+from sync_pipeline.warehouse.target import WarehouseTarget
+from sync_pipeline.warehouse.target import parse as parse_warehouse
+
 # Named upstream presets (SYNC_UPSTREAM); explicit SYNC_API_URL / SYNC_AUTH_URL win over them.
 UPSTREAM_PRESETS: dict[str, tuple[str, str]] = {
     # (auth URL, data API URL)
@@ -67,6 +70,9 @@ class Settings:
     # SYNC_WAREHOUSE_KEY: when set, the DuckDB warehouse is encrypted at rest with it (ASCII:
     # DuckDB's key derivation takes it as text). None keeps the file in plaintext.
     warehouse_key: str | None = field(default=None, repr=False)
+    # SYNC_WAREHOUSE: a DuckLake (catalog + data path) instead of the single file; None keeps
+    # the file <data_dir>/warehouse.duckdb. Its catalog may hold a password: no repr.
+    warehouse_lake: WarehouseTarget | None = field(default=None, repr=False)
     # SYNC_FRESHNESS_HOURS: a record table whose last sync is older fails its freshness check
     freshness_hours: float = 26.0
     # SYNC_PARTITIONS_START: the first day of the daily intake partitions
@@ -104,6 +110,11 @@ class Settings:
     @property
     def warehouse_path(self) -> Path:
         return self.data_dir / "warehouse.duckdb"
+
+    @property
+    def warehouse(self) -> WarehouseTarget:
+        """What db.connect opens: the DuckLake named by SYNC_WAREHOUSE, else the file."""
+        return self.warehouse_lake or WarehouseTarget(file=self.warehouse_path)
 
     @property
     def lake_dir(self) -> Path:
@@ -183,6 +194,15 @@ def _warehouse_key(env: Mapping[str, str]) -> str | None:
     return raw
 
 
+def _warehouse_lake(env: Mapping[str, str], data_dir: Path) -> WarehouseTarget | None:
+    try:
+        return parse_warehouse(
+            env.get("SYNC_WAREHOUSE", ""), data_dir=data_dir, lake_url=env.get("SYNC_LAKE_URL")
+        )
+    except ValueError as exc:  # its message masks any password
+        raise SettingsError(str(exc)) from None
+
+
 def _rate_backend(env: Mapping[str, str]) -> str | None:
     raw = (env.get("SYNC_RATE_BACKEND") or "").strip()
     if not raw:
@@ -212,12 +232,13 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     )
     # 500 is the upstream's largest page
     page_size = _int(env, "SYNC_PAGE_SIZE", 500, low=1, high=500)
+    data_dir = Path(env.get("SYNC_DATA_DIR", "data")).resolve()
     return Settings(
         auth_url=auth_url,
         api_url=api_url,
         client_id=env.get("SYNC_CLIENT_ID", DEMO_CLIENT_ID),
         client_secret=env.get("SYNC_CLIENT_SECRET", DEMO_CLIENT_SECRET),
-        data_dir=Path(env.get("SYNC_DATA_DIR", "data")).resolve(),
+        data_dir=data_dir,
         session_public_key=env.get("SYNC_SESSION_PUBLIC_KEY") or None,
         receiver_host=env.get("SYNC_RECEIVER_HOST", "127.0.0.1"),
         receiver_port=_int(env, "SYNC_RECEIVER_PORT", 8701, low=1, high=65535),
@@ -233,6 +254,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         rate_backend=_rate_backend(env),
         uses_embedded_simulator=embedded,
         warehouse_key=_warehouse_key(env),
+        warehouse_lake=_warehouse_lake(env, data_dir),
         freshness_hours=_float(env, "SYNC_FRESHNESS_HOURS", 26.0, low=0.1, high=24 * 365),
         partitions_start=_partitions_start(env, datetime.now(UTC).date()),
         receiver_max_inflight=_int(env, "SYNC_RECEIVER_MAX_INFLIGHT", 64, low=1, high=10_000),

@@ -90,7 +90,7 @@ def analytics_build(
     settings = sync.load()
     mapping = load_mapping()
     now = dt.datetime.now(dt.UTC)
-    with db.connect(settings.warehouse_path, key=settings.warehouse_key) as con:
+    with db.connect(settings.warehouse, key=settings.warehouse_key) as con:
         db.bound_memory(con)
         counts = sql.build_analytics(con, mapping, today=now.date(), now=now, full=config.full)
         tables = {table: table_metadata(con, table, columns) for table, columns in PREVIEWS.items()}
@@ -147,7 +147,7 @@ def analytics_checks(
 ) -> Iterator[dg.AssetCheckResult]:
     settings = sync.load()
     mapping = load_mapping()
-    with db.connect(settings.warehouse_path, read_only=True, key=settings.warehouse_key) as con:
+    with db.connect(settings.warehouse, read_only=True, key=settings.warehouse_key) as con:
         untraceable = sql.untraceable_observations(con)
         without_ucum = sql.coded_values_without_ucum(con, mapping.ucum_units())
         outside = sql.out_of_bounds(con, mapping.loinc)

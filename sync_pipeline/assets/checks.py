@@ -161,7 +161,7 @@ def _evaluate(
 ) -> Iterator[dg.AssetCheckResult]:
     selected = context.selected_asset_check_keys
     settings = sync.load()
-    path = settings.warehouse_path
+    path = settings.warehouse
     if not path.exists():
         # nothing written yet: the producing step failed or has not run
         for check in sorted(selected, key=str):

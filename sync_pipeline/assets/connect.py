@@ -6,8 +6,9 @@ import pandas as pd
 from sync_pipeline import connect as state
 from sync_pipeline.assets.intake import POOL
 from sync_pipeline.assets.resources import SyncSettings
-from sync_pipeline.sync.connection_state import rebuild_connection_state
+from sync_pipeline.sync.connection_state import ConnectionCounts, rebuild_connection_state
 from sync_pipeline.warehouse import db
+from sync_pipeline.warehouse.conflicts import retrying
 
 CONNECTION_SPECS = [
     dg.AssetSpec(
@@ -39,10 +40,16 @@ CONNECTION_SPECS = [
 @dg.multi_asset(specs=CONNECTION_SPECS, pool=POOL, name="connection_state")
 def connection_state(context: dg.AssetExecutionContext, sync: SyncSettings):  # type: ignore[no-untyped-def]
     settings = sync.load()
-    with db.connect(settings.warehouse_path, key=settings.warehouse_key) as con:
-        con.execute("BEGIN TRANSACTION")
-        counts = rebuild_connection_state(con)
-        con.execute("COMMIT")
+
+    def rebuild() -> ConnectionCounts:
+        # one repeatable unit: a DuckLake commit conflict rebuilds again from the sessions
+        with (
+            db.connect(settings.warehouse, key=settings.warehouse_key) as con,
+            db.transaction(con),
+        ):
+            return rebuild_connection_state(con)
+
+    counts = retrying(rebuild, what="the connection state")
     context.log.info(
         "connection state: %d users (%d need to reconnect), %d open connections",
         counts.users,
@@ -73,7 +80,7 @@ def connection_state(context: dg.AssetExecutionContext, sync: SyncSettings):  # 
 )
 def sources_agree_with_connections(sync: SyncSettings) -> dg.AssetCheckResult:
     settings = sync.load()
-    with db.connect(settings.warehouse_path, read_only=True, key=settings.warehouse_key) as con:
+    with db.connect(settings.warehouse, read_only=True, key=settings.warehouse_key) as con:
         history = db.query_arrow(con, "connect.connection_history", "valid_to IS NULL")
         snapshots = db.query_arrow(con, "connect.source_status")
         sessions = db.query_arrow(con, "connect.session_responses")

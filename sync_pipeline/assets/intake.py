@@ -2,6 +2,7 @@
 
 import datetime as dt
 import itertools
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -15,6 +16,8 @@ from sync_pipeline.intake.landing import LandedDelivery, iter_landed
 from sync_pipeline.intake.rows import notification_rows, session_rows
 from sync_pipeline.settings import Settings, load_settings
 from sync_pipeline.warehouse import db
+from sync_pipeline.warehouse.conflicts import retrying
+from sync_pipeline.warehouse.target import warehouse_pool
 
 # Days are receive dates (UTC). end_offset=1 makes today a partition, so today's deliveries
 # can be processed before midnight. The first day is a setting, read when the code location
@@ -22,7 +25,10 @@ from sync_pipeline.warehouse import db
 landing_days = dg.DailyPartitionsDefinition(
     start_date=load_settings().partitions_start.isoformat(), end_offset=1
 )
-POOL = "warehouse"  # one slot: only one step at a time opens the DuckDB file
+# The pool of steps that open the warehouse: `warehouse` (one slot: only one step at a time opens
+# the DuckDB file), or none when SYNC_WAREHOUSE is a DuckLake on PostgreSQL, whose catalog takes
+# concurrent commits (conflicts retried, warehouse/conflicts.py). Read when the location loads.
+POOL = warehouse_pool(os.environ)
 # deliveries turned into rows at once (a delivery is at most SYNC_MAX_BODY_BYTES)
 CHUNK_DELIVERIES = 2000
 
@@ -102,22 +108,28 @@ def _land_days(
     re-materialising a day changes nothing); unusable items go to ops.rejected_records."""
     settings = sync.load()
     days = _days(context)
-    deliveries = (d for day in days for d in iter_landed(settings.data_dir, kind, day))
-    counts = {"deliveries": 0, "rows": 0, "inserted": 0, "rejected": 0, "rejected_new": 0}
-    with db.connect(settings.warehouse_path, key=settings.warehouse_key) as con:
-        con.execute("BEGIN TRANSACTION")
-        # in chunks: memory follows the chunk, not the partition's days (one transaction still)
-        while chunk := list(itertools.islice(deliveries, CHUNK_DELIVERIES)):
-            rows, rejected = to_rows(chunk, settings)
-            counts["deliveries"] += len(chunk)
-            counts["rows"] += len(rows)
-            counts["rejected"] += len(rejected)
-            counts["inserted"] += db.insert_absent(
-                con, table, pa.Table.from_pandas(rows, preserve_index=False), (key,)
-            )
-            counts["rejected_new"] += db.store_rejects(con, rejected, context.run.run_id, _now())
-        con.execute("COMMIT")
-        metadata = table_metadata(con, table)
+
+    def land() -> tuple[dict[str, int], dict[str, Any]]:
+        # one repeatable unit (a DuckLake commit conflict runs it again from the landing log)
+        deliveries = (d for day in days for d in iter_landed(settings.data_dir, kind, day))
+        counts = {"deliveries": 0, "rows": 0, "inserted": 0, "rejected": 0, "rejected_new": 0}
+        with db.connect(settings.warehouse, key=settings.warehouse_key) as con:
+            with db.transaction(con):
+                # in chunks: memory follows the chunk, not the partition's days (one transaction)
+                while chunk := list(itertools.islice(deliveries, CHUNK_DELIVERIES)):
+                    rows, rejected = to_rows(chunk, settings)
+                    counts["deliveries"] += len(chunk)
+                    counts["rows"] += len(rows)
+                    counts["rejected"] += len(rejected)
+                    counts["inserted"] += db.insert_absent(
+                        con, table, pa.Table.from_pandas(rows, preserve_index=False), (key,)
+                    )
+                    counts["rejected_new"] += db.store_rejects(
+                        con, rejected, context.run.run_id, _now()
+                    )
+            return counts, table_metadata(con, table)
+
+    counts, metadata = retrying(land, what=f"landing {table}")
     return dg.MaterializeResult(metadata={**metadata, "days": f"{days[0]} .. {days[-1]}", **counts})
 
 

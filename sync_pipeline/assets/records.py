@@ -121,7 +121,7 @@ def record_sync(
     loads = summary.tables
     paths = {e.table: e.path for e in ENDPOINTS}
     # one read-only look per table after the commit (the step still holds the pool slot)
-    with db.connect(settings.warehouse_path, read_only=True, key=settings.warehouse_key) as con:
+    with db.connect(settings.warehouse, read_only=True, key=settings.warehouse_key) as con:
         cursors = db.cursors_by_run(con, context.run.run_id)
         tables = {table: table_metadata(con, table) for table in _ALL_TABLES}
     for spec in ALL_SPECS:

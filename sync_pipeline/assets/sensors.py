@@ -43,6 +43,7 @@ from sync_pipeline.assets.schedules import (
 )
 from sync_pipeline.intake.landing import KINDS, day_fingerprint, landed_days
 from sync_pipeline.warehouse import db
+from sync_pipeline.warehouse.target import WarehouseTarget
 
 TRIGGER_TAG = "sync_pipeline/trigger"
 # Sessions inserted into the table later than others received after them (a delivery still being
@@ -171,7 +172,7 @@ def connections_opened(sessions: pd.DataFrame, digests: set[str]) -> dict[str, l
 
 
 def _read_new_sessions(
-    path: Path, key: str | None, cursor: ConnectionCursor
+    path: Path | WarehouseTarget, key: str | None, cursor: ConnectionCursor
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(sessions received since the cursor and not handled, every session of their humans)."""
     with db.connect(path, read_only=True, key=key) as con:
@@ -197,12 +198,10 @@ def new_connection_sensor(
 ) -> dg.SensorResult | dg.SkipReason:
     settings = sync.load()
     cursor = ConnectionCursor.parse(context.cursor)
-    if not settings.warehouse_path.exists():
+    if not settings.warehouse.exists():
         return dg.SkipReason("no warehouse yet")
     try:
-        recent, everything = _read_new_sessions(
-            settings.warehouse_path, settings.warehouse_key, cursor
-        )
+        recent, everything = _read_new_sessions(settings.warehouse, settings.warehouse_key, cursor)
     except (duckdb.IOException, duckdb.ConnectionException) as error:
         # a run holds the write lock: this tick is skipped, the next one reads the same rows
         return dg.SkipReason(f"warehouse busy, retrying next tick: {error}")

@@ -30,6 +30,7 @@ from sync_pipeline.sync.progress import ProgressReporter
 from sync_pipeline.sync.stage import Stager
 from sync_pipeline.upstream.client import RequestAudit, UpstreamClient, UserRef
 from sync_pipeline.warehouse import db, lake
+from sync_pipeline.warehouse.conflicts import retrying
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ class SyncReport:
 
 
 def read_inputs(settings: Settings) -> SyncInputs:
-    with db.connect(settings.warehouse_path, key=settings.warehouse_key) as con:
+    with db.connect(settings.warehouse, key=settings.warehouse_key) as con:
         users = db.query_arrow(con, "connect.users").to_pandas()
         connected = db.query_arrow(con, "connect.current_connections").to_pandas()
         pending = db.query_arrow(con, "ops.notifications", db.PENDING).to_pandas()
@@ -165,9 +166,14 @@ def run_sync(
                 stop.raise_if_received(committed=False)
                 raise
             stop.raise_if_received(committed=False)
-            with db.connect(settings.warehouse_path, key=settings.warehouse_key) as con:
-                summary = commit_run(con, run_id=run_id, plan=plan, fetched=fetched)
-                committed = True
+
+            def commit() -> CommitSummary:
+                # the whole unit again on a DuckLake commit conflict: nothing of it committed
+                with db.connect(settings.warehouse, key=settings.warehouse_key) as con:
+                    return commit_run(con, run_id=run_id, plan=plan, fetched=fetched)
+
+            summary = retrying(commit, what=f"the commit of run {run_id}")
+            committed = True
         except BaseException:
             if not committed:
                 removed = stager.discard()

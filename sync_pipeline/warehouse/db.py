@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -26,7 +26,10 @@ import pyarrow as pa
 
 from sync_pipeline.private import owner_only_files
 from sync_pipeline.upstream.errors import NEEDS_RECONNECT, failure_kind
+from sync_pipeline.warehouse import lake
+from sync_pipeline.warehouse.conflicts import retrying
 from sync_pipeline.warehouse.schemas import CONNECT_SCHEMAS, OPS_SCHEMAS, VIEWS
+from sync_pipeline.warehouse.target import WarehouseTarget, mask_secrets
 
 
 def all_schemas() -> dict[str, pa.Schema]:
@@ -52,106 +55,248 @@ class WarehouseEncryptionUnavailable(RuntimeError):
     """SYNC_WAREHOUSE_KEY is set but this DuckDB cannot write encrypted files."""
 
 
+def extension_directory() -> str | None:
+    """Where the PyPI packages duckdb-ext-httpfs / -ducklake / -postgres put their extensions
+    (`<site-packages>/duckdb_ext/extensions`, one DuckDB version's builds): DuckDB loads them
+    from there, nothing is downloaded (no extension repository is reachable here)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("duckdb_ext")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return str(Path(next(iter(spec.submodule_search_locations))) / "extensions")
+
+
+def _config() -> dict[str, str | bool | int | float | list[str]]:
+    """The configuration of every connection this project opens (the one place it is set)."""
+    config: dict[str, str | bool | int | float | list[str]] = {}
+    directory = extension_directory()
+    if directory is not None:
+        config["extension_directory"] = directory
+    return config
+
+
+def _literal(text: str) -> str:
+    """An SQL string literal: ATTACH options and CREATE SECRET values cannot be bound
+    parameters."""
+    return "'" + text.replace("'", "''") + "'"
+
+
 @contextmanager
 def connect(
-    path: Path, *, read_only: bool = False, key: str | None = None
+    target: Path | WarehouseTarget, *, read_only: bool = False, key: str | None = None
 ) -> Iterator[duckdb.DuckDBPyConnection]:
-    """Open the warehouse. Writers are serialised by design (one Dagster pool slot), so this
-    never retries on a lock: a lock error here means that rule was broken and should surface.
+    """Open the warehouse: a DuckDB file (a Path, or settings.warehouse by default), or the
+    DuckLake settings.warehouse names (SYNC_WAREHOUSE). Either way the warehouse is the default
+    catalog, so every other function here works unchanged on both.
 
-    With `key` (settings.warehouse_key, SYNC_WAREHOUSE_KEY) the file is attached encrypted and
-    made the default catalog, so every other function here works unchanged. DuckDB reads
-    encrypted files with its built-in crypto but writes them only through the httpfs extension
-    (OpenSSL); where that cannot be loaded a writer fails here rather than write plaintext."""
+    A file has one writing process at a time (one Dagster pool slot), so this never retries on
+    a lock: a lock error means that rule was broken and should surface. A DuckLake on
+    PostgreSQL takes many writers; their commit conflicts are retried by the caller's unit of
+    work (warehouse/conflicts.py).
+
+    With `key` (settings.warehouse_key, SYNC_WAREHOUSE_KEY) a file is attached encrypted, and
+    a DuckLake writes encrypted Parquet (its per-file keys live in the catalog). DuckDB writes
+    encrypted files only through the httpfs extension (OpenSSL); where that cannot be loaded
+    a writer fails here rather than write plaintext."""
+    if isinstance(target, Path):
+        target = WarehouseTarget(file=target)
     owner_only_files()
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    if key is None:
-        con = duckdb.connect(str(path), read_only=read_only)
+    if target.is_lake:
+        con = _open_lake(target, read_only=read_only, key=key)
     else:
-        import importlib.util
-
-        # duckdb-ext-httpfs (PyPI) ships httpfs for one DuckDB version in duckdb_ext/extensions
-        spec = importlib.util.find_spec("duckdb_ext")
-        config: dict[str, str | bool | int | float | list[str]] = {}
-        if spec is not None and spec.submodule_search_locations:
-            config["extension_directory"] = str(
-                Path(next(iter(spec.submodule_search_locations))) / "extensions"
-            )
-        con = duckdb.connect(":memory:", config=config)
-        try:
-            try:
-                con.execute("LOAD httpfs")
-            except duckdb.Error as exc:
-                if not read_only:
-                    raise WarehouseEncryptionUnavailable(
-                        f"SYNC_WAREHOUSE_KEY is set, but duckdb {duckdb.__version__} cannot write "
-                        "encrypted databases here: it needs the httpfs extension (OpenSSL), "
-                        f"which did not load ({exc}). Install a DuckDB with a matching httpfs "
-                        "(duckdb==1.4.4 with duckdb-ext-httpfs==1.4.4.20260205), or unset "
-                        "SYNC_WAREHOUSE_KEY to keep the warehouse unencrypted."
-                    ) from exc
-
-            # ATTACH options cannot be bound parameters; the key is ASCII (Settings checks)
-            # and quoted as an SQL string literal.
-            def literal(text: str) -> str:
-                return "'" + text.replace("'", "''") + "'"
-
-            mode = ", READ_ONLY" if read_only else ""
-            try:
-                con.execute(
-                    f"ATTACH {literal(str(path))} AS warehouse "
-                    f"(ENCRYPTION_KEY {literal(key)}{mode})"
-                )
-            except duckdb.Error as exc:
-                # a parser error would quote the statement: never let the key into a message
-                message = str(exc).replace(key, "<SYNC_WAREHOUSE_KEY>")
-                raise type(exc)(message) from None
-            con.execute("USE warehouse")
-        except BaseException:
-            con.close()
-            raise
+        assert target.file is not None
+        target.file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if key is None:
+            con = duckdb.connect(str(target.file), read_only=read_only, config=_config())
+        else:
+            con = _open_encrypted_file(target.file, read_only=read_only, key=key)
     try:
         if not read_only:
-            ensure_tables(con)
+            retrying(lambda: ensure_tables(con), what="creating the warehouse tables")
         yield con
     finally:
         con.close()
 
 
+def _load_httpfs(con: duckdb.DuckDBPyConnection, *, read_only: bool) -> None:
+    try:
+        con.execute("LOAD httpfs")
+    except duckdb.Error as exc:
+        if not read_only:
+            raise WarehouseEncryptionUnavailable(
+                f"SYNC_WAREHOUSE_KEY is set, but duckdb {duckdb.__version__} cannot write "
+                "encrypted databases here: it needs the httpfs extension (OpenSSL), "
+                f"which did not load ({exc}). Install the DuckDB this project pins with its "
+                "extension packages (duckdb==1.4.4 with duckdb-ext-httpfs==1.4.4.20260205), or "
+                "unset SYNC_WAREHOUSE_KEY to keep the warehouse unencrypted."
+            ) from exc
+
+
+def _open_encrypted_file(path: Path, *, read_only: bool, key: str) -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect(":memory:", config=_config())
+    try:
+        _load_httpfs(con, read_only=read_only)
+        mode = ", READ_ONLY" if read_only else ""
+        try:
+            # the key is ASCII (Settings checks) and quoted as an SQL string literal
+            con.execute(
+                f"ATTACH {_literal(str(path))} AS warehouse (ENCRYPTION_KEY {_literal(key)}{mode})"
+            )
+        except duckdb.Error as exc:
+            # a parser error would quote the statement: never let the key into a message
+            message = str(exc).replace(key, "<SYNC_WAREHOUSE_KEY>")
+            raise type(exc)(message) from None
+        con.execute("USE warehouse")
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
+def _open_lake(
+    target: WarehouseTarget, *, read_only: bool, key: str | None
+) -> duckdb.DuckDBPyConnection:
+    """ATTACH the DuckLake as `warehouse` and USE it. Its catalog is PostgreSQL (postgres
+    extension) or a local DuckDB file; its data path a folder or s3:// (httpfs, with a secret
+    from the usual AWS_* variables and SYNC_LAKE_ENDPOINT_URL)."""
+    assert target.catalog is not None and target.data_path is not None
+    con = duckdb.connect(":memory:", config=_config())
+    try:
+        con.execute("LOAD ducklake")
+        if target.is_postgres:
+            con.execute("LOAD postgres")
+        else:
+            Path(target.catalog).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if lake.is_remote(target.data_path):
+            con.execute("LOAD httpfs")
+            _create_s3_secret(con)
+        elif not read_only:
+            Path(target.data_path).mkdir(parents=True, exist_ok=True, mode=0o700)
+        if key is not None:
+            _load_httpfs(con, read_only=read_only)
+        options = [f"DATA_PATH {_literal(target.data_path)}"]
+        if read_only:
+            options.append("READ_ONLY")
+        if key is not None:
+            options.append("ENCRYPTED")
+        try:
+            con.execute(
+                f"ATTACH {_literal('ducklake:' + target.catalog)} AS warehouse "
+                f"({', '.join(options)})"
+            )
+        except duckdb.Error as exc:
+            # an error may quote the catalog string, password included
+            raise type(exc)(mask_secrets(str(exc)).replace(target.catalog, target.shown)) from None
+        con.execute("USE warehouse")
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
+def _create_s3_secret(con: duckdb.DuckDBPyConnection) -> None:
+    """httpfs's S3 credentials, from the variables the staged lake (s3fs) reads too."""
+    import os
+    from urllib.parse import urlsplit
+
+    parts = {
+        "KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID"),
+        "SECRET": os.environ.get("AWS_SECRET_ACCESS_KEY"),
+        "SESSION_TOKEN": os.environ.get("AWS_SESSION_TOKEN"),
+        "REGION": os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"),
+    }
+    endpoint = os.environ.get("SYNC_LAKE_ENDPOINT_URL")
+    if endpoint:
+        url = urlsplit(endpoint)
+        parts["ENDPOINT"] = url.netloc
+        parts["URL_STYLE"] = "path"  # MinIO, moto: buckets are paths, not host names
+        parts["USE_SSL"] = "true" if url.scheme == "https" else "false"
+    options = ", ".join(
+        f"{name} {value if name == 'USE_SSL' else _literal(value)}"
+        for name, value in parts.items()
+        if value
+    )
+    con.execute(f"CREATE OR REPLACE TEMP SECRET warehouse_s3 (TYPE s3, {options})")
+
+
 def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
     """Create every schema, table and view that does not exist yet; add columns a newer
-    version of a schema gained (never drop: analysts may rely on them)."""
+    version of a schema gained (never drop: analysts may rely on them). One transaction, and
+    nothing is written when everything is current: in a DuckLake each write is a snapshot, and
+    concurrent writers opening the lake must not conflict over a no-op."""
     schemas = all_schemas()
-    for schema in sorted({t.split(".", 1)[0] for t in schemas}):
-        con.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
-    existing = {
-        f"{s}.{t}"
-        for s, t in con.execute(
-            "SELECT table_schema, table_name FROM information_schema.tables "
-            "WHERE table_type = 'BASE TABLE'"
-        ).fetchall()
-    }
-    for table, schema in schemas.items():
-        if table not in existing:
-            empty = schema.empty_table()  # noqa: F841 - read by DuckDB's replacement scan
-            con.execute(f"CREATE TABLE {quoted(table)} AS SELECT * FROM empty LIMIT 0")
-            continue
-        have = {
-            r[0]
+    with transaction(con):
+        have_schemas = {
+            str(r[0])
             for r in con.execute(
-                "SELECT column_name FROM information_schema.columns "
-                "WHERE table_schema = ? AND table_name = ?",
-                table.split(".", 1),
+                "SELECT schema_name FROM duckdb_schemas() WHERE database_name = current_database()"
             ).fetchall()
         }
-        for field in schema:
-            if field.name not in have:
-                con.execute(
-                    f"ALTER TABLE {quoted(table)} ADD COLUMN {_col(field.name)} "
-                    f"{_duck_type(con, field)}"
-                )
-    for view, query in VIEWS.items():
-        con.execute(f"CREATE OR REPLACE VIEW {quoted(view)} AS {query}")
+        for schema in sorted({t.split(".", 1)[0] for t in schemas} - have_schemas):
+            con.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+        columns: dict[str, set[str]] = {}
+        for s, t, c in con.execute(
+            "SELECT schema_name, table_name, column_name FROM duckdb_columns() "
+            "WHERE database_name = current_database()"
+        ).fetchall():
+            columns.setdefault(f"{s}.{t}", set()).add(str(c))
+        for table, schema in schemas.items():
+            if table not in columns:
+                empty = schema.empty_table()  # noqa: F841 - read by DuckDB's replacement scan
+                con.execute(f"CREATE TABLE {quoted(table)} AS SELECT * FROM empty LIMIT 0")
+                continue
+            for field in schema:
+                if field.name not in columns[table]:
+                    con.execute(
+                        f"ALTER TABLE {quoted(table)} ADD COLUMN {_col(field.name)} "
+                        f"{_duck_type(con, field)}"
+                    )
+        stored = {
+            f"{s}.{v}": _view_body(str(sql))
+            for s, v, sql in con.execute(
+                "SELECT schema_name, view_name, sql FROM duckdb_views() "
+                "WHERE database_name = current_database() AND NOT internal"
+            ).fetchall()
+        }
+        for view, query in VIEWS.items():
+            if stored.get(view) != _normalised_view(con, query):
+                con.execute(f"CREATE OR REPLACE VIEW {quoted(view)} AS {query}")
+
+
+def _view_body(sql: str) -> str:
+    """The query of a stored view's SQL (`CREATE VIEW name AS <query>;`), as DuckDB keeps it."""
+    return sql.split(" AS ", 1)[-1].rstrip(";")
+
+
+def _normalised_view(con: duckdb.DuckDBPyConnection, query: str) -> str:
+    """`query` as DuckDB would store it in a view, via a temporary view (written nowhere)."""
+    con.execute(f"CREATE OR REPLACE TEMP VIEW _view_probe AS {query}")
+    try:
+        row = con.execute(
+            "SELECT sql FROM duckdb_views() WHERE database_name = 'temp' AND view_name = ?",
+            ["_view_probe"],
+        ).fetchone()
+    finally:
+        con.execute("DROP VIEW IF EXISTS temp.main._view_probe")
+    assert row is not None
+    return _view_body(str(row[0]))
+
+
+@contextmanager
+def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """BEGIN … COMMIT, rolled back on any error. A COMMIT that fails (a DuckLake commit
+    conflict) has already ended the transaction; the ROLLBACK then has nothing to undo, and
+    the commit's own error is the one raised."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield
+        con.execute("COMMIT")
+    except BaseException:
+        # no transaction is active any more when a failed COMMIT ended it
+        with suppress(duckdb.TransactionException):
+            con.execute("ROLLBACK")
+        raise
 
 
 def _duck_type(con: duckdb.DuckDBPyConnection, field: pa.Field) -> str:
@@ -317,18 +462,17 @@ def mark_deleted(
     if not record_ids:
         return 0
     ids = pa.table({"record_id": pa.array(record_ids, pa.string())})
+    where = "human_id = ? AND deleted_at IS NULL AND record_id IN (SELECT record_id FROM gone_ids)"
     con.register("gone_ids", ids)
     try:
-        row = con.execute(
-            f"""UPDATE {quoted(table)} SET deleted_at = ?
-            WHERE human_id = ? AND deleted_at IS NULL
-              AND record_id IN (SELECT record_id FROM gone_ids)
-            RETURNING 1""",
-            [at, human_id],
-        ).fetchall()
+        # counted first, then updated (same transaction): DuckLake has no UPDATE … RETURNING
+        row = con.execute(f"SELECT count(*) FROM {quoted(table)} WHERE {where}", [human_id])
+        count = int((row.fetchone() or (0,))[0])
+        if count:
+            con.execute(f"UPDATE {quoted(table)} SET deleted_at = ? WHERE {where}", [at, human_id])
     finally:
         con.unregister("gone_ids")
-    return len(row)
+    return count
 
 
 def insert_absent(
@@ -343,16 +487,20 @@ def insert_absent(
     join = " AND ".join(f"n.{_col(k)} = t.{_col(k)}" for k in keys)
     con.register("new_rows", rows)
     try:
-        inserted = con.execute(
-            f"""INSERT INTO {quoted(table)} BY NAME
+        # staged, counted, inserted (DuckLake has no INSERT … RETURNING)
+        con.execute(
+            f"""CREATE OR REPLACE TEMP TABLE absent_rows AS
             SELECT * FROM (
                 SELECT * FROM new_rows QUALIFY row_number() OVER (PARTITION BY {key_list}) = 1
-            ) n WHERE NOT EXISTS (SELECT 1 FROM {quoted(table)} t WHERE {join})
-            RETURNING 1"""
-        ).fetchall()
+            ) n WHERE NOT EXISTS (SELECT 1 FROM {quoted(table)} t WHERE {join})"""
+        )
+        inserted = int((con.execute("SELECT count(*) FROM absent_rows").fetchone() or (0,))[0])
+        if inserted:
+            con.execute(f"INSERT INTO {quoted(table)} BY NAME SELECT * FROM absent_rows")
+        con.execute("DROP TABLE temp.main.absent_rows")
     finally:
         con.unregister("new_rows")
-    return len(inserted)
+    return inserted
 
 
 def replace_all(con: duckdb.DuckDBPyConnection, table: str, rows: pa.Table) -> int:

@@ -10,7 +10,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import httpx
 from dagster import DagsterInstance, ExecuteInProcessResult, instance_for_test
 
@@ -20,6 +19,7 @@ from sync_pipeline.runs import export_settings, run_job, sync_config, today_part
 from sync_pipeline.settings import Settings, load_settings
 from sync_pipeline.simulator.config import SimFaults
 from sync_pipeline.simulator.server import SimulatorHandle, running_simulator
+from sync_pipeline.warehouse import db
 
 
 @dataclass
@@ -69,7 +69,9 @@ class Stack:
         return sum(n for path, n in stats["by_path"].items() if path != "connect/token")
 
     def query(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
-        with duckdb.connect(str(self.settings.warehouse_path), read_only=True) as con:
+        with db.connect(
+            self.settings.warehouse, read_only=True, key=self.settings.warehouse_key
+        ) as con:
             return con.execute(sql, params or []).fetchall()
 
 

@@ -1,0 +1,199 @@
+"""The warehouse as a DuckLake (SYNC_WAREHOUSE=ducklake:…), with a local catalog file: the
+setting, the no-op reopen, a real commit conflict retried, time travel, encrypted data files.
+The PostgreSQL catalog with concurrent worker processes is distributed/test_ducklake.py."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pytest
+
+from sync_pipeline.settings import SettingsError, load_settings
+from sync_pipeline.warehouse import db
+from sync_pipeline.warehouse.conflicts import CONFLICT_ATTEMPTS, is_conflict, retrying
+from sync_pipeline.warehouse.target import WarehouseTarget, warehouse_pool
+
+T0 = dt.datetime(2020, 3, 9, 16, 52, tzinfo=dt.UTC)
+PASSWORD = "s3cr3t-Catalog-pw"
+PHI = "Plasty-Hemoglobin-4711"
+
+
+def _lake(tmp_path: Path) -> WarehouseTarget:
+    settings = load_settings(
+        {"SYNC_DATA_DIR": str(tmp_path), "SYNC_WAREHOUSE": f"ducklake:{tmp_path}/c.ducklake"}
+    )
+    return settings.warehouse
+
+
+def _snapshots(con: duckdb.DuckDBPyConnection) -> int:
+    return int(con.execute("SELECT max(snapshot_id) FROM warehouse.snapshots()").fetchall()[0][0])
+
+
+# --- the setting --------------------------------------------------------------------------------
+
+
+def test_unset_keeps_the_single_file(tmp_path: Path) -> None:
+    settings = load_settings({"SYNC_DATA_DIR": str(tmp_path)})
+    assert settings.warehouse == WarehouseTarget(file=tmp_path / "warehouse.duckdb")
+    assert not settings.warehouse.is_lake and warehouse_pool({}) == "warehouse"
+
+
+def test_a_local_catalog_keeps_its_data_beside_the_lake(tmp_path: Path) -> None:
+    target = _lake(tmp_path)
+    assert target.is_lake and not target.many_writers
+    assert target.catalog == str(tmp_path / "c.ducklake")
+    assert target.data_path == f"{tmp_path}/lake/ducklake/"
+    # a DuckDB catalog file takes one writing process: the pool of one slot stays
+    assert warehouse_pool({"SYNC_WAREHOUSE": "ducklake:c.ducklake"}) == "warehouse"
+
+
+def test_a_postgres_catalog_takes_many_writers_and_hides_its_password(tmp_path: Path) -> None:
+    raw = f"ducklake:postgres:dbname=lake host=db user=sync password={PASSWORD}"
+    settings = load_settings(
+        {
+            "SYNC_DATA_DIR": str(tmp_path),
+            "SYNC_WAREHOUSE": raw,
+            "SYNC_LAKE_URL": "s3://bucket/prefix/",
+        }
+    )
+    target = settings.warehouse
+    assert target.many_writers and target.data_path == "s3://bucket/prefix/ducklake/"
+    assert warehouse_pool({"SYNC_WAREHOUSE": raw}) is None  # no pool of one
+    for text in (repr(settings), repr(target), str(target), target.shown):
+        assert PASSWORD not in text
+    assert "dbname=lake" in target.shown and "password=***" in target.shown
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        f"postgres:dbname=lake password={PASSWORD}",  # no ducklake: prefix
+        "ducklake:",
+        "ducklake:postgres:",
+        f"sqlite:password={PASSWORD}",
+    ],
+)
+def test_a_malformed_warehouse_is_refused_without_quoting_a_password(value: str) -> None:
+    with pytest.raises(SettingsError, match="SYNC_WAREHOUSE") as caught:
+        load_settings({"SYNC_WAREHOUSE": value})
+    assert PASSWORD not in str(caught.value)
+
+
+def test_a_failed_attach_does_not_quote_the_password(tmp_path: Path) -> None:
+    target = WarehouseTarget(
+        catalog=f"postgres:host=127.0.0.1 port=1 dbname=none password={PASSWORD}",
+        data_path=f"{tmp_path}/data/",
+    )
+    with pytest.raises(duckdb.Error) as caught, db.connect(target):
+        pass
+    assert PASSWORD not in str(caught.value)
+
+
+# --- one code path, DuckLake semantics -----------------------------------------------------------
+
+
+def test_reopening_a_current_lake_writes_no_snapshot(tmp_path: Path) -> None:
+    target = _lake(tmp_path)
+    with db.connect(target) as con:
+        first = _snapshots(con)
+    with db.connect(target) as con:  # ensure_tables again: tables and views are current
+        assert _snapshots(con) == first
+    with db.connect(target, read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM connect.current_connections").fetchall()
+
+
+def test_an_earlier_version_reads_the_earlier_values(tmp_path: Path) -> None:
+    table = "ops.rejected_records"
+    target = _lake(tmp_path)
+    with db.connect(target) as con, db.transaction(con):
+        db.upsert_by_key(con, table, _reject("r1", "before"), ("reject_id",))
+    with db.connect(target) as con:
+        version = _snapshots(con)
+        with db.transaction(con):
+            db.upsert_by_key(con, table, _reject("r1", "after"), ("reject_id",))
+        assert con.execute(f"SELECT raw FROM {db.quoted(table)}").fetchall() == [("after",)]
+        earlier = con.execute(
+            f"SELECT raw FROM {db.quoted(table)} AT (VERSION => {version})"
+        ).fetchall()
+        assert earlier == [("before",)]
+
+
+def test_a_commit_conflict_is_retried_and_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A real DuckLake conflict: a second connection commits a delete from the same data file
+    while the first attempt's transaction is open; its COMMIT fails, the retry wins."""
+    table = "ops.rejected_records"
+    target = _lake(tmp_path)
+    with db.connect(target) as con:
+        with db.transaction(con):
+            db.append(con, table, pa.concat_tables([_reject("r1", "a"), _reject("r2", "b")]))
+        other = con.cursor()
+        other.execute("USE warehouse")
+        attempts: list[int] = []
+
+        def work() -> None:
+            attempts.append(1)
+            with db.transaction(con):
+                con.execute(f"DELETE FROM {db.quoted(table)} WHERE reject_id = 'r1'")
+                if len(attempts) == 1:  # the concurrent writer commits first, once
+                    other.execute("BEGIN")
+                    other.execute(f"DELETE FROM {db.quoted(table)} WHERE reject_id = 'r2'")
+                    other.execute("COMMIT")
+
+        with caplog.at_level(logging.WARNING, "sync_pipeline.warehouse.conflicts"):
+            retrying(work, what="the test's commit")
+        assert len(attempts) == 2
+        assert con.execute(f"SELECT count(*) FROM {db.quoted(table)}").fetchall() == [(0,)]
+    assert any("commit conflict in the test's commit" in r.getMessage() for r in caplog.records)
+
+
+def test_other_errors_and_endless_conflicts_are_not_retried_forever() -> None:
+    calls: list[int] = []
+
+    def broken() -> None:
+        calls.append(1)
+        raise duckdb.CatalogException("no such table")
+
+    with pytest.raises(duckdb.CatalogException):
+        retrying(broken, what="x")
+    assert len(calls) == 1
+    conflict = duckdb.TransactionException("Transaction conflict - attempting to delete")
+    assert is_conflict(conflict) and not is_conflict(duckdb.TransactionException("other"))
+
+    def conflicting() -> None:
+        calls.append(1)
+        raise conflict
+
+    calls.clear()
+    import stamina
+
+    with (
+        stamina.set_testing(True, attempts=CONFLICT_ATTEMPTS),
+        pytest.raises(duckdb.TransactionException),
+    ):
+        retrying(conflicting, what="x")
+    assert len(calls) == CONFLICT_ATTEMPTS
+
+
+def test_a_key_encrypts_the_lakes_data_files(tmp_path: Path) -> None:
+    target = _lake(tmp_path)
+    with db.connect(target, key="k") as con, db.transaction(con):
+        db.append(con, "ops.rejected_records", _reject("r1", PHI))
+    files = list(Path(str(target.data_path)).rglob("*.parquet"))
+    assert files
+    assert all(PHI.encode() not in f.read_bytes() for f in files)
+    with db.connect(target, key="k", read_only=True) as con:
+        assert con.execute("SELECT raw FROM ops.rejected_records").fetchall() == [(PHI,)]
+
+
+def _reject(reject_id: str, raw: str) -> pa.Table:
+    schema = db.all_schemas()["ops.rejected_records"]
+    values = {f.name: pa.nulls(1, f.type) for f in schema}
+    values["reject_id"] = pa.array([reject_id], pa.string())
+    values["raw"] = pa.array([raw], schema.field("raw").type)
+    return pa.table(values, schema=schema)
