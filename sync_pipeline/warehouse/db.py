@@ -217,7 +217,15 @@ def _create_s3_secret(con: duckdb.DuckDBPyConnection) -> None:
         for name, value in parts.items()
         if value
     )
-    con.execute(f"CREATE OR REPLACE TEMP SECRET warehouse_s3 (TYPE s3, {options})")
+    try:
+        con.execute(f"CREATE OR REPLACE TEMPORARY SECRET warehouse_s3 (TYPE s3, {options})")
+    except duckdb.Error as exc:
+        # an error may quote the statement: never the credentials
+        message = str(exc)
+        for value in (parts["SECRET"], parts["SESSION_TOKEN"]):
+            if value:
+                message = message.replace(value, "***")
+        raise type(exc)(message) from None
 
 
 def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
