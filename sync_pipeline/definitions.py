@@ -9,6 +9,7 @@ from sync_pipeline.assets.analytics import ANALYTICS_CHECKS, analytics_build
 from sync_pipeline.assets.checks import CHECKS
 from sync_pipeline.assets.connect import CONNECT_CHECKS, connection_state
 from sync_pipeline.assets.intake import notification_log, session_responses
+from sync_pipeline.assets.maintenance import lake_maintenance_job, lake_maintenance_schedule
 from sync_pipeline.assets.records import record_sync
 from sync_pipeline.assets.resources import SyncSettings
 from sync_pipeline.assets.schedules import JOBS, SCHEDULES
@@ -19,8 +20,8 @@ defs = dg.Definitions(
     executor=deploy.executor_def(),
     assets=[notification_log, session_responses, connection_state, record_sync, analytics_build],
     asset_checks=[*CHECKS, *CONNECT_CHECKS, *ANALYTICS_CHECKS],
-    jobs=JOBS,
-    schedules=SCHEDULES,
+    jobs=[*JOBS, lake_maintenance_job],
+    schedules=[*SCHEDULES, lake_maintenance_schedule],
     sensors=SENSORS,
     resources={"sync": SyncSettings()},
 )

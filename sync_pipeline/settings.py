@@ -106,6 +106,12 @@ class Settings:
     # SYNC_STAGED_MAX_AGE_S: staged Parquet of a run that never committed is deleted by a later
     # run once older than this (a run's own staged files go when it fails).
     staged_max_age_s: float = 86_400.0
+    # DuckLake maintenance (assets/maintenance.py; no effect on the single file):
+    # SYNC_LAKE_SNAPSHOT_RETENTION_DAYS: snapshots older than this are expired (time travel
+    # reaches back this far); SYNC_LAKE_FILE_GRACE_HOURS: unreferenced data files are deleted
+    # once unreferenced this long (readers of an expired snapshot may still be scanning them).
+    lake_snapshot_retention_days: float = 7.0
+    lake_file_grace_hours: float = 1.0
 
     @property
     def warehouse_path(self) -> Path:
@@ -281,4 +287,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         future_tolerance_s=_float(env, "SYNC_FUTURE_TOLERANCE_S", 300.0, low=0, high=365 * 86_400),
         http_max_pause_s=_float(env, "SYNC_HTTP_MAX_PAUSE_S", 60.0, low=0, high=86_400),
         staged_max_age_s=_float(env, "SYNC_STAGED_MAX_AGE_S", 86_400.0, low=0, high=365 * 86_400),
+        lake_snapshot_retention_days=_float(
+            env, "SYNC_LAKE_SNAPSHOT_RETENTION_DAYS", 7.0, low=0, high=36_500
+        ),
+        lake_file_grace_hours=_float(env, "SYNC_LAKE_FILE_GRACE_HOURS", 1.0, low=0, high=8_760),
     )

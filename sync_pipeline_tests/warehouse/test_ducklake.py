@@ -15,6 +15,7 @@ import pytest
 from sync_pipeline.settings import SettingsError, load_settings
 from sync_pipeline.warehouse import db
 from sync_pipeline.warehouse.conflicts import CONFLICT_ATTEMPTS, is_conflict, retrying
+from sync_pipeline.warehouse.maintenance import maintain_lake
 from sync_pipeline.warehouse.target import WarehouseTarget, warehouse_pool
 
 T0 = dt.datetime(2020, 3, 9, 16, 52, tzinfo=dt.UTC)
@@ -197,3 +198,57 @@ def _reject(reject_id: str, raw: str) -> pa.Table:
     values["reject_id"] = pa.array([reject_id], pa.string())
     values["raw"] = pa.array([raw], schema.field("raw").type)
     return pa.table(values, schema=schema)
+
+
+# --- maintenance ---------------------------------------------------------------------------------
+
+
+def test_maintenance_compacts_expires_and_deletes_unreferenced_files(tmp_path: Path) -> None:
+    table = "ops.rejected_records"
+    target = _lake(tmp_path)
+    with db.connect(target) as con:
+        for n in range(4):  # four commits: four small files, four snapshots
+            with db.transaction(con):
+                db.append(con, table, _reject(f"r{n}", f"v{n}"))
+        old = _snapshots(con)
+        report = maintain_lake(
+            con,
+            retention=dt.timedelta(0),
+            file_grace=dt.timedelta(0),
+            now=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1),
+        )
+        assert report.files_before == 4 and report.files_after == 1
+        assert report.snapshots_expired > 0 and report.files_deleted >= 4
+        rows = con.execute(f"SELECT reject_id, raw FROM {db.quoted(table)} ORDER BY 1").fetchall()
+        assert rows == [(f"r{n}", f"v{n}") for n in range(4)]  # the data is all still there
+        with pytest.raises(duckdb.Error):  # the expired snapshot is gone
+            con.execute(f"SELECT * FROM {db.quoted(table)} AT (VERSION => {old - 1})").fetchall()
+    on_disk = list(Path(str(target.data_path)).rglob("*.parquet"))
+    assert len(on_disk) == 1 + sum(1 for f in on_disk if "rejected" not in str(f))
+
+
+def test_maintenance_keeps_snapshots_within_the_retention(tmp_path: Path) -> None:
+    target = _lake(tmp_path)
+    with db.connect(target) as con:
+        with db.transaction(con):
+            db.append(con, "ops.rejected_records", _reject("r1", "v1"))
+        before = int(con.execute("SELECT count(*) FROM warehouse.snapshots()").fetchall()[0][0])
+        report = maintain_lake(con, retention=dt.timedelta(days=7), file_grace=dt.timedelta(0))
+        assert report.snapshots_expired == 0
+        after = int(con.execute("SELECT count(*) FROM warehouse.snapshots()").fetchall()[0][0])
+        assert after >= before
+
+
+def test_the_maintenance_job_runs_on_a_lake_and_on_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sync_pipeline.assets.maintenance import lake_maintenance_job
+    from sync_pipeline.assets.resources import SyncSettings
+
+    for warehouse in ("", f"ducklake:{tmp_path}/c.ducklake"):
+        monkeypatch.setenv("SYNC_DATA_DIR", str(tmp_path))
+        monkeypatch.setenv("SYNC_WAREHOUSE", warehouse)
+        result = lake_maintenance_job.execute_in_process(resources={"sync": SyncSettings()})
+        assert result.success
+    assert (tmp_path / "c.ducklake").exists()
+    assert not (tmp_path / "warehouse.duckdb").exists()  # nothing to maintain: not even opened
