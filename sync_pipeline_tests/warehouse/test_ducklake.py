@@ -252,3 +252,20 @@ def test_the_maintenance_job_runs_on_a_lake_and_on_the_file(
         assert result.success
     assert (tmp_path / "c.ducklake").exists()
     assert not (tmp_path / "warehouse.duckdb").exists()  # nothing to maintain: not even opened
+
+
+def test_the_analytics_build_gives_the_same_tables_in_a_lake(tmp_path: Path) -> None:
+    """The analyst layer on the same code path: built in a lake, equal to the file's build."""
+    from sync_pipeline_tests.analytics.test_build import _build, _snapshot
+    from sync_pipeline_tests.analytics.warehouse import fixture_warehouse
+
+    file = fixture_warehouse(tmp_path / "warehouse.duckdb")
+    lake = _lake(tmp_path)
+    fixture_warehouse(lake)  # type: ignore[arg-type]
+    with db.connect(file) as con:
+        _build(con)
+        want = _snapshot(con)
+    with db.connect(lake) as con:
+        _build(con)
+        assert _snapshot(con) == want
+        assert _build(con).users_rebuilt == 0  # incremental: nothing changed, nothing rebuilt
