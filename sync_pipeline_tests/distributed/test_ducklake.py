@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -20,7 +24,8 @@ import s3fs
 
 from sync_pipeline.settings import load_settings
 from sync_pipeline.sync.plan import shard_of
-from sync_pipeline.upstream.endpoints import ENDPOINTS
+from sync_pipeline.upstream.endpoints import CHILD_TABLES, ENDPOINTS
+from sync_pipeline.warehouse import db
 from sync_pipeline_tests.distributed.services import fresh_pg_database
 from sync_pipeline_tests.e2e.harness import Stack, running_stack
 from sync_pipeline_tests.e2e.test_record_sync import (
@@ -32,30 +37,31 @@ REPO = Path(__file__).resolve().parents[2]
 RECORD_TABLES = [e.table for e in ENDPOINTS]
 
 
+def start_worker(mode: str, index: int, count: int, run_id: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "sync_pipeline_tests.distributed.lake_worker",
+            mode,
+            str(index),
+            str(count),
+            run_id,
+        ],
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
 def run_shards(stack: Stack, mode: str, count: int = 2) -> list[dict[str, Any]]:
     """`count` worker processes, one shard each, started together and committing concurrently
     into the lake; their summaries, in shard order."""
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    procs = []
-    for index in range(count):
-        run_id = f"{mode}-{index}-{uuid.uuid4().hex[:8]}"
-        procs.append(
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "sync_pipeline_tests.distributed.lake_worker",
-                    mode,
-                    str(index),
-                    str(count),
-                    run_id,
-                ],
-                env=env,
-                cwd=REPO,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-            )
-        )
+    procs = [
+        start_worker(mode, index, count, f"{mode}-{index}-{uuid.uuid4().hex[:8]}")
+        for index in range(count)
+    ]
     summaries = []
     for proc in procs:
         out, err = proc.communicate(timeout=600)
@@ -77,14 +83,12 @@ def row_hashes(stack: Stack) -> dict[tuple[str, str, str], int]:
     }
 
 
-@pytest.mark.slow
-def test_two_shards_commit_into_one_ducklake_on_postgres_and_s3(
-    tmp_path: Path, s3_endpoint: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    bucket = f"lake-{uuid.uuid4().hex[:8]}"
-    s3fs.S3FileSystem(client_kwargs={"endpoint_url": s3_endpoint}).mkdir(bucket)
-    monkeypatch.setenv("SYNC_LAKE_URL", f"s3://{bucket}/lake")
-    monkeypatch.setenv("SYNC_LAKE_ENDPOINT_URL", s3_endpoint)
+@contextmanager
+def lake_stack(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **stack_args: int
+) -> Iterator[Stack]:
+    """The e2e stack with its warehouse a DuckLake in a fresh PostgreSQL database, sessions
+    landed and connection state built: ready for sync workers."""
     with fresh_pg_database() as pg:
         # the password through libpq's own variable, never in the setting
         monkeypatch.setenv("PGPASSWORD", pg["DAGSTER_PG_PASSWORD"])
@@ -93,57 +97,102 @@ def test_two_shards_commit_into_one_ducklake_on_postgres_and_s3(
             f"ducklake:postgres:dbname={pg['DAGSTER_PG_DB']} host={pg['DAGSTER_PG_HOST']} "
             f"port={pg['DAGSTER_PG_PORT']} user={pg['DAGSTER_PG_USER']}",
         )
-        with running_stack(tmp_path / "data", users=4, min_records=3, max_records=10) as stack:
+        with running_stack(tmp_path / "data", **stack_args) as stack:
             stack = replace(stack, settings=load_settings())
             assert stack.settings.warehouse.many_writers
             stack.sim.post_initial_sessions()
             stack.intake()
             stack.run("connection_state_job")
+            yield stack
 
-            # 1 + 2: two shards, two processes, one lake, at the same time
-            first = run_shards(stack, "catchup")
-            users = stack.query("SELECT human_id FROM connect.users")
-            assert len(users) == 4
-            assert_level_with_truth(stack)
-            assert_no_duplicate_keys(stack)
-            # cursors: each user's, per endpoint, once, advanced by the run of its shard
-            synced_by = stack.query("SELECT DISTINCT human_id, last_run_id FROM ops.sync_state")
-            assert {h for h, _ in synced_by} == {h for (h,) in users}
-            assert all(run == first[shard_of(h, 2)]["run_id"] for h, run in synced_by)
-            assert stack.query(
-                "SELECT count(*) FROM ops.sync_state WHERE cursor_updated_since IS NOT NULL"
-            )[0][0] == sum(s["cursors"] for s in first)
-            assert {r for (r,) in stack.query("SELECT DISTINCT run_id FROM ops.load_log")} == {
-                s["run_id"] for s in first
-            }
-            # the lake's own data files are on S3 (DATA_PATH), written by the DuckLake
-            lake_files = stack.query(
-                "SELECT data_file FROM ducklake_list_files('warehouse', 'test_results', "
-                "schema => 'medical')"
-            )
-            assert lake_files
-            assert all(f.startswith(f"s3://{bucket}/lake/ducklake/") for (f,) in lake_files)
 
-            # 3: upstream updates; a third round changes exactly the updated rows
-            (version,) = stack.query("SELECT max(snapshot_id) FROM warehouse.snapshots()")[0]
-            before = row_hashes(stack)
-            items = stack.sim.advance(updated=8)["items"]
-            assert items and {i["action"] for i in items} == {"updated"}
-            stack.intake()
-            run_shards(stack, "incremental")
-            assert_level_with_truth(stack)
-            assert_no_duplicate_keys(stack)
-            after = row_hashes(stack)
-            assert set(after) == set(before)  # nothing created, nothing lost
-            changed = {key for key in after if after[key] != before[key]}
-            updated = {(h, r) for _, h, r in changed}
-            assert updated == {(i["humanId"], i["objectId"]) for i in items}
+@pytest.mark.slow
+def test_two_shards_commit_into_one_ducklake_on_postgres_and_s3(
+    tmp_path: Path, s3_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bucket = f"lake-{uuid.uuid4().hex[:8]}"
+    s3fs.S3FileSystem(client_kwargs={"endpoint_url": s3_endpoint}).mkdir(bucket)
+    monkeypatch.setenv("SYNC_LAKE_URL", f"s3://{bucket}/lake")
+    monkeypatch.setenv("SYNC_LAKE_ENDPOINT_URL", s3_endpoint)
+    with lake_stack(tmp_path, monkeypatch, users=4, min_records=3, max_records=10) as stack:
+        # 1 + 2: two shards, two processes, one lake, at the same time
+        first = run_shards(stack, "catchup")
+        users = stack.query("SELECT human_id FROM connect.users")
+        assert len(users) == 4
+        assert_level_with_truth(stack)
+        assert_no_duplicate_keys(stack)
+        # cursors: each user's, per endpoint, once, advanced by the run of its shard
+        synced_by = stack.query("SELECT DISTINCT human_id, last_run_id FROM ops.sync_state")
+        assert {h for h, _ in synced_by} == {h for (h,) in users}
+        assert all(run == first[shard_of(h, 2)]["run_id"] for h, run in synced_by)
+        assert stack.query(
+            "SELECT count(*) FROM ops.sync_state WHERE cursor_updated_since IS NOT NULL"
+        )[0][0] == sum(s["cursors"] for s in first)
+        assert {r for (r,) in stack.query("SELECT DISTINCT run_id FROM ops.load_log")} == {
+            s["run_id"] for s in first
+        }
+        # the lake's own data files are on S3 (DATA_PATH), written by the DuckLake
+        lake_files = stack.query(
+            "SELECT data_file FROM ducklake_list_files('warehouse', 'test_results', "
+            "schema => 'medical')"
+        )
+        assert lake_files
+        assert all(f.startswith(f"s3://{bucket}/lake/ducklake/") for (f,) in lake_files)
 
-            # 4: time travel: the snapshot before the third round has the earlier values
-            for table, human_id, record_id in changed:
-                (earlier,) = stack.query(
-                    f"SELECT hash(t) FROM (SELECT * FROM {table} AT (VERSION => {int(version)})) t "
-                    "WHERE human_id = ? AND record_id = ?",
-                    [human_id, record_id],
-                )[0]
-                assert int(earlier) == before[(table, human_id, record_id)]
+        # 3: upstream updates; a third round changes exactly the updated rows
+        (version,) = stack.query("SELECT max(snapshot_id) FROM warehouse.snapshots()")[0]
+        before = row_hashes(stack)
+        items = stack.sim.advance(updated=8)["items"]
+        assert items and {i["action"] for i in items} == {"updated"}
+        stack.intake()
+        run_shards(stack, "incremental")
+        assert_level_with_truth(stack)
+        assert_no_duplicate_keys(stack)
+        after = row_hashes(stack)
+        assert set(after) == set(before)  # nothing created, nothing lost
+        changed = {key for key in after if after[key] != before[key]}
+        updated = {(h, r) for _, h, r in changed}
+        assert updated == {(i["humanId"], i["objectId"]) for i in items}
+
+        # 4: time travel: the snapshot before the third round has the earlier values
+        for table, human_id, record_id in changed:
+            (earlier,) = stack.query(
+                f"SELECT hash(t) FROM (SELECT * FROM {table} AT (VERSION => {int(version)})) t "
+                "WHERE human_id = ? AND record_id = ?",
+                [human_id, record_id],
+            )[0]
+            assert int(earlier) == before[(table, human_id, record_id)]
+
+
+@pytest.mark.slow
+def test_a_worker_killed_in_its_commit_leaves_the_lake_readable_and_the_next_run_converges(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGKILL as soon as the worker's commit has written its first data file into the lake
+    (DuckLake writes a transaction's Parquet first and commits its catalog rows last): the lake
+    stays readable, the run is in it wholly or not at all, and the next run converges."""
+    monkeypatch.delenv("SYNC_LAKE_URL", raising=False)  # data path: <data>/lake/ducklake/
+    with lake_stack(tmp_path, monkeypatch, users=3, min_records=15, max_records=30) as stack:
+        data_path = Path(str(stack.settings.warehouse.data_path))
+        before = set(data_path.rglob("*.parquet"))
+        worker = start_worker("catchup", 0, 1, "killed")
+        deadline = time.monotonic() + 300
+        while worker.poll() is None and time.monotonic() < deadline:
+            if set(data_path.rglob("*.parquet")) - before:
+                os.kill(worker.pid, signal.SIGKILL)
+                break
+            time.sleep(0.005)
+        worker.communicate(timeout=60)
+        assert worker.returncode == -signal.SIGKILL, "the worker was not killed in its commit"
+
+        # readable: every table, and the killed run wholly committed or not at all
+        for table in db.all_schemas():
+            stack.query(f"SELECT count(*) FROM {db.quoted(table)}")
+        logged = stack.query("SELECT count(*) FROM ops.load_log WHERE run_id = 'killed'")[0][0]
+        assert logged in (0, len(RECORD_TABLES) + len(CHILD_TABLES))
+        if logged == 0:
+            assert stack.query("SELECT count(*) FROM ops.sync_state") == [(0,)]
+
+        run_shards(stack, "catchup", count=1)
+        assert_level_with_truth(stack)
+        assert_no_duplicate_keys(stack)
