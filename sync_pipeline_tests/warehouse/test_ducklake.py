@@ -269,3 +269,16 @@ def test_the_analytics_build_gives_the_same_tables_in_a_lake(tmp_path: Path) -> 
         _build(con)
         assert _snapshot(con) == want
         assert _build(con).users_rebuilt == 0  # incremental: nothing changed, nothing rebuilt
+
+
+def test_a_lake_has_the_files_tables_columns_and_types(tmp_path: Path) -> None:
+    """Same schema.table names, columns and DuckDB types: the data dictionary rendered from a
+    fresh lake is the one rendered from a fresh file."""
+    from sync_pipeline.dictionary import render_dictionary
+
+    file = tmp_path / "warehouse.duckdb"
+    lake = _lake(tmp_path)
+    for target in (file, lake):
+        with db.connect(target):
+            pass
+    assert render_dictionary(lake) == render_dictionary(file)
