@@ -2,7 +2,6 @@
 
 import datetime as dt
 import itertools
-import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -17,7 +16,6 @@ from sync_pipeline.intake.rows import notification_rows, session_rows
 from sync_pipeline.settings import Settings, load_settings
 from sync_pipeline.warehouse import db
 from sync_pipeline.warehouse.conflicts import retrying
-from sync_pipeline.warehouse.target import warehouse_pool
 
 # Days are receive dates (UTC). end_offset=1 makes today a partition, so today's deliveries
 # can be processed before midnight. The first day is a setting, read when the code location
@@ -25,10 +23,9 @@ from sync_pipeline.warehouse.target import warehouse_pool
 landing_days = dg.DailyPartitionsDefinition(
     start_date=load_settings().partitions_start.isoformat(), end_offset=1
 )
-# The pool of steps that open the warehouse: `warehouse` (one slot: only one step at a time opens
-# the DuckDB file), or none when SYNC_WAREHOUSE is a DuckLake on PostgreSQL, whose catalog takes
-# concurrent commits (conflicts retried, warehouse/conflicts.py). Read when the location loads.
-POOL = warehouse_pool(os.environ)
+# The pool of steps that open the warehouse. Its slots are the instance's (deploy.py): one for a
+# DuckDB file, SYNC_WAREHOUSE_WRITERS for a DuckLake on PostgreSQL (warehouse/target.py).
+POOL = "warehouse"
 # deliveries turned into rows at once (a delivery is at most SYNC_MAX_BODY_BYTES)
 CHUNK_DELIVERIES = 2000
 

@@ -68,7 +68,8 @@ def extension_directory() -> str | None:
 
 
 def _config() -> dict[str, str | bool | int | float | list[str]]:
-    """The configuration of every connection this project opens (the one place it is set)."""
+    """The configuration of every in-memory host connection that loads an extension (an
+    encrypted file, a DuckLake): the one place the extension directory is set."""
     config: dict[str, str | bool | int | float | list[str]] = {}
     directory = extension_directory()
     if directory is not None:
@@ -108,7 +109,10 @@ def connect(
         assert target.file is not None
         target.file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         if key is None:
-            con = duckdb.connect(str(target.file), read_only=read_only, config=_config())
+            # no extension is loaded here, and DuckDB refuses a second connection to a file
+            # already open in this process with a different configuration: the plain file is
+            # opened with none, as any other DuckDB (tests, an analyst's session) opens it
+            con = duckdb.connect(str(target.file), read_only=read_only)
         else:
             con = _open_encrypted_file(target.file, read_only=read_only, key=key)
     try:

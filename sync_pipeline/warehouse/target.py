@@ -100,12 +100,26 @@ def parse(raw: str, *, data_dir: Path, lake_url: str | None) -> WarehouseTarget 
     return WarehouseTarget(catalog=catalog, data_path=f"{base}/{LAKE_SUBDIR}/")
 
 
-def warehouse_pool(env: Mapping[str, str]) -> str | None:
-    """The Dagster pool of steps that write the warehouse: `warehouse` (one slot, one writer)
-    unless SYNC_WAREHOUSE names a DuckLake on PostgreSQL, which takes concurrent commits. Read
-    when the code location loads (a pool is part of an asset's definition)."""
+# SYNC_WAREHOUSE_WRITERS: steps that may commit at once into a DuckLake on PostgreSQL
+DEFAULT_LAKE_WRITERS = 4
+MAX_LAKE_WRITERS = 64
+
+
+def pool_limit(env: Mapping[str, str]) -> int:
+    """Slots of the Dagster pool `warehouse` (every step that opens the warehouse is in it),
+    written into the instance's dagster.yaml: 1 for a DuckDB file (the single file, or a
+    DuckLake's local catalog file: one writing process), SYNC_WAREHOUSE_WRITERS (default 4) for
+    a DuckLake on PostgreSQL, whose catalog takes concurrent commits. The pool is an instance
+    setting, not the assets' definition, so the same code location serves both."""
     try:
         target = parse(env.get("SYNC_WAREHOUSE", ""), data_dir=Path("."), lake_url=None)
     except ValueError:
-        return "warehouse"  # a bad setting stops the run itself, with its message
-    return None if target is not None and target.many_writers else "warehouse"
+        return 1  # a bad setting stops the run itself, with its message
+    if target is None or not target.many_writers:
+        return 1
+    raw = (env.get("SYNC_WAREHOUSE_WRITERS") or "").strip()
+    if not raw:
+        return DEFAULT_LAKE_WRITERS
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LAKE_WRITERS:
+        raise ValueError(f"SYNC_WAREHOUSE_WRITERS must be 1..{MAX_LAKE_WRITERS}, got {raw!r}")
+    return int(raw)

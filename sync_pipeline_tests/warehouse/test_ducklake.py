@@ -11,12 +11,14 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 import pytest
+import yaml
 
+from sync_pipeline import deploy
 from sync_pipeline.settings import SettingsError, load_settings
 from sync_pipeline.warehouse import db
 from sync_pipeline.warehouse.conflicts import CONFLICT_ATTEMPTS, is_conflict, retrying
 from sync_pipeline.warehouse.maintenance import maintain_lake
-from sync_pipeline.warehouse.target import WarehouseTarget, warehouse_pool
+from sync_pipeline.warehouse.target import WarehouseTarget, pool_limit
 
 T0 = dt.datetime(2020, 3, 9, 16, 52, tzinfo=dt.UTC)
 PASSWORD = "s3cr3t-Catalog-pw"
@@ -40,7 +42,7 @@ def _snapshots(con: duckdb.DuckDBPyConnection) -> int:
 def test_unset_keeps_the_single_file(tmp_path: Path) -> None:
     settings = load_settings({"SYNC_DATA_DIR": str(tmp_path)})
     assert settings.warehouse == WarehouseTarget(file=tmp_path / "warehouse.duckdb")
-    assert not settings.warehouse.is_lake and warehouse_pool({}) == "warehouse"
+    assert not settings.warehouse.is_lake and pool_limit({}) == 1
 
 
 def test_a_local_catalog_keeps_its_data_beside_the_lake(tmp_path: Path) -> None:
@@ -49,7 +51,7 @@ def test_a_local_catalog_keeps_its_data_beside_the_lake(tmp_path: Path) -> None:
     assert target.catalog == str(tmp_path / "c.ducklake")
     assert target.data_path == f"{tmp_path}/lake/ducklake/"
     # a DuckDB catalog file takes one writing process: the pool of one slot stays
-    assert warehouse_pool({"SYNC_WAREHOUSE": "ducklake:c.ducklake"}) == "warehouse"
+    assert pool_limit({"SYNC_WAREHOUSE": "ducklake:c.ducklake"}) == 1
 
 
 def test_a_postgres_catalog_takes_many_writers_and_hides_its_password(tmp_path: Path) -> None:
@@ -63,10 +65,36 @@ def test_a_postgres_catalog_takes_many_writers_and_hides_its_password(tmp_path: 
     )
     target = settings.warehouse
     assert target.many_writers and target.data_path == "s3://bucket/prefix/ducklake/"
-    assert warehouse_pool({"SYNC_WAREHOUSE": raw}) is None  # no pool of one
+    assert pool_limit({"SYNC_WAREHOUSE": raw}) == 4  # no pool of one
+    assert pool_limit({"SYNC_WAREHOUSE": raw, "SYNC_WAREHOUSE_WRITERS": "8"}) == 8
     for text in (repr(settings), repr(target), str(target), target.shown):
         assert PASSWORD not in text
     assert "dbname=lake" in target.shown and "password=***" in target.shown
+
+
+@pytest.mark.parametrize(
+    ("env", "limit"),
+    [
+        ({}, 1),
+        ({"SYNC_WAREHOUSE": "ducklake:/x/c.ducklake"}, 1),
+        ({"SYNC_WAREHOUSE": "ducklake:postgres:dbname=lake"}, 4),
+        ({"SYNC_WAREHOUSE": "ducklake:postgres:dbname=lake", "SYNC_WAREHOUSE_WRITERS": "2"}, 2),
+    ],
+)
+@pytest.mark.parametrize("storage", ["sqlite", "postgres"])
+def test_the_instance_gives_the_warehouse_pool_one_slot_per_allowed_writer(
+    env: dict[str, str], limit: int, storage: str
+) -> None:
+    pg = {name: "x" for name in deploy.POSTGRES_ENV}
+    text = deploy.instance_yaml({**env, **pg, "SYNC_DAGSTER_STORAGE": storage})
+    assert yaml.safe_load(text)["concurrency"]["pools"]["default_limit"] == limit
+
+
+def test_a_bad_writer_count_is_refused() -> None:
+    with pytest.raises(deploy.DeployError, match="SYNC_WAREHOUSE_WRITERS"):
+        deploy.instance_yaml(
+            {"SYNC_WAREHOUSE": "ducklake:postgres:dbname=l", "SYNC_WAREHOUSE_WRITERS": "0"}
+        )
 
 
 @pytest.mark.parametrize(
