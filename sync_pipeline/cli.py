@@ -88,13 +88,26 @@ def _parser() -> argparse.ArgumentParser:
     )
     sync.add_argument("--user", action="append", default=[], help="limit to a user (repeatable)")
 
-    bench = commands.add_parser(
-        "bench", help="measure sync and intake throughput against the limit (see README)"
+    # The benchmark ships beside the product, not in it: its arguments belong to the benchmarks
+    # package, which is imported only when this command runs (main passes it the rest).
+    commands.add_parser(
+        "bench",
+        add_help=False,
+        help="measure sync and intake throughput against the limit (see README; bench --help)",
     )
-    from sync_pipeline.bench import add_bench_arguments
-
-    add_bench_arguments(bench)
     return parser
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = _parser()
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "bench":
+        from benchmarks import bench_parser
+
+        return bench_parser().parse_args(rest, namespace=args)
+    if rest:
+        parser.error("unrecognized arguments: " + " ".join(rest))
+    return args
 
 
 def _stop_on_sigterm(signum: int, _frame: FrameType | None) -> None:
@@ -104,7 +117,7 @@ def _stop_on_sigterm(signum: int, _frame: FrameType | None) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = _parse(argv)
     # Dagster flags its own beta parameters at import; that is for us, not for the operator
     warnings.filterwarnings("ignore", module="dagster")
     from sync_pipeline.console import console, setup_logging
@@ -133,7 +146,7 @@ def _run(args: argparse.Namespace) -> int:
 
         return run_demo(settings, users=args.users, seed=args.seed)
     if args.command == "simulator":
-        from sync_pipeline.simulator.server import run_simulator
+        from starfleet.server import run_simulator
 
         run_simulator(
             args.host,
@@ -160,7 +173,7 @@ def _run(args: argparse.Namespace) -> int:
 
         return run_sync_command(settings, mode="full" if args.full else args.mode, users=args.user)
     if args.command == "bench":
-        from sync_pipeline.bench import run_bench
+        from benchmarks import run_bench
 
         return run_bench(settings, args)
     raise AssertionError(args.command)

@@ -4,6 +4,7 @@ local instance, each shown as one live step; a failed run prints why and sets th
 from __future__ import annotations
 
 import datetime as dt
+import os
 import signal
 from typing import Any
 
@@ -19,7 +20,7 @@ from dagster import (
 from sync_pipeline.console import console, failure_reasons, print_outcome, step
 from sync_pipeline.instance import ensure_local_instance, reap_dead_runs
 from sync_pipeline.intake.landing import day_fingerprint
-from sync_pipeline.runs import export_settings, run_job, sync_config, today_partition
+from sync_pipeline.launch import run_job, sync_config, today_partition
 from sync_pipeline.settings import Settings
 from sync_pipeline.sync.run import plan_for
 from sync_pipeline.upstream.endpoints import ENDPOINTS
@@ -29,7 +30,7 @@ from sync_pipeline.warehouse import db
 def open_instance(settings: Settings) -> DagsterInstance:
     """The local instance, after failing the runs of dead CLI processes and freeing the pool
     slots they held (otherwise every later run would wait for those slots forever)."""
-    instance = ensure_local_instance(settings.dagster_home)
+    instance = ensure_local_instance(settings.dagster_home, os.environ)
     cleaned = reap_dead_runs(instance)
     if cleaned.dead_runs or cleaned.freed_runs:
         console.print(f"[yellow]cleaned up[/yellow]: {cleaned.describe()}")
@@ -57,6 +58,7 @@ def _exit_code(result: ExecuteInProcessResult) -> int:
 
 
 def launch(
+    settings: Settings,
     instance: DagsterInstance,
     title: str,
     job: str,
@@ -65,10 +67,11 @@ def launch(
     config: dict[str, Any] | None = None,
     tags: dict[str, str] | None = None,
 ) -> ExecuteInProcessResult:
-    """Run `job` as one live step; on failure print why."""
+    """Run `job` as one live step, on `settings`; on failure print why."""
     with step(title) as shown:
         result = run_job(
             job,
+            settings=settings,
             instance=instance,
             partition_key=partition_key,
             config=config,
@@ -85,7 +88,7 @@ def launch(
 
 
 def sync_outcome(settings: Settings, run_id: str) -> db.RunOutcome:
-    with db.connect(settings.warehouse, read_only=True, key=settings.warehouse_key) as con:
+    with db.connect(settings.warehouse, read_only=True) as con:
         return db.run_outcome(con, run_id, [e.table for e in ENDPOINTS])
 
 
@@ -145,12 +148,11 @@ def _nothing_to_do(
             return False
     if not settings.warehouse.exists():
         return False
-    return not plan_for(settings, "incremental", only_users=set(users) or None).items
+    return not plan_for(settings.warehouse, "incremental", only_users=set(users) or None).items
 
 
 def run_sync_command(settings: Settings, *, mode: str, users: list[str]) -> int:
     instance = open_instance(settings)
-    export_settings(settings)
     console.print(f"sync ({mode}) against {settings.api_url}, data in {settings.data_dir}")
     day = today_partition()
     fingerprint = day_fingerprint(settings.data_dir, dt.date.fromisoformat(day))
@@ -160,7 +162,7 @@ def run_sync_command(settings: Settings, *, mode: str, users: list[str]) -> int:
         console.print("[green]✓[/green] intake: nothing has landed since the last intake run")
     else:
         intake = launch(
-            instance, "Dagster run: intake of today's landing log", "intake_job",
+            settings, instance, "Dagster run: intake of today's landing log", "intake_job",
             partition_key=day, tags={LANDING_TAG: fingerprint},
         )  # fmt: skip
         if not intake.success:
@@ -171,7 +173,9 @@ def run_sync_command(settings: Settings, *, mode: str, users: list[str]) -> int:
         console.print("[green]✓[/green] incremental sync: nothing pending, no run needed")
         return 0
     job = "incremental_sync_job" if mode == "incremental" else "catchup_sync_job"
-    synced = launch(instance, f"Dagster run: {mode} sync", job, config=sync_config(mode, users))
+    synced = launch(
+        settings, instance, f"Dagster run: {mode} sync", job, config=sync_config(mode, users)
+    )
     if synced.success or "failed_items" in _failure_metadata(synced):
         # the run committed: what succeeded is in, what failed is named
         print_outcome(sync_outcome(settings, synced.run_id))

@@ -14,11 +14,12 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from dagster import DagsterInstance
 from rich.table import Table
 
+from starfleet.config import SimFaults
 from sync_pipeline.commands import launch, open_instance, sync_outcome
 from sync_pipeline.console import console, print_outcome, step
-from sync_pipeline.runs import export_settings, sync_config, today_partition
+from sync_pipeline.launch import sync_config, today_partition
 from sync_pipeline.settings import Settings
-from sync_pipeline.simulator.config import SimFaults
+from sync_pipeline.tables.registry import TABLES
 from sync_pipeline.warehouse import db
 
 
@@ -44,15 +45,15 @@ def demo_session_keys(folder: Path) -> tuple[str, str]:
 
 
 def table_counts(settings: Settings) -> list[tuple[str, int]]:
-    with db.connect(settings.warehouse, read_only=True, key=settings.warehouse_key) as con:
+    with db.connect(settings.warehouse, read_only=True) as con:
         return [
             (table, int(con.execute(f"SELECT count(*) FROM {db.quoted(table)}").fetchone()[0]))  # type: ignore[index]
-            for table in sorted(db.all_schemas())
+            for table in sorted(TABLES)
         ]
 
 
 def _print_summary(settings: Settings) -> None:
-    table = Table(title=f"What landed in {settings.warehouse_path}")
+    table = Table(title=f"What landed in {settings.warehouse.shown}")
     table.add_column("table")
     table.add_column("rows", justify="right")
     for name, rows in table_counts(settings):
@@ -105,7 +106,7 @@ def _launch_in_turn(
     """Launch each titled run in turn; stop at the first failure. The last run is a sync:
     print what it did."""
     for title, (job, partition, config) in runs:
-        result = launch(instance, title, job, partition_key=partition, config=config)
+        result = launch(settings, instance, title, job, partition_key=partition, config=config)
         if not result.success:
             return False
     print_outcome(sync_outcome(settings, result.run_id))
@@ -113,8 +114,8 @@ def _launch_in_turn(
 
 
 def run_demo(settings: Settings, *, users: int, seed: int) -> int:
+    from starfleet.server import running_simulator
     from sync_pipeline.intake.server import running_receiver
-    from sync_pipeline.simulator.server import running_simulator
 
     console.print(
         f"[bold]sync_pipeline demo[/bold]: {users} simulated users, data in {settings.data_dir}"
@@ -147,7 +148,6 @@ def run_demo(settings: Settings, *, users: int, seed: int) -> int:
         ) as sim,
     ):
         settings = settings.with_upstream(sim.base_url)
-        export_settings(settings)
         console.print(f"  simulator {sim.base_url}   receiver {receiver.base_url}")
         # one user's source was revoked upstream and a few records arrive malformed, so the
         # demo also shows needs_reconnect, skipped users and rejected records

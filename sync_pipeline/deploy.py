@@ -8,13 +8,13 @@ executor the code location's runs use.
   broker such as Redis; workers started with `dagster-celery worker start`), or `k8s`
   (deployment/k8s/executor.yaml: each step a Kubernetes Job, dagster-k8s).
 
-Everything here is pure (environment in, text or config out) so `instance.py` and the CLI can
-call it without knowing which deployment they are in.
+Everything here is pure (an environment mapping in, text or config out): the two places that
+read the process environment pass it in, `definitions.py` when the code location loads (the
+executor) and the CLI when a command starts (the instance, `instance.ensure_local_instance`).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ from typing import Any
 import dagster as dg
 import yaml
 
-from sync_pipeline.warehouse.target import pool_limit
+from sync_pipeline.warehouse.location import pool_limit
 
 # The operator-facing configs ship inside the package (package data), so an install from a wheel
 # has them too, not only a checkout.
@@ -72,13 +72,12 @@ def _choice(env: Mapping[str, str], name: str, options: tuple[str, ...]) -> str:
     return value
 
 
-def storage(env: Mapping[str, str] | None = None) -> str:
-    return _choice(os.environ if env is None else env, "SYNC_DAGSTER_STORAGE", STORAGES)
+def storage(env: Mapping[str, str]) -> str:
+    return _choice(env, "SYNC_DAGSTER_STORAGE", STORAGES)
 
 
-def instance_yaml(env: Mapping[str, str] | None = None) -> str:
+def instance_yaml(env: Mapping[str, str]) -> str:
     """The dagster.yaml text for the instance the environment selects."""
-    env = os.environ if env is None else env
     if storage(env) == "postgres":
         missing = [name for name in POSTGRES_ENV if not env.get(name)]
         if missing:
@@ -97,7 +96,7 @@ def instance_yaml(env: Mapping[str, str] | None = None) -> str:
     return text.replace("    default_limit: 1\n", f"    default_limit: {limit}\n")
 
 
-def write_instance_yaml(dagster_home: Path, env: Mapping[str, str] | None = None) -> Path:
+def write_instance_yaml(dagster_home: Path, env: Mapping[str, str]) -> Path:
     """Write (or replace, when the selection changed) <dagster_home>/dagster.yaml."""
     dagster_home.mkdir(parents=True, exist_ok=True, mode=0o700)
     path = dagster_home / "dagster.yaml"
@@ -107,8 +106,8 @@ def write_instance_yaml(dagster_home: Path, env: Mapping[str, str] | None = None
     return path
 
 
-def executor_name(env: Mapping[str, str] | None = None) -> str:
-    return _choice(os.environ if env is None else env, "SYNC_EXECUTOR", EXECUTORS)
+def executor_name(env: Mapping[str, str]) -> str:
+    return _choice(env, "SYNC_EXECUTOR", EXECUTORS)
 
 
 def executor_config(file: str) -> dict[str, Any]:
@@ -118,7 +117,7 @@ def executor_config(file: str) -> dict[str, Any]:
     return config
 
 
-def executor_def(env: Mapping[str, str] | None = None) -> dg.ExecutorDefinition:
+def executor_def(env: Mapping[str, str]) -> dg.ExecutorDefinition:
     """The executor the environment selects, configured, for `Definitions(executor=...)`.
 
     multiprocess (default) is what runs launched by the daemon, the UI or `dagster job execute`

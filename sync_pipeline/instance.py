@@ -15,12 +15,13 @@ from dagster._core.storage.dagster_run import FINISHED_STATUSES
 from sync_pipeline.deploy import write_instance_yaml
 
 
-def ensure_local_instance(dagster_home: Path) -> DagsterInstance:
-    """Point DAGSTER_HOME at `dagster_home`, whose dagster.yaml is the one the environment
-    selects (SYNC_DAGSTER_STORAGE: the embedded SQLite default, or Postgres)."""
-    write_instance_yaml(dagster_home)
-    os.environ["DAGSTER_HOME"] = str(dagster_home)
-    instance = DagsterInstance.get()
+def ensure_local_instance(dagster_home: Path, env: Mapping[str, str]) -> DagsterInstance:
+    """The instance in `dagster_home`, whose dagster.yaml is the one `env` (the command's
+    environment) selects (SYNC_DAGSTER_STORAGE: the embedded SQLite default, or Postgres).
+    Opened from that folder, not through DAGSTER_HOME: this process's environment is left as
+    it was, and processes it starts do not inherit an instance they were not given."""
+    write_instance_yaml(dagster_home, env)
+    instance = DagsterInstance.from_config(str(dagster_home))
     # create the storage now: several processes creating an empty SQLite home at once race
     # on its schema migration
     instance.get_run_records(limit=1)

@@ -1,7 +1,9 @@
 """Environment → typed settings. Every SYNC_* variable lives here, with its default.
 
-Read once, when a command or a run starts (never at import time), so tests and runs can
-point the same code at another upstream or data directory by environment alone.
+Read once: when a command starts, or when the code location's definitions load (which turns
+them into Dagster resources, sync_pipeline/resources.py). Nothing reads them back from the
+environment at run time and nothing writes them into it, so a test or a command hands any
+run the settings it wants as values.
 """
 
 from __future__ import annotations
@@ -11,9 +13,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Literal, cast, get_args
 
-from sync_pipeline.warehouse.target import WarehouseTarget
-from sync_pipeline.warehouse.target import parse as parse_warehouse
+from sync_pipeline.warehouse.location import WarehouseLocation, locate
+from sync_pipeline.warehouse.location import parse as parse_warehouse
 
 # Named upstream presets (SYNC_UPSTREAM); explicit SYNC_API_URL / SYNC_AUTH_URL win over them.
 UPSTREAM_PRESETS: dict[str, tuple[str, str]] = {
@@ -37,8 +40,35 @@ def _default_partitions_start() -> date:
     return datetime.now(UTC).date() - timedelta(days=DEFAULT_PARTITION_DAYS)
 
 
+# SYNC_AUTOMATION: the schedules' and sensors' state when the code location first loads
+# ("running": they act as soon as a Dagster daemon runs; "stopped": an operator turns them on)
+Automation = Literal["running", "stopped"]
+
+
 class SettingsError(ValueError):
     """A configuration value is missing or malformed."""
+
+
+@dataclass(frozen=True)
+class LakeLocation:
+    """Where staged and committed Parquet lives: the local folder, or an object store."""
+
+    local_dir: Path
+    # s3://bucket/prefix (SYNC_LAKE_URL); None keeps the lake in `local_dir`
+    url: str | None = None
+    # the S3 endpoint of a non-AWS store (SYNC_LAKE_ENDPOINT_URL); None: AWS
+    endpoint_url: str | None = None
+    # staged files of runs that never committed are deleted once older than this
+    staged_max_age_s: float = 86_400.0
+
+    @property
+    def base(self) -> str:
+        """The lake's root: the object-store URL, else the local folder."""
+        return (self.url or "").rstrip("/") or str(self.local_dir)
+
+    @property
+    def is_remote(self) -> bool:
+        return bool(self.url)
 
 
 @dataclass(frozen=True)
@@ -70,13 +100,15 @@ class Settings:
     # SYNC_WAREHOUSE_KEY: when set, the DuckDB warehouse is encrypted at rest with it (ASCII:
     # DuckDB's key derivation takes it as text). None keeps the file in plaintext.
     warehouse_key: str | None = field(default=None, repr=False)
-    # SYNC_WAREHOUSE: a DuckLake (catalog + data path) instead of the single file; None keeps
-    # the file <data_dir>/warehouse.duckdb. Its catalog may hold a password: no repr.
-    warehouse_lake: WarehouseTarget | None = field(default=None, repr=False)
+    # SYNC_WAREHOUSE (canonical `ducklake:<catalog>`): a DuckLake instead of the single file;
+    # None keeps the file <data_dir>/warehouse.duckdb. The catalog may hold a password: no repr.
+    warehouse_lake: str | None = field(default=None, repr=False)
     # SYNC_FRESHNESS_HOURS: a record table whose last sync is older fails its freshness check
     freshness_hours: float = 26.0
     # SYNC_PARTITIONS_START: the first day of the daily intake partitions
     partitions_start: date = field(default_factory=lambda: _default_partitions_start())
+    # SYNC_AUTOMATION: whether schedules and sensors start running ("running") or stopped
+    automation: Automation = "running"
     # receiver bounds (see the README's configuration table)
     receiver_max_inflight: int = 64
     receiver_max_connections: int = 1000
@@ -112,19 +144,38 @@ class Settings:
     # once unreferenced this long (readers of an expired snapshot may still be scanning them).
     lake_snapshot_retention_days: float = 7.0
     lake_file_grace_hours: float = 1.0
+    # SYNC_LAKE_URL / SYNC_LAKE_ENDPOINT_URL: the lake on S3-compatible storage (None: local)
+    lake_url: str | None = None
+    lake_endpoint_url: str | None = None
 
     @property
     def warehouse_path(self) -> Path:
         return self.data_dir / "warehouse.duckdb"
 
     @property
-    def warehouse(self) -> WarehouseTarget:
-        """What db.connect opens: the DuckLake named by SYNC_WAREHOUSE, else the file."""
-        return self.warehouse_lake or WarehouseTarget(file=self.warehouse_path)
+    def warehouse(self) -> WarehouseLocation:
+        """What db.connect opens: the DuckLake named by SYNC_WAREHOUSE (data under the lake),
+        else the file; with SYNC_WAREHOUSE_KEY either is encrypted."""
+        return locate(
+            self.warehouse_lake,
+            file=self.warehouse_path,
+            lake_base=self.lake.base,
+            key=self.warehouse_key,
+            endpoint_url=self.lake_endpoint_url,
+        )
 
     @property
     def lake_dir(self) -> Path:
         return self.data_dir / "lake"
+
+    @property
+    def lake(self) -> LakeLocation:
+        return LakeLocation(
+            local_dir=self.lake_dir,
+            url=self.lake_url,
+            endpoint_url=self.lake_endpoint_url,
+            staged_max_age_s=self.staged_max_age_s,
+        )
 
     @property
     def landing_dir(self) -> Path:
@@ -200,11 +251,9 @@ def _warehouse_key(env: Mapping[str, str]) -> str | None:
     return raw
 
 
-def _warehouse_lake(env: Mapping[str, str], data_dir: Path) -> WarehouseTarget | None:
+def _warehouse_lake(env: Mapping[str, str]) -> str | None:
     try:
-        return parse_warehouse(
-            env.get("SYNC_WAREHOUSE", ""), data_dir=data_dir, lake_url=env.get("SYNC_LAKE_URL")
-        )
+        return parse_warehouse(env.get("SYNC_WAREHOUSE", ""))
     except ValueError as exc:  # its message masks any password
         raise SettingsError(str(exc)) from None
 
@@ -215,6 +264,23 @@ def _rate_backend(env: Mapping[str, str]) -> str | None:
         return None
     if not raw.startswith(("redis://", "rediss://", "unix://")):
         raise SettingsError(f"SYNC_RATE_BACKEND must be a redis:// URL, got {raw!r}")
+    return raw
+
+
+def _automation(env: Mapping[str, str]) -> Automation:
+    raw = (env.get("SYNC_AUTOMATION") or "running").strip()
+    choices = get_args(Automation)
+    if raw not in choices:
+        raise SettingsError(f"SYNC_AUTOMATION must be one of {list(choices)}, got {raw!r}")
+    return cast(Automation, raw)
+
+
+def _lake_url(env: Mapping[str, str]) -> str | None:
+    raw = (env.get("SYNC_LAKE_URL") or "").strip().rstrip("/")
+    if not raw:
+        return None
+    if not raw.startswith("s3://"):
+        raise SettingsError(f"SYNC_LAKE_URL must be an s3:// URL, got {raw!r}")
     return raw
 
 
@@ -260,9 +326,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         rate_backend=_rate_backend(env),
         uses_embedded_simulator=embedded,
         warehouse_key=_warehouse_key(env),
-        warehouse_lake=_warehouse_lake(env, data_dir),
+        warehouse_lake=_warehouse_lake(env),
         freshness_hours=_float(env, "SYNC_FRESHNESS_HOURS", 26.0, low=0.1, high=24 * 365),
         partitions_start=_partitions_start(env, datetime.now(UTC).date()),
+        automation=_automation(env),
         receiver_max_inflight=_int(env, "SYNC_RECEIVER_MAX_INFLIGHT", 64, low=1, high=10_000),
         receiver_max_connections=_int(
             env, "SYNC_RECEIVER_MAX_CONNECTIONS", 1000, low=2, high=100_000
@@ -291,4 +358,6 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             env, "SYNC_LAKE_SNAPSHOT_RETENTION_DAYS", 7.0, low=0, high=36_500
         ),
         lake_file_grace_hours=_float(env, "SYNC_LAKE_FILE_GRACE_HOURS", 1.0, low=0, high=8_760),
+        lake_url=_lake_url(env),
+        lake_endpoint_url=(env.get("SYNC_LAKE_ENDPOINT_URL") or "").strip() or None,
     )

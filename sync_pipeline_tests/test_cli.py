@@ -124,6 +124,11 @@ def test_help_lists_every_command(tmp_path: Path) -> None:
             "staging",
             "SYNC_UPSTREAM must be one of ['humanapi', 'simulator'], got 'staging'",
         ),
+        (
+            "SYNC_AUTOMATION",
+            "off",
+            "SYNC_AUTOMATION must be one of ['running', 'stopped'], got 'off'",
+        ),
     ],
     ids=[
         "page-size-too-big",
@@ -135,6 +140,7 @@ def test_help_lists_every_command(tmp_path: Path) -> None:
         "timeout-nan",
         "partitions-in-the-future",
         "unknown-preset",
+        "unknown-automation-state",
     ],
 )
 def test_a_bad_setting_exits_2_with_a_clear_message(

@@ -6,7 +6,6 @@ subprocess with its own data directory and Dagster instance, exactly as an opera
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import time
@@ -21,11 +20,11 @@ import pytest
 from dagster import DagsterInstance, DagsterRunStatus
 from dagster._core.instance.ref import InstanceRef
 
+from starfleet.config import SimFaults
+from starfleet.server import SimulatorHandle, running_simulator
 from sync_pipeline.demo import demo_session_keys
 from sync_pipeline.intake.server import running_receiver
 from sync_pipeline.settings import load_settings
-from sync_pipeline.simulator.config import SimFaults
-from sync_pipeline.simulator.server import SimulatorHandle, running_simulator
 
 from .test_cli import cli, cli_env
 
@@ -35,27 +34,22 @@ pytestmark = pytest.mark.slow
 @contextmanager
 def connected_upstream(data: Path, *, users: int = 3) -> Iterator[SimulatorHandle]:
     """A simulator whose users have connected (their sessions are in `data`'s landing log)."""
-    saved = dict(os.environ)
-    try:
-        settings = load_settings({"SYNC_DATA_DIR": str(data)})
-        private_pem, public_pem = demo_session_keys(data / "keys")
-        settings = replace(settings, session_public_key=public_pem)
-        with (
-            running_receiver(settings) as receiver,
-            running_simulator(
-                users=users,
-                seed=5,
-                receiver_url=receiver.base_url,
-                session_private_key_pem=private_pem,
-                min_records=5,
-                max_records=15,
-            ) as sim,
-        ):
-            sim.post_initial_sessions()
-            yield sim
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
+    settings = load_settings({"SYNC_DATA_DIR": str(data)})
+    private_pem, public_pem = demo_session_keys(data / "keys")
+    settings = replace(settings, session_public_key=public_pem)
+    with (
+        running_receiver(settings) as receiver,
+        running_simulator(
+            users=users,
+            seed=5,
+            receiver_url=receiver.base_url,
+            session_private_key_pem=private_pem,
+            min_records=5,
+            max_records=15,
+        ) as sim,
+    ):
+        sim.post_initial_sessions()
+        yield sim
 
 
 def start_sync(data: Path, upstream: str) -> subprocess.Popen[str]:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from sync_pipeline.simulator.templates import fixture_root
+from starfleet.templates import fixture_root
 
 from .conftest import REPOSITORY
 

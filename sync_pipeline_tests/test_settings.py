@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from sync_pipeline.settings import UPSTREAM_PRESETS, SettingsError, load_settings
@@ -91,3 +93,35 @@ def test_isolation_bounds_have_documented_defaults_and_refuse_nonsense() -> None
     ]:
         with pytest.raises(SettingsError, match=name):
             load_settings({name: value})
+
+
+def test_automation_runs_by_default_and_is_one_of_two_states() -> None:
+    assert load_settings({}).automation == "running"
+    assert load_settings({"SYNC_AUTOMATION": "stopped"}).automation == "stopped"
+    for bad in ("off", "STOPPED", "1"):
+        message = f"SYNC_AUTOMATION must be one of ['running', 'stopped'], got '{bad}'"
+        with pytest.raises(SettingsError) as refused:
+            load_settings({"SYNC_AUTOMATION": bad})
+        assert str(refused.value) == message
+
+
+def test_the_lake_is_local_unless_an_s3_url_names_it(tmp_path: Path) -> None:
+    local = load_settings({"SYNC_DATA_DIR": str(tmp_path)}).lake
+    assert (local.base, local.is_remote) == (str(tmp_path.resolve() / "lake"), False)
+    remote = load_settings(
+        {"SYNC_LAKE_URL": "s3://bucket/prefix/", "SYNC_LAKE_ENDPOINT_URL": "http://127.0.0.1:9"}
+    ).lake
+    assert (remote.base, remote.endpoint_url, remote.is_remote) == (
+        "s3://bucket/prefix",
+        "http://127.0.0.1:9",
+        True,
+    )
+    with pytest.raises(SettingsError, match="SYNC_LAKE_URL"):
+        load_settings({"SYNC_LAKE_URL": "/somewhere/local"})
+
+
+def test_the_warehouse_location_carries_its_key_and_hides_it(tmp_path: Path) -> None:
+    settings = load_settings({"SYNC_DATA_DIR": str(tmp_path), "SYNC_WAREHOUSE_KEY": "k-e-y-123"})
+    assert settings.warehouse.path == settings.warehouse_path
+    assert settings.warehouse.key == "k-e-y-123"
+    assert "k-e-y-123" not in repr(settings.warehouse) and "k-e-y-123" not in repr(settings)

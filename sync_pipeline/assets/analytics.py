@@ -12,15 +12,10 @@ from typing import Any
 import dagster as dg
 
 from sync_pipeline.analytics.mapping import load_mapping
-from sync_pipeline.analytics.schemas import (
-    COVERAGE,
-    DESCRIPTIONS,
-    LATEST,
-    OBSERVATIONS,
-    UNMAPPED,
-)
 from sync_pipeline.assets.intake import POOL, table_metadata
-from sync_pipeline.assets.resources import SyncSettings
+from sync_pipeline.resources import WarehouseResource
+from sync_pipeline.tables.analytics import COVERAGE, LATEST, OBSERVATIONS, UNMAPPED
+from sync_pipeline.tables.specs import table_spec
 from sync_pipeline.upstream.endpoints import ENDPOINTS
 from sync_pipeline.warehouse import analytics as sql
 from sync_pipeline.warehouse import db
@@ -34,22 +29,15 @@ def _key(table: str) -> dg.AssetKey:
 _OBSERVATION_INPUTS = [*sql.VITALS, *sql.LABS, *sql.READINGS]
 
 ANALYTICS_SPECS = [
-    dg.AssetSpec(
-        _key(OBSERVATIONS),
+    table_spec(
+        OBSERVATIONS,
         group_name="analytics",
         kinds={"duckdb"},
         deps=[_key(t) for t in _OBSERVATION_INPUTS],
-        description=DESCRIPTIONS[OBSERVATIONS],
     ),
-    dg.AssetSpec(
-        _key(LATEST),
-        group_name="analytics",
-        kinds={"duckdb"},
-        deps=[_key(OBSERVATIONS)],
-        description=DESCRIPTIONS[LATEST],
-    ),
-    dg.AssetSpec(
-        _key(COVERAGE),
+    table_spec(LATEST, group_name="analytics", kinds={"duckdb"}, deps=[_key(OBSERVATIONS)]),
+    table_spec(
+        COVERAGE,
         group_name="analytics",
         kinds={"duckdb"},
         deps=[
@@ -57,15 +45,8 @@ ANALYTICS_SPECS = [
             ["connect", "connection_history"],
             *(_key(e.table) for e in ENDPOINTS),
         ],
-        description=DESCRIPTIONS[COVERAGE],
     ),
-    dg.AssetSpec(
-        _key(UNMAPPED),
-        group_name="analytics",
-        kinds={"duckdb"},
-        deps=[_key(OBSERVATIONS)],
-        description=DESCRIPTIONS[UNMAPPED],
-    ),
+    table_spec(UNMAPPED, group_name="analytics", kinds={"duckdb"}, deps=[_key(OBSERVATIONS)]),
 ]
 
 
@@ -86,15 +67,14 @@ class AnalyticsConfig(dg.Config):
 
 @dg.multi_asset(specs=ANALYTICS_SPECS, pool=POOL, name="analytics_build")
 def analytics_build(
-    context: dg.AssetExecutionContext, config: AnalyticsConfig, sync: SyncSettings
+    context: dg.AssetExecutionContext, config: AnalyticsConfig, warehouse: WarehouseResource
 ) -> Iterator[dg.MaterializeResult]:
-    settings = sync.load()
     mapping = load_mapping()
     now = dt.datetime.now(dt.UTC)
 
     def build() -> tuple[sql.BuildCounts, dict[str, dict[str, Any]], int]:
         # one repeatable unit: a DuckLake commit conflict builds again on the newer snapshot
-        with db.connect(settings.warehouse, key=settings.warehouse_key) as con:
+        with warehouse.connect() as con:
             db.bound_memory(con)
             counts = sql.build_analytics(con, mapping, today=now.date(), now=now, full=config.full)
             tables = {t: table_metadata(con, t, columns) for t, columns in PREVIEWS.items()}
@@ -149,11 +129,10 @@ _CHECK_SPECS = [
 
 @dg.multi_asset_check(specs=_CHECK_SPECS, name="analytics_checks", can_subset=True, pool=POOL)
 def analytics_checks(
-    context: dg.AssetCheckExecutionContext, sync: SyncSettings
+    context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource
 ) -> Iterator[dg.AssetCheckResult]:
-    settings = sync.load()
     mapping = load_mapping()
-    with db.connect(settings.warehouse, read_only=True, key=settings.warehouse_key) as con:
+    with warehouse.connect(read_only=True) as con:
         untraceable = sql.untraceable_observations(con)
         without_ucum = sql.coded_values_without_ucum(con, mapping.ucum_units())
         outside = sql.out_of_bounds(con, mapping.loinc)

@@ -17,11 +17,10 @@ import dagster as dg
 import duckdb
 
 from sync_pipeline.assets.intake import POOL
-from sync_pipeline.assets.resources import SyncSettings
-from sync_pipeline.normalize.schemas import TABLE_KEYS
+from sync_pipeline.resources import FreshnessResource, WarehouseResource
+from sync_pipeline.tables.registry import CHILD_TABLES, RECORD_TABLES, TABLES
 from sync_pipeline.upstream.endpoints import ENDPOINTS
 from sync_pipeline.warehouse import db
-from sync_pipeline.warehouse.schemas import OWNED_KEYS
 
 UNIQUE = "unique_key"
 NON_NULL = "non_null_key"
@@ -30,10 +29,9 @@ FRESH = "fresh"
 
 INTAKE_TABLES = ("ops.notifications", "connect.session_responses")
 CONNECT_TABLES = ("connect.users", "connect.connection_history")
-RECORD_TABLES = tuple(e.table for e in ENDPOINTS)
 # record tables, their children and medical.record_codes
-RECORD_FAMILY = tuple(sorted(TABLE_KEYS))
-KEYS: dict[str, tuple[str, ...]] = {**TABLE_KEYS, **OWNED_KEYS}
+RECORD_FAMILY = tuple(sorted((*RECORD_TABLES, *CHILD_TABLES)))
+KEYS: dict[str, tuple[str, ...]] = {name: t.key for name, t in TABLES.items() if t.key}
 
 
 def _key(table: str) -> dg.AssetKey:
@@ -155,33 +153,34 @@ def _fresh_outcome(last: dt.datetime | None, now: dt.datetime, limit: dt.timedel
 
 def _evaluate(
     context: dg.AssetCheckExecutionContext,
-    sync: SyncSettings,
+    warehouse: WarehouseResource,
     tables: Sequence[str],
-    with_ledger: bool,
+    freshness_hours: float | None,
 ) -> Iterator[dg.AssetCheckResult]:
+    """Every selected check of `tables`; with `freshness_hours` (record tables) also the load
+    ledger and freshness checks."""
     selected = context.selected_asset_check_keys
-    settings = sync.load()
-    path = settings.warehouse
-    if not path.exists():
+    location = warehouse.location
+    if not location.exists():
         # nothing written yet: the producing step failed or has not run
         for check in sorted(selected, key=str):
             yield dg.AssetCheckResult(
                 asset_key=check.asset_key,
                 check_name=check.name,
                 passed=False,
-                description=f"no warehouse at {path}",
+                description=f"no warehouse at {location.shown}",
             )
         return
     outcomes: dict[dg.AssetCheckKey, _Outcome] = {}
-    with db.connect(path, read_only=True, key=settings.warehouse_key) as con:
+    with warehouse.connect(read_only=True) as con:
         for table in tables:
             if any(c.asset_key == _key(table) for c in selected):
                 for name, outcome in _key_outcomes(con, table).items():
                     outcomes[dg.AssetCheckKey(_key(table), name)] = outcome
-        if with_ledger:
+        if freshness_hours is not None:
             loads = db.latest_loads(con)
             synced = db.last_synced(con)
-            now, limit = dt.datetime.now(dt.UTC), dt.timedelta(hours=settings.freshness_hours)
+            now, limit = dt.datetime.now(dt.UTC), dt.timedelta(hours=freshness_hours)
             for endpoint in ENDPOINTS:
                 load = loads.get(endpoint.table)
                 times = [t for t in (synced.get(endpoint.path), load and load.committed_at) if t]
@@ -205,25 +204,27 @@ def _evaluate(
     specs=_key_specs(INTAKE_TABLES), name="intake_checks", can_subset=True, pool=POOL
 )
 def intake_checks(
-    context: dg.AssetCheckExecutionContext, sync: SyncSettings
+    context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource
 ) -> Iterator[dg.AssetCheckResult]:
-    yield from _evaluate(context, sync, INTAKE_TABLES, with_ledger=False)
+    yield from _evaluate(context, warehouse, INTAKE_TABLES, freshness_hours=None)
 
 
 @dg.multi_asset_check(
     specs=_key_specs(CONNECT_TABLES), name="connect_checks", can_subset=True, pool=POOL
 )
 def connect_checks(
-    context: dg.AssetCheckExecutionContext, sync: SyncSettings
+    context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource
 ) -> Iterator[dg.AssetCheckResult]:
-    yield from _evaluate(context, sync, CONNECT_TABLES, with_ledger=False)
+    yield from _evaluate(context, warehouse, CONNECT_TABLES, freshness_hours=None)
 
 
 @dg.multi_asset_check(specs=_record_specs(), name="record_checks", can_subset=True, pool=POOL)
 def record_checks(
-    context: dg.AssetCheckExecutionContext, sync: SyncSettings
+    context: dg.AssetCheckExecutionContext,
+    warehouse: WarehouseResource,
+    freshness: FreshnessResource,
 ) -> Iterator[dg.AssetCheckResult]:
-    yield from _evaluate(context, sync, RECORD_FAMILY, with_ledger=True)
+    yield from _evaluate(context, warehouse, RECORD_FAMILY, freshness.max_age_hours)
 
 
 CHECKS: list[dg.AssetChecksDefinition] = [intake_checks, connect_checks, record_checks]

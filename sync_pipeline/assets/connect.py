@@ -5,46 +5,27 @@ import pandas as pd
 
 from sync_pipeline import connect as state
 from sync_pipeline.assets.intake import POOL
-from sync_pipeline.assets.resources import SyncSettings
+from sync_pipeline.resources import WarehouseResource
 from sync_pipeline.sync.connection_state import ConnectionCounts, rebuild_connection_state
+from sync_pipeline.tables.connect import CONNECTION_EVENTS, CONNECTION_HISTORY, USERS
+from sync_pipeline.tables.specs import table_spec
 from sync_pipeline.warehouse import db
 from sync_pipeline.warehouse.conflicts import retrying
 
 CONNECTION_SPECS = [
-    dg.AssetSpec(
-        ["connect", "users"],
-        group_name="connect",
-        kinds={"duckdb"},
-        deps=[["connect", "session_responses"]],
-        description="One row per app user: client_user_id ↔ human_id, first/last seen, last "
-        "session status, needs_reconnect.",
-    ),
-    dg.AssetSpec(
-        ["connect", "connection_events"],
-        group_name="connect",
-        kinds={"duckdb"},
-        deps=[["connect", "session_responses"]],
-        description="One row per source connected or disconnected by a Connect session.",
-    ),
-    dg.AssetSpec(
-        ["connect", "connection_history"],
-        group_name="connect",
-        kinds={"duckdb"},
-        deps=[["connect", "session_responses"]],
-        description="SCD type 2: one row per (human_id, source_id) connection period; valid_to "
-        "is NULL while connected. connect.current_connections is a view of the open rows.",
-    ),
+    table_spec(
+        name, group_name="connect", kinds={"duckdb"}, deps=[["connect", "session_responses"]]
+    )
+    for name in (USERS, CONNECTION_EVENTS, CONNECTION_HISTORY)
 ]
 
 
 @dg.multi_asset(specs=CONNECTION_SPECS, pool=POOL, name="connection_state")
-def connection_state(context: dg.AssetExecutionContext, sync: SyncSettings):  # type: ignore[no-untyped-def]
-    settings = sync.load()
-
+def connection_state(context: dg.AssetExecutionContext, warehouse: WarehouseResource):  # type: ignore[no-untyped-def]
     def rebuild() -> ConnectionCounts:
         # one repeatable unit: a DuckLake commit conflict rebuilds again from the sessions
         with (
-            db.connect(settings.warehouse, key=settings.warehouse_key) as con,
+            warehouse.connect() as con,
             db.transaction(con),
         ):
             return rebuild_connection_state(con)
@@ -78,9 +59,8 @@ def connection_state(context: dg.AssetExecutionContext, sync: SyncSettings):  # 
     "(connected upstream but not here, or the reverse). Users whose connections changed after "
     "their latest snapshot are not judged until the next catch-up snapshots them again.",
 )
-def sources_agree_with_connections(sync: SyncSettings) -> dg.AssetCheckResult:
-    settings = sync.load()
-    with db.connect(settings.warehouse, read_only=True, key=settings.warehouse_key) as con:
+def sources_agree_with_connections(warehouse: WarehouseResource) -> dg.AssetCheckResult:
+    with warehouse.connect(read_only=True) as con:
         history = db.query_arrow(con, "connect.connection_history", "valid_to IS NULL")
         snapshots = db.query_arrow(con, "connect.source_status")
         sessions = db.query_arrow(con, "connect.session_responses")

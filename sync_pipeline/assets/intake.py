@@ -10,21 +10,18 @@ import duckdb
 import pandas as pd
 import pyarrow as pa
 
-from sync_pipeline.assets.resources import SyncSettings
 from sync_pipeline.intake.landing import LandedDelivery, iter_landed
 from sync_pipeline.intake.rows import notification_rows, session_rows
-from sync_pipeline.settings import Settings, load_settings
+from sync_pipeline.resources import UpstreamResource, WarehouseResource
+from sync_pipeline.tables import specs
+from sync_pipeline.tables.connect import SESSION_RESPONSES
+from sync_pipeline.tables.ops import NOTIFICATIONS
+from sync_pipeline.tables.registry import table as declared
 from sync_pipeline.warehouse import db
 from sync_pipeline.warehouse.conflicts import retrying
 
-# Days are receive dates (UTC). end_offset=1 makes today a partition, so today's deliveries
-# can be processed before midnight. The first day is a setting, read when the code location
-# loads (SYNC_PARTITIONS_START, default a month back).
-landing_days = dg.DailyPartitionsDefinition(
-    start_date=load_settings().partitions_start.isoformat(), end_offset=1
-)
 # The pool of steps that open the warehouse. Its slots are the instance's (deploy.py): one for a
-# DuckDB file, SYNC_WAREHOUSE_WRITERS for a DuckLake on PostgreSQL (warehouse/target.py).
+# DuckDB file, SYNC_WAREHOUSE_WRITERS for a DuckLake on PostgreSQL (warehouse/location.py).
 POOL = "warehouse"
 # deliveries turned into rows at once (a delivery is at most SYNC_MAX_BODY_BYTES)
 CHUNK_DELIVERIES = 2000
@@ -69,16 +66,13 @@ def markdown_preview(head: pa.Table) -> str:
 def table_metadata(
     con: duckdb.DuckDBPyConnection, table: str, columns: Sequence[str] = PREVIEW_COLUMNS
 ) -> dict[str, Any]:
-    """Row count, column schema (from the table's Arrow schema) and a small preview of one
+    """Row count, column schema (from the table's declaration) and a small preview of one
     warehouse table: one read of the table, taken after the commit."""
     rows, head = db.table_head(con, table, columns, PREVIEW_ROWS)
-    schema = db.all_schemas()[table]
     # the keys Dagster's UI reads for a table's row count and columns
     return {
         "dagster/row_count": dg.MetadataValue.int(rows),
-        "dagster/column_schema": dg.MetadataValue.table_schema(
-            dg.TableSchema(columns=[dg.TableColumn(f.name, str(f.type)) for f in schema])
-        ),
+        **specs.table_metadata(table),
         "preview": dg.MetadataValue.md(markdown_preview(head)),
     }
 
@@ -95,26 +89,25 @@ def _days(context: dg.AssetExecutionContext) -> list[dt.date]:
 
 def _land_days(
     context: dg.AssetExecutionContext,
-    sync: SyncSettings,
+    warehouse: WarehouseResource,
     kind: str,
     table: str,
     key: str,
-    to_rows: Callable[[list[LandedDelivery], Settings], tuple[pd.DataFrame, pd.DataFrame]],
+    to_rows: Callable[[list[LandedDelivery]], tuple[pd.DataFrame, pd.DataFrame]],
 ) -> dg.MaterializeResult:
     """Rows from the partition's days of one landing log, inserted where their key is new (so
     re-materialising a day changes nothing); unusable items go to ops.rejected_records."""
-    settings = sync.load()
     days = _days(context)
 
     def land() -> tuple[dict[str, int], dict[str, Any]]:
         # one repeatable unit (a DuckLake commit conflict runs it again from the landing log)
-        deliveries = (d for day in days for d in iter_landed(settings.data_dir, kind, day))
+        deliveries = (d for day in days for d in iter_landed(warehouse.data_path, kind, day))
         counts = {"deliveries": 0, "rows": 0, "inserted": 0, "rejected": 0, "rejected_new": 0}
-        with db.connect(settings.warehouse, key=settings.warehouse_key) as con:
+        with warehouse.connect() as con:
             with db.transaction(con):
                 # in chunks: memory follows the chunk, not the partition's days (one transaction)
                 while chunk := list(itertools.islice(deliveries, CHUNK_DELIVERIES)):
-                    rows, rejected = to_rows(chunk, settings)
+                    rows, rejected = to_rows(chunk)
                     counts["deliveries"] += len(chunk)
                     counts["rows"] += len(rows)
                     counts["rejected"] += len(rejected)
@@ -130,50 +123,60 @@ def _land_days(
     return dg.MaterializeResult(metadata={**metadata, "days": f"{days[0]} .. {days[-1]}", **counts})
 
 
-@dg.asset(
-    key=["ops", "notifications"],
-    group_name="intake",
-    partitions_def=landing_days,
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    pool=POOL,
-    kinds={"duckdb"},
-    description=(
-        "One row per notification item the upstream pushed (ops.notifications), from the "
-        "receiver's landing log for the receive day. Unusable items go to ops.rejected_records. "
-        "Re-materialising a day inserts nothing new: rows are keyed by delivery digest and index."
-    ),
-)
-def notification_log(context: dg.AssetExecutionContext, sync: SyncSettings) -> dg.MaterializeResult:
-    return _land_days(
-        context,
-        sync,
-        "notifications",
-        "ops.notifications",
-        "notification_id",
-        lambda deliveries, settings: notification_rows(deliveries, settings.api_url),
-    )
+def landing_partitions(start: dt.date) -> dg.DailyPartitionsDefinition:
+    """Days are receive dates (UTC). end_offset=1 makes today a partition, so today's
+    deliveries can be processed before midnight. The first day is a setting
+    (SYNC_PARTITIONS_START, default a month back), so the partitions are built when the
+    definitions load, not when this module is imported."""
+    return dg.DailyPartitionsDefinition(start_date=start.isoformat(), end_offset=1)
 
 
-@dg.asset(
-    key=["connect", "session_responses"],
-    group_name="intake",
-    partitions_def=landing_days,
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    pool=POOL,
-    kinds={"duckdb"},
-    description=(
-        "One row per Connect session response the app's front end delivered "
-        "(connect.session_responses), payload kept as received, for the receive day."
-    ),
-)
-def session_responses(
-    context: dg.AssetExecutionContext, sync: SyncSettings
-) -> dg.MaterializeResult:
-    return _land_days(
-        context,
-        sync,
-        "sessions",
-        "connect.session_responses",
-        "delivery_digest",
-        lambda deliveries, _settings: session_rows(deliveries),
+def intake_assets(partitions: dg.DailyPartitionsDefinition) -> list[dg.AssetsDefinition]:
+    """The intake group (ops.notifications, connect.session_responses) over `partitions`."""
+
+    @dg.asset(
+        key=["ops", "notifications"],
+        group_name="intake",
+        partitions_def=partitions,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        pool=POOL,
+        kinds={"duckdb"},
+        description=declared(NOTIFICATIONS).description,
+        metadata=specs.table_metadata(NOTIFICATIONS),
     )
+    def notification_log(
+        context: dg.AssetExecutionContext, warehouse: WarehouseResource, upstream: UpstreamResource
+    ) -> dg.MaterializeResult:
+        # a notification naming another host than the configured API is rejected (rows.py)
+        return _land_days(
+            context,
+            warehouse,
+            "notifications",
+            NOTIFICATIONS,
+            "notification_id",
+            lambda deliveries: notification_rows(deliveries, upstream.api_url),
+        )
+
+    @dg.asset(
+        key=["connect", "session_responses"],
+        group_name="intake",
+        partitions_def=partitions,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        pool=POOL,
+        kinds={"duckdb"},
+        description=declared(SESSION_RESPONSES).description,
+        metadata=specs.table_metadata(SESSION_RESPONSES),
+    )
+    def session_responses(
+        context: dg.AssetExecutionContext, warehouse: WarehouseResource
+    ) -> dg.MaterializeResult:
+        return _land_days(
+            context,
+            warehouse,
+            "sessions",
+            SESSION_RESPONSES,
+            "delivery_digest",
+            session_rows,
+        )
+
+    return [notification_log, session_responses]

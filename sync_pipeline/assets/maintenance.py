@@ -5,9 +5,9 @@ from datetime import timedelta
 
 import dagster as dg
 
+from sync_pipeline.assets.automation import SCHEDULE_STATUS
 from sync_pipeline.assets.intake import POOL
-from sync_pipeline.assets.resources import SyncSettings
-from sync_pipeline.warehouse import db
+from sync_pipeline.resources import WarehouseResource
 from sync_pipeline.warehouse.maintenance import maintain_lake
 
 
@@ -16,17 +16,15 @@ from sync_pipeline.warehouse.maintenance import maintain_lake
     description="Merge the DuckLake's small files, expire snapshots older than "
     "SYNC_LAKE_SNAPSHOT_RETENTION_DAYS and delete the files none still needs.",
 )
-def lake_maintenance(context: dg.OpExecutionContext, sync: SyncSettings) -> None:
-    settings = sync.load()
-    target = settings.warehouse
-    if not target.is_lake:
+def lake_maintenance(context: dg.OpExecutionContext, warehouse: WarehouseResource) -> None:
+    if not warehouse.location.is_lake:
         context.log.info("the warehouse is a single DuckDB file: no lake to maintain")
         return
-    with db.connect(target, key=settings.warehouse_key) as con:
+    with warehouse.connect() as con:
         report = maintain_lake(
             con,
-            retention=timedelta(days=settings.lake_snapshot_retention_days),
-            file_grace=timedelta(hours=settings.lake_file_grace_hours),
+            retention=timedelta(days=warehouse.lake_snapshot_retention_days),
+            file_grace=timedelta(hours=warehouse.lake_file_grace_hours),
         )
     context.log.info(
         "lake maintenance: %d of %d snapshots expired; data files %d → %d, %d deleted",
@@ -43,7 +41,8 @@ def lake_maintenance_job() -> None:
     lake_maintenance()
 
 
-# after the daily catch-up has committed, before the working day
+# after the daily catch-up has committed, before the working day; starts running or stopped
+# with the other schedules (SYNC_AUTOMATION, assets/automation.py)
 lake_maintenance_schedule = dg.ScheduleDefinition(
-    job=lake_maintenance_job, cron_schedule="30 4 * * *"
+    job=lake_maintenance_job, cron_schedule="30 4 * * *", default_status=SCHEDULE_STATUS
 )

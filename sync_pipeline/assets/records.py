@@ -12,56 +12,43 @@ from typing import Literal
 import dagster as dg
 
 from sync_pipeline.assets.intake import POOL, table_metadata
-from sync_pipeline.assets.resources import SyncSettings
-from sync_pipeline.normalize.schemas import PARENT_OF
+from sync_pipeline.resources import LakeResource, UpstreamResource, WarehouseResource
 from sync_pipeline.sync.interrupt import SyncInterrupted
 from sync_pipeline.sync.plan import Shard
-from sync_pipeline.sync.run import run_sync
+from sync_pipeline.sync.run import SyncTarget, run_sync
+from sync_pipeline.tables.connect import SOURCE_STATUS
+from sync_pipeline.tables.registry import CHILD_TABLES, table
+from sync_pipeline.tables.specs import table_spec
 from sync_pipeline.upstream.client import ClientCredentialsRejected, UpstreamUnreachable
 from sync_pipeline.upstream.endpoints import ENDPOINTS
 from sync_pipeline.upstream.errors import NEEDS_RECONNECT, failure_kind
 from sync_pipeline.warehouse import db
 
 RECORD_SPECS = [
-    dg.AssetSpec(
-        endpoint.table.split("."),
+    table_spec(
+        endpoint.table,
         group_name=endpoint.group,
         kinds={"duckdb", "parquet"},
         deps=[["ops", "notifications"], ["connect", "users"], ["connect", "connection_history"]],
-        description=f"One row per upstream record of /v1/human/{endpoint.path} "
-        "(key human_id, record_id; deleted_at set when the upstream answers 404).",
     )
     for endpoint in ENDPOINTS
 ]
+# child tables (medical.record_codes among them, a child of every medical table)
 CHILD_SPECS = [
-    dg.AssetSpec(
-        child.split("."),
+    table_spec(
+        child,
         group_name="medical",
         kinds={"duckdb", "parquet"},
-        deps=[parent.split(".")],
-        description=f"One row per element of a {parent} record "
-        "(key human_id, record_id, position).",
+        deps=[parent.split(".") for parent in table(child).parents],
     )
-    for child, parent in sorted(PARENT_OF.items())
+    for child in sorted(CHILD_TABLES)
 ]
-CODES_SPEC = dg.AssetSpec(
-    ["medical", "record_codes"],
-    group_name="medical",
-    kinds={"duckdb", "parquet"},
-    deps=[e.table.split(".") for e in ENDPOINTS if e.group == "medical"],
-    description="One row per code on any medical record "
-    "(key table_name, human_id, record_id, position).",
-)
-SOURCE_STATUS_SPEC = dg.AssetSpec(
-    ["connect", "source_status"],
-    group_name="connect",
-    kinds={"duckdb"},
-    deps=[["connect", "users"]],
-    description="One row per (user, source) per catch-up sync: the upstream's /sources snapshot.",
+SOURCE_STATUS_SPEC = table_spec(
+    SOURCE_STATUS, group_name="connect", kinds={"duckdb"}, deps=[["connect", "users"]]
 )
 
 
-ALL_SPECS = [*RECORD_SPECS, *CHILD_SPECS, CODES_SPEC, SOURCE_STATUS_SPEC]
+ALL_SPECS = [*RECORD_SPECS, *CHILD_SPECS, SOURCE_STATUS_SPEC]
 _ALL_TABLES = [".".join(spec.key.path) for spec in ALL_SPECS]
 
 
@@ -85,12 +72,21 @@ class SyncRunConfig(dg.Config):
     ),
 )
 def record_sync(
-    context: dg.AssetExecutionContext, config: SyncRunConfig, sync: SyncSettings
+    context: dg.AssetExecutionContext,
+    config: SyncRunConfig,
+    upstream: UpstreamResource,
+    warehouse: WarehouseResource,
+    lake: LakeResource,
 ) -> Iterator[dg.MaterializeResult]:
-    settings = sync.load()
+    target = SyncTarget(
+        upstream=upstream,
+        warehouse=warehouse.location,
+        lake=lake.location,
+        transport=upstream.transport(),
+    )
     try:
         report = run_sync(
-            settings,
+            target,
             run_id=context.run.run_id,
             mode=config.mode,
             only_users=set(config.users) or None,
@@ -121,7 +117,7 @@ def record_sync(
     loads = summary.tables
     paths = {e.table: e.path for e in ENDPOINTS}
     # one read-only look per table after the commit (the step still holds the pool slot)
-    with db.connect(settings.warehouse, read_only=True, key=settings.warehouse_key) as con:
+    with warehouse.connect(read_only=True) as con:
         cursors = db.cursors_by_run(con, context.run.run_id)
         tables = {table: table_metadata(con, table) for table in _ALL_TABLES}
     for spec in ALL_SPECS:

@@ -6,6 +6,8 @@ from typing import Any
 
 import dagster as dg
 
+from sync_pipeline.assets.automation import SCHEDULE_STATUS
+
 
 def sync_config(mode: str, users: list[str] | None = None) -> dict[str, Any]:
     """Run config of the record sync: its mode, and the users to narrow it to (all if none)."""
@@ -56,7 +58,13 @@ analytics_job = dg.define_asset_job(
 JOBS = [intake_job, connection_state_job, incremental_sync_job, catchup_sync_job, analytics_job]
 
 SCHEDULES = [
-    dg.build_schedule_from_partitioned_job(intake_job, minute_of_hour=55),
-    dg.ScheduleDefinition(job=incremental_sync_job, cron_schedule="5 * * * *"),
-    dg.ScheduleDefinition(job=catchup_sync_job, cron_schedule="30 2 * * *"),
+    dg.build_schedule_from_partitioned_job(
+        intake_job, minute_of_hour=55, default_status=SCHEDULE_STATUS
+    ),
+    dg.ScheduleDefinition(
+        job=incremental_sync_job, cron_schedule="5 * * * *", default_status=SCHEDULE_STATUS
+    ),
+    dg.ScheduleDefinition(
+        job=catchup_sync_job, cron_schedule="30 2 * * *", default_status=SCHEDULE_STATUS
+    ),
 ]

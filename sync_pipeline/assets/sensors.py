@@ -33,8 +33,7 @@ import duckdb
 import pandas as pd
 
 from sync_pipeline import connect as state
-from sync_pipeline.assets.intake import landing_days
-from sync_pipeline.assets.resources import SyncSettings
+from sync_pipeline.assets.automation import SENSOR_STATUS
 from sync_pipeline.assets.schedules import (
     catchup_sync_job,
     incremental_sync_job,
@@ -42,8 +41,9 @@ from sync_pipeline.assets.schedules import (
     sync_config,
 )
 from sync_pipeline.intake.landing import KINDS, day_fingerprint, landed_days
+from sync_pipeline.resources import WarehouseResource
 from sync_pipeline.warehouse import db
-from sync_pipeline.warehouse.target import WarehouseTarget
+from sync_pipeline.warehouse.location import WarehouseLocation
 
 TRIGGER_TAG = "sync_pipeline/trigger"
 # Sessions inserted into the table later than others received after them (a delivery still being
@@ -61,25 +61,38 @@ def landing_fingerprints(data_dir: Path) -> dict[str, str]:
     return {day.isoformat(): day_fingerprint(data_dir, day) for day in days}
 
 
-def _in_partitions(day: str) -> bool:
+def _partitions_start(context: dg.SensorEvaluationContext) -> str:
+    """The first landing day intake_job can run: its partitions are built from the settings
+    when the definitions load, so they are read from the definitions, not recomputed here."""
+    if context.repository_def is None:
+        raise dg.DagsterInvariantViolationError("the landing sensor needs its definitions")
+    partitions = context.repository_def.get_job(intake_job.name).partitions_def
+    if not isinstance(partitions, dg.TimeWindowPartitionsDefinition):
+        raise dg.DagsterInvariantViolationError("intake_job is not partitioned by day")
+    return partitions.start.date().isoformat()
+
+
+def _in_partitions(day: str, start: str) -> bool:
     # today is a partition (end_offset=1); days before the partitions' start cannot be run
-    start = landing_days.start.date().isoformat()
     return start <= day <= dt.datetime.now(dt.UTC).date().isoformat()
 
 
 @dg.sensor(
     job=intake_job,
     minimum_interval_seconds=30,
+    default_status=SENSOR_STATUS,
     description="Starts intake_job for every landing-log day that gained deliveries since the "
     "last evaluation (run_key = day + fingerprint of the day's files).",
 )
 def landing_sensor(
-    context: dg.SensorEvaluationContext, sync: SyncSettings
+    context: dg.SensorEvaluationContext, warehouse: WarehouseResource
 ) -> dg.SensorResult | dg.SkipReason:
-    settings = sync.load()
     seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
-    now = landing_fingerprints(settings.data_dir)
-    changed = {day: fp for day, fp in now.items() if seen.get(day) != fp and _in_partitions(day)}
+    now = landing_fingerprints(warehouse.data_path)
+    start = _partitions_start(context)
+    changed = {
+        day: fp for day, fp in now.items() if seen.get(day) != fp and _in_partitions(day, start)
+    }
     if not changed:
         return dg.SkipReason("no new deliveries in the landing log")
     requests = [
@@ -99,6 +112,7 @@ def landing_sensor(
     monitored_jobs=[intake_job],
     request_job=incremental_sync_job,
     minimum_interval_seconds=30,
+    default_status=SENSOR_STATUS,
     description="After each successful intake run, the incremental sync: connection state is "
     "rebuilt and the newly landed notifications are fetched.",
 )
@@ -172,10 +186,10 @@ def connections_opened(sessions: pd.DataFrame, digests: set[str]) -> dict[str, l
 
 
 def _read_new_sessions(
-    path: Path | WarehouseTarget, key: str | None, cursor: ConnectionCursor
+    location: WarehouseLocation, cursor: ConnectionCursor
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(sessions received since the cursor and not handled, every session of their humans)."""
-    with db.connect(path, read_only=True, key=key) as con:
+    with db.connect(location, read_only=True) as con:
         recent = db.query_arrow(
             con, "connect.session_responses", "received_at > ?", [cursor.since]
         ).to_pandas()
@@ -190,18 +204,19 @@ def _read_new_sessions(
 @dg.sensor(
     job=catchup_sync_job,
     minimum_interval_seconds=30,
+    default_status=SENSOR_STATUS,
     description="Starts a catch-up sync for one user when a Connect session in "
     "connect.session_responses connected a source (run_key = user + opening deliveries).",
 )
 def new_connection_sensor(
-    context: dg.SensorEvaluationContext, sync: SyncSettings
+    context: dg.SensorEvaluationContext, warehouse: WarehouseResource
 ) -> dg.SensorResult | dg.SkipReason:
-    settings = sync.load()
     cursor = ConnectionCursor.parse(context.cursor)
-    if not settings.warehouse.exists():
+    location = warehouse.location
+    if not location.exists():
         return dg.SkipReason("no warehouse yet")
     try:
-        recent, everything = _read_new_sessions(settings.warehouse, settings.warehouse_key, cursor)
+        recent, everything = _read_new_sessions(location, cursor)
     except (duckdb.IOException, duckdb.ConnectionException) as error:
         # a run holds the write lock: this tick is skipped, the next one reads the same rows
         return dg.SkipReason(f"warehouse busy, retrying next tick: {error}")

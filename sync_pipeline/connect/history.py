@@ -24,30 +24,10 @@ from typing import Any
 
 import pandas as pd
 
-from sync_pipeline.connect.frames import TEXT, UTC_INSTANT, typed_frame
 from sync_pipeline.connect.sessions import Session, SourceRef, ordered_sessions
-
-EVENT_SCHEMA = {
-    "human_id": TEXT,
-    "client_user_id": TEXT,
-    "source_id": TEXT,
-    "source_name": TEXT,
-    "change": TEXT,
-    "session_status": TEXT,
-    "event": TEXT,
-    "session_at": UTC_INSTANT,
-    "delivery_digest": TEXT,
-}
-
-HISTORY_SCHEMA = {
-    "human_id": TEXT,
-    "source_id": TEXT,
-    "source_name": TEXT,
-    "valid_from": UTC_INSTANT,
-    "valid_to": UTC_INSTANT,
-    "opened_by": TEXT,
-    "closed_by": TEXT,
-}
+from sync_pipeline.tables.connect import CONNECTION_EVENTS, CONNECTION_HISTORY
+from sync_pipeline.tables.frames import typed_frame
+from sync_pipeline.tables.registry import table
 
 
 def connection_events(sessions: pd.DataFrame) -> pd.DataFrame:
@@ -67,7 +47,7 @@ def connection_events(sessions: pd.DataFrame) -> pd.DataFrame:
         for session in _state_changing(ordered_sessions(sessions))
         for change, ref in _reported_changes(session)
     ]
-    return typed_frame(rows, EVENT_SCHEMA)
+    return typed_frame(table(CONNECTION_EVENTS), rows)
 
 
 def connection_history(sessions: pd.DataFrame) -> pd.DataFrame:
@@ -76,7 +56,7 @@ def connection_history(sessions: pd.DataFrame) -> pd.DataFrame:
     rows: list[dict[str, Any]] = []
     for human_id, human_sessions in groupby(changing, key=_by_human):
         rows.extend(_human_history(human_id, human_sessions))
-    history = typed_frame(rows, HISTORY_SCHEMA)
+    history = typed_frame(table(CONNECTION_HISTORY), rows)
     return history.sort_values(
         ["human_id", "source_id", "valid_from", "opened_by"], ignore_index=True
     )

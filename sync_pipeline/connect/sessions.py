@@ -26,42 +26,22 @@ from typing import Any
 
 import pandas as pd
 
-from sync_pipeline.connect.frames import TEXT, typed_frame, utc_instants
-
-SUCCESS = "SUCCESS"
-CONNECTED_SOURCE = "CONNECTED_SOURCE"
-DISCONNECTED_SOURCE = "DISCONNECTED_SOURCE"
-# sessions that never reached the user's sources: kept for users.last_session_status only
-ABNORMAL_STATUSES = frozenset(
-    {"SESSION_TOKEN_INVALID", "SESSION_TOKEN_EXPIRED", "MISSING_SESSION_TOKEN"}
+from sync_pipeline.intake.session_rules import (
+    STATE_CHANGING_STATUSES,
+    SUCCESS,
+    label_problem,
 )
-STATE_CHANGING_STATUSES = frozenset({SUCCESS, CONNECTED_SOURCE, DISCONNECTED_SOURCE})
-KNOWN_STATUSES = ABNORMAL_STATUSES | STATE_CHANGING_STATUSES
+from sync_pipeline.tables.connect import SESSION_RESPONSES
+from sync_pipeline.tables.frames import typed_frame, utc_instants
+from sync_pipeline.tables.ops import REJECT_INPUT
+from sync_pipeline.tables.registry import table
 
 _EPOCH = pd.Timestamp(0, tz="UTC")
 
 CLOSE = "close"
 EVENT_RANK = {"connect_source": 0, "disconnect_source": 0, CLOSE: 1}
 
-SESSION_COLUMNS = (
-    "delivery_digest",
-    "received_at",
-    "session_at",
-    "event",
-    "status",
-    "client_user_id",
-    "human_id",
-    "payload",
-)
-
-REJECTED_TABLE = "connect.session_responses"
-REJECTED_SCHEMA = {
-    "table_name": TEXT,
-    "human_id": TEXT,
-    "record_id": TEXT,
-    "reason": TEXT,
-    "raw": TEXT,
-}
+SESSION_COLUMNS = tuple(table(SESSION_RESPONSES).column_names)
 
 
 @dataclass(frozen=True)
@@ -212,7 +192,7 @@ def malformed_sessions(sessions: pd.DataFrame) -> pd.DataFrame:
     """
     rows = [
         {
-            "table_name": REJECTED_TABLE,
+            "table_name": SESSION_RESPONSES,
             "human_id": s.human_id,
             "record_id": s.delivery_digest,
             "reason": s.problem,
@@ -221,7 +201,7 @@ def malformed_sessions(sessions: pd.DataFrame) -> pd.DataFrame:
         for s in distinct_deliveries(sessions)
         if s.problem is not None
     ]
-    return typed_frame(rows, REJECTED_SCHEMA)
+    return typed_frame(REJECT_INPUT, rows)
 
 
 def _session(
@@ -238,7 +218,7 @@ def _session(
     except MalformedPayload as error:
         problem = str(error)
     if problem is None:
-        problem = _label_problem(event, status, human_id, session_at)
+        problem = label_problem(event, status, human_id, not pd.isna(session_at))
         if problem is not None:
             payload = None
     return Session(
@@ -253,20 +233,6 @@ def _session(
         problem=problem,
         raw_payload=raw,
     )
-
-
-def _label_problem(
-    event: str, status: str | None, human_id: str | None, session_at: pd.Timestamp
-) -> str | None:
-    if event not in EVENT_RANK:
-        return f"unknown event {event!r}"
-    if status not in KNOWN_STATUSES:
-        return f"unknown status {status!r}"
-    if human_id is None:
-        return "no human_id"
-    if pd.isna(session_at):
-        return "no session time"
-    return None
 
 
 def _content_key(session: Session) -> tuple[Any, ...]:

@@ -21,24 +21,14 @@ from typing import Any
 
 import pandas as pd
 
-from sync_pipeline.connect.frames import TEXT, UTC_INSTANT, typed_frame
 from sync_pipeline.connect.sessions import ordered_sessions
+from sync_pipeline.tables.columns import TEXT, Column
+from sync_pipeline.tables.connect import SOURCE_STATUS
+from sync_pipeline.tables.frames import typed_frame
+from sync_pipeline.tables.registry import table
 
-SOURCE_STATUS_SCHEMA = {
-    "human_id": TEXT,
-    "snapshot_at": UTC_INSTANT,
-    "source": TEXT,
-    "sync_status": TEXT,
-    "synched_at": UTC_INSTANT,
-    "newest_data_at": UTC_INSTANT,
-    "history_sync_status": TEXT,
-    "oldest_data_at": UTC_INSTANT,
-    "connected_since": UTC_INSTANT,
-    "supported_data_types": TEXT,
-    "raw": TEXT,
-}
-
-RECONCILE_SCHEMA = {"human_id": TEXT, "source": TEXT, "problem": TEXT}
+# the answer of `reconcile` (a check's finding, not a warehouse table)
+RECONCILE_COLUMNS = (Column("human_id", TEXT), Column("source", TEXT), Column("problem", TEXT))
 UPSTREAM_ONLY = "connected upstream, not here"
 HERE_ONLY = "connected here, not upstream"
 
@@ -51,7 +41,7 @@ def source_status_rows(human_id: str, sources: list[Any], snapshot_at: datetime)
     if snapshot_at.tzinfo is None:
         raise ValueError("snapshot_at must be timezone-aware")
     rows = [_status_row(human_id, entry, snapshot_at) for entry in sources]
-    return typed_frame(rows, SOURCE_STATUS_SCHEMA)
+    return typed_frame(table(SOURCE_STATUS), rows)
 
 
 def reconcile(current: pd.DataFrame, source_status: pd.DataFrame) -> pd.DataFrame:
@@ -68,7 +58,7 @@ def reconcile(current: pd.DataFrame, source_status: pd.DataFrame) -> pd.DataFram
     for human_id, snapshot in latest.groupby("human_id", sort=True):
         here = current[current["human_id"] == human_id]
         rows.extend(_disagreements(str(human_id), here, snapshot))
-    answer = typed_frame(rows, RECONCILE_SCHEMA).drop_duplicates()
+    answer = typed_frame(RECONCILE_COLUMNS, rows).drop_duplicates()
     return answer.sort_values(["human_id", "problem", "source"], ignore_index=True)
 
 

@@ -13,17 +13,11 @@ from typing import Any
 
 import pandas as pd
 
-from sync_pipeline.connect.frames import FLAG, TEXT, UTC_INSTANT, typed_frame, utc_instants
-from sync_pipeline.connect.sessions import SUCCESS, Session, ordered_sessions
-
-USER_SCHEMA = {
-    "client_user_id": TEXT,
-    "human_id": TEXT,
-    "first_seen_at": UTC_INSTANT,
-    "last_seen_at": UTC_INSTANT,
-    "last_session_status": TEXT,
-    "needs_reconnect": FLAG,
-}
+from sync_pipeline.connect.sessions import Session, ordered_sessions
+from sync_pipeline.intake.session_rules import SUCCESS
+from sync_pipeline.tables.connect import USERS
+from sync_pipeline.tables.frames import typed_frame, utc_instants
+from sync_pipeline.tables.registry import table
 
 
 def users(sessions: pd.DataFrame, refused: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -34,7 +28,7 @@ def users(sessions: pd.DataFrame, refused: pd.DataFrame | None = None) -> pd.Dat
         if session.client_user_id is not None and not pd.isna(session.session_at):
             by_user.setdefault(session.client_user_id, []).append(session)
     rows = [_user_row(user, seen, latest_refusal) for user, seen in sorted(by_user.items())]
-    return typed_frame(rows, USER_SCHEMA)
+    return typed_frame(table(USERS), rows)
 
 
 def _user_row(

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sync_pipeline.intake import signature
+from sync_pipeline.intake.session_rules import session_problem
 
 SIGNATURE_HEADER = "x-humanapi-signature"
 TIMESTAMP_HEADER = "x-humanapi-timestamp"
@@ -24,7 +25,6 @@ NONCE_HEADER = "x-humanapi-nonce"
 MAX_SIGNATURE_CHARS = 256
 _TIMESTAMP = re.compile(r"[0-9]{1,16}")
 _NONCE = re.compile(r"[0-9]{1,64}")
-SESSION_EVENTS = frozenset({"close", "connect_source", "disconnect_source"})
 
 
 class Rejected(Exception):
@@ -130,17 +130,10 @@ def check_notification_batch(document: Any) -> None:
 
 def check_session_body(document: Any) -> dict[str, Any]:
     """The session response body, shape-checked; returns its `response` object."""
-    if not isinstance(document, dict):
-        raise Rejected(400, "body must be a JSON object")
-    event = document.get("event")
-    if event not in SESSION_EVENTS:
-        raise Rejected(422, f"event must be one of {sorted(SESSION_EVENTS)}")
-    response = document.get("response")
-    if not isinstance(response, dict):
-        raise Rejected(422, "response must be a JSON object")
-    status = response.get("status")
-    if not isinstance(status, str) or not status:
-        raise Rejected(422, "response.status must be a non-empty string")
+    problem = session_problem(document)
+    if problem is not None:
+        raise Rejected(problem.http_status, problem.http_message)
+    response: dict[str, Any] = document["response"]
     return response
 
 

@@ -17,64 +17,48 @@ from urllib.parse import urlsplit
 
 import pandas as pd
 
-from sync_pipeline.intake.checks import SESSION_EVENTS
 from sync_pipeline.intake.landing import LandedDelivery
+from sync_pipeline.intake.session_rules import session_problem
 from sync_pipeline.intake.text import is_storable, json_text, repaired, storable_or_none
+from sync_pipeline.tables.connect import SESSION_RESPONSES
+from sync_pipeline.tables.frames import pandas_dtypes, typed_frame
+from sync_pipeline.tables.ops import NOTIFICATIONS, REJECT_INPUT
+from sync_pipeline.tables.registry import table
 from sync_pipeline.upstream.endpoints import Endpoint, endpoint_for_path
 
 # The real upstream's public origin; a payload may also name the configured SYNC_API_URL.
 UPSTREAM_ORIGIN = "https://api.humanapi.co"
-NOTIFICATIONS_TABLE = "ops.notifications"
-SESSIONS_TABLE = "connect.session_responses"
+NOTIFICATIONS_TABLE = NOTIFICATIONS
+SESSIONS_TABLE = SESSION_RESPONSES
 ACTIONS = frozenset({"created", "updated"})
 # Ids end up in upstream URL paths (".../<path>/<id>"): nothing that could change the path.
 ID_PATTERN = r"[A-Za-z0-9_-]{1,64}"
 _ID = re.compile(ID_PATTERN)
 
-_STRING = pd.StringDtype()
-_INSTANT = pd.DatetimeTZDtype(unit="us", tz="UTC")
-
-NOTIFICATION_COLUMNS: dict[str, Any] = {
-    "notification_id": _STRING,
-    "delivery_digest": _STRING,
-    "human_id": _STRING,
-    "endpoint": _STRING,
-    "table_name": _STRING,
-    "object_id": _STRING,
-    "action": _STRING,
-    "model": _STRING,
-    "type": _STRING,
-    "updated_at": _INSTANT,
-    "received_at": _INSTANT,
-    "status": _STRING,
-}
-SESSION_COLUMNS: dict[str, Any] = {
-    "delivery_digest": _STRING,
-    "received_at": _INSTANT,
-    "session_at": _INSTANT,
-    "event": _STRING,
-    "status": _STRING,
-    "client_user_id": _STRING,
-    "human_id": _STRING,
-    "payload": _STRING,
-}
-REJECTED_COLUMNS: dict[str, Any] = {
-    "table_name": _STRING,
-    "human_id": _STRING,
-    "record_id": _STRING,
-    "reason": _STRING,
-    "raw": _STRING,
-}
-
-
-def _frame(columns: dict[str, Any], data: dict[str, Sequence[Any] | pd.Series]) -> pd.DataFrame:
-    return pd.DataFrame({name: data.get(name, []) for name in columns}).astype(columns)
+# What the intake fills in: ops.notifications' sync columns (status aside) are set by the sync
+_NOTIFICATION_INPUT = table(NOTIFICATIONS_TABLE).projection(
+    (
+        "notification_id",
+        "delivery_digest",
+        "human_id",
+        "endpoint",
+        "table_name",
+        "object_id",
+        "action",
+        "model",
+        "type",
+        "updated_at",
+        "received_at",
+        "status",
+    )
+)
+NOTIFICATION_COLUMNS: dict[str, Any] = pandas_dtypes(_NOTIFICATION_INPUT)
+SESSION_COLUMNS: dict[str, Any] = pandas_dtypes(table(SESSIONS_TABLE))
+REJECTED_COLUMNS: dict[str, Any] = pandas_dtypes(REJECT_INPUT)
 
 
 def _rejected(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    return _frame(
-        REJECTED_COLUMNS, {name: [row[name] for row in rows] for name in REJECTED_COLUMNS}
-    )
+    return typed_frame(REJECT_INPUT, rows)
 
 
 # --- notifications ---------------------------------------------------------------------------
@@ -259,8 +243,8 @@ def notification_rows(
             except Exception as exc:  # the item boundary: see the docstring
                 reason = f"item could not be read ({type(exc).__name__})"
                 rejects.append(_item_reject(item, notification_id, reason))
-    frame = _frame(
-        NOTIFICATION_COLUMNS,
+    frame = typed_frame(
+        _NOTIFICATION_INPUT,
         {
             name: pd.Series([row[name] for row in rows], dtype=object)
             for name in NOTIFICATION_COLUMNS
@@ -332,17 +316,11 @@ def _session_at(claims: dict[str, Any], received_at: dt.datetime) -> dt.datetime
 def _session_row(delivery: LandedDelivery) -> dict[str, Any]:
     """One connect.session_responses row, or `_SessionRejected` with the first problem."""
     document = _document(delivery.body)
-    if not isinstance(document, dict):
-        raise _SessionRejected("body is not a JSON object")
-    event = document.get("event")
-    if event not in SESSION_EVENTS:
-        raise _SessionRejected("unknown event")
-    response = document.get("response")
-    if not isinstance(response, dict):
-        raise _SessionRejected("response is not an object")
-    status = response.get("status")
-    if not isinstance(status, str) or not status:
-        raise _SessionRejected("missing response status")
+    problem = session_problem(document)
+    if problem is not None:
+        raise _SessionRejected(problem.reason)
+    event = document["event"]
+    status = document["response"]["status"]
     if not is_storable(status):  # a status routes connection state: never repaired
         raise _SessionRejected("response status is not valid text")
     client_user_id = _claim(delivery.claims, "client_user_id")
@@ -390,8 +368,8 @@ def session_rows(deliveries: Iterable[LandedDelivery]) -> tuple[pd.DataFrame, pd
                 "raw": repaired(delivery.body),
             }
         )
-    session_frame = _frame(
-        SESSION_COLUMNS,
+    session_frame = typed_frame(
+        table(SESSIONS_TABLE),
         {name: pd.Series([row[name] for row in rows], dtype=object) for name in SESSION_COLUMNS},
     )
     return session_frame, _rejected(rejects)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import functools
 import socket
 import threading
 import time
@@ -13,23 +13,25 @@ from typing import TypedDict
 
 import uvicorn
 from starlette.applications import Starlette
+from uvicorn.supervisors import Multiprocess
 
 from sync_pipeline.intake.app import ReceiverSettings, create_app
 from sync_pipeline.intake.protocol import GuardedH11Protocol, with_head_timeout
-from sync_pipeline.settings import Settings, load_settings
+from sync_pipeline.settings import Settings
 
 _STARTUP_TIMEOUT_S = 10.0
 # a request head larger than this is refused by h11 (uvicorn's default, stated here on purpose)
 _MAX_HEAD_BYTES = 16 * 1024
 
 
-def create_app_from_env() -> Starlette:
-    """App factory for worker processes, which can only rebuild settings from the environment.
+def worker_app(settings: Settings) -> Starlette:
+    """App factory run in each worker process, on the settings the parent pickled into it
+    (`run_receiver`: the worker is spawned with them as an argument, not through the
+    environment).
 
     Also sets the head deadline of the protocol class the workers import by name (uvicorn
     builds each connection's protocol from that class, after loading this app).
     """
-    settings = load_settings()
     GuardedH11Protocol.head_timeout_s = settings.receiver_header_timeout_s
     return create_app(settings)
 
@@ -50,29 +52,6 @@ def _server_options(settings: ReceiverSettings) -> _ServerOptions:
     }
 
 
-def _export_settings(settings: Settings) -> None:
-    # Worker processes are spawned and read settings from the environment: make it say what
-    # the caller's settings say (a no-op when those came from this environment).
-    os.environ["SYNC_DATA_DIR"] = str(settings.data_dir)
-    os.environ["SYNC_CLIENT_SECRET"] = settings.client_secret
-    os.environ["SYNC_SIGNATURE_TOLERANCE_S"] = str(settings.signature_tolerance_s)
-    os.environ["SYNC_MAX_BODY_BYTES"] = str(settings.max_body_bytes)
-    for name, value in {
-        "SYNC_RECEIVER_MAX_INFLIGHT": settings.receiver_max_inflight,
-        "SYNC_RECEIVER_MAX_CONNECTIONS": settings.receiver_max_connections,
-        "SYNC_RECEIVER_HEADER_TIMEOUT_S": settings.receiver_header_timeout_s,
-        "SYNC_RECEIVER_BODY_TIMEOUT_S": settings.receiver_body_timeout_s,
-        "SYNC_SESSION_MAX_TOKEN_LIFETIME_S": settings.session_max_token_lifetime_s,
-        "SYNC_LANDING_MIN_FREE_BYTES": settings.landing_min_free_bytes,
-        "SYNC_LANDING_MIN_FREE_INODES": settings.landing_min_free_inodes,
-    }.items():
-        os.environ[name] = str(value)
-    if settings.session_public_key:
-        os.environ["SYNC_SESSION_PUBLIC_KEY"] = settings.session_public_key
-    else:
-        os.environ.pop("SYNC_SESSION_PUBLIC_KEY", None)
-
-
 def run_receiver(settings: Settings, host: str, port: int, workers: int = 1) -> None:
     """Serve the receiver until interrupted (blocking)."""
     if workers <= 1:
@@ -84,17 +63,21 @@ def run_receiver(settings: Settings, host: str, port: int, workers: int = 1) -> 
             **_server_options(settings),
         )
         return
-    _export_settings(settings)
-    uvicorn.run(
-        "sync_pipeline.intake.server:create_app_from_env",
+    # uvicorn.run takes only an import string for workers, whose factory could then read
+    # settings from nowhere but the environment. Its supervisor takes the config as it is and
+    # pickles it into each spawned worker: the factory with these settings bound travels along,
+    # and this process's environment is left as it was.
+    config = uvicorn.Config(
+        functools.partial(worker_app, settings),
         factory=True,
         host=host,
         port=port,
         workers=workers,
-        # by name: worker processes are spawned and import it (create_app_from_env sets it up)
+        # by name: worker processes are spawned and import it (worker_app sets it up)
         http="sync_pipeline.intake.protocol:GuardedH11Protocol",
         **_server_options(settings),
     )
+    Multiprocess(config, sockets=[config.bind_socket()]).run()
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from sync_pipeline.tables.ops import REJECTED_RECORDS
+
 from ..upstream.endpoints import Endpoint
 from ..upstream.models import UndecodableRecord
 from .common import (
@@ -54,12 +56,9 @@ from .common import (
     utf8_series,
 )
 from .guard import admit, admit_page, repair_text
-from .schemas import FLAGGED_SCHEMA, PARENT_OF, REJECTED_TABLE, SPECS, TABLE_KEYS, TABLE_SCHEMAS
+from .schemas import FLAGGED_SCHEMA, SPECS, TABLE_SCHEMAS
 
 __all__ = [
-    "PARENT_OF",
-    "REJECTED_TABLE",
-    "TABLE_KEYS",
     "TABLE_SCHEMAS",
     "Limits",
     "NormalizedBatch",
@@ -276,7 +275,7 @@ def _concat(batches: list[NormalizedBatch], spec: TableSpec) -> NormalizedBatch:
         table: cat([b.tables[table] for b in batches], empty)
         for table, empty in _empty_tables(spec).items()
     }
-    rejected = cat([b.rejected for b in batches], _empty(REJECTED_TABLE))
+    rejected = cat([b.rejected for b in batches], _empty(REJECTED_RECORDS))
     flagged = cat(
         [b.flagged for b in batches if b.flagged is not None],
         FLAGGED_SCHEMA.empty_table().to_pandas(),

@@ -13,15 +13,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
-import pyarrow as pa
+
+from sync_pipeline.tables.columns import BOOL, FLOAT, INT, TEXT, Column
 
 from .common import ChildSpec, extract, text_series, to_bool, to_float, to_text
 from .components import parse_ref_range, parse_value_numeric
 
 _KEY_COLUMNS = (
-    pa.field("human_id", pa.string()),
-    pa.field("record_id", pa.string()),
-    pa.field("position", pa.int64()),
+    Column("human_id", TEXT, "the parent record's user"),
+    Column("record_id", TEXT, "the parent record's `id`"),
+    Column("position", INT, "0-based index of the element in the parent record's list as sent"),
 )
 _LOINC_SYSTEM_OID = "2.16.840.1.113883.6.1"
 
@@ -83,19 +84,17 @@ def _value_text(values: list[Any]) -> list[Any]:
     return [str(v) if isinstance(v, int | float) and not isinstance(v, bool) else v for v in values]
 
 
-TEST_RESULT_COMPONENTS_SCHEMA = pa.schema(
-    [
-        *_KEY_COLUMNS,
-        pa.field("name", pa.string()),
-        pa.field("value", pa.string()),
-        pa.field("value_numeric", pa.float64()),
-        pa.field("unit", pa.string()),
-        pa.field("ref_low", pa.float64()),
-        pa.field("ref_high", pa.float64()),
-        pa.field("ref_range", pa.string()),
-        pa.field("loinc_code", pa.string()),
-        pa.field("comments", pa.string()),
-    ]
+TEST_RESULT_COMPONENTS_COLUMNS: tuple[Column, ...] = (
+    *_KEY_COLUMNS,
+    Column("name", TEXT, "from `components[].name`"),
+    Column("value", TEXT, "from `components[].value` (a number kept as its JSON text)"),
+    Column("value_numeric", FLOAT),
+    Column("unit", TEXT, "from `components[].unit`"),
+    Column("ref_low", FLOAT, "from `components[].low`, else read from `ref_range`"),
+    Column("ref_high", FLOAT, "from `components[].high`, else read from `ref_range`"),
+    Column("ref_range", TEXT, "from `components[].refRange`"),
+    Column("loinc_code", TEXT, "the component's LOINC code among its `codes`"),
+    Column("comments", TEXT, "from `components[].componentComments`"),
 )
 
 
@@ -134,15 +133,13 @@ def build_test_result_components(
     )
 
 
-VITAL_RESULTS_SCHEMA = pa.schema(
-    [
-        *_KEY_COLUMNS,
-        pa.field("name", pa.string()),
-        pa.field("normalized_name", pa.string()),
-        pa.field("value", pa.float64()),
-        pa.field("unit", pa.string()),
-        pa.field("loinc_code", pa.string()),
-    ]
+VITAL_RESULTS_COLUMNS: tuple[Column, ...] = (
+    *_KEY_COLUMNS,
+    Column("name", TEXT, "from `results[].name`"),
+    Column("normalized_name", TEXT, "from `results[].normalizedName`"),
+    Column("value", FLOAT, "from `results[].value` (a trailing unit tolerated)"),
+    Column("unit", TEXT, "from `results[].unit`"),
+    Column("loinc_code", TEXT, "the result's LOINC code among its `codes`"),
 )
 
 
@@ -171,16 +168,14 @@ def build_vital_results(
     )
 
 
-RECORD_CODES_SCHEMA = pa.schema(
-    [
-        pa.field("table_name", pa.string()),
-        *_KEY_COLUMNS,
-        pa.field("code", pa.string()),
-        pa.field("code_system", pa.string()),
-        pa.field("code_system_name", pa.string()),
-        pa.field("name", pa.string()),
-        pa.field("inferred", pa.bool_()),
-    ]
+RECORD_CODES_COLUMNS: tuple[Column, ...] = (
+    Column("table_name", TEXT, "the parent record's table"),
+    *_KEY_COLUMNS,
+    Column("code", TEXT, "from `codes[].code`"),
+    Column("code_system", TEXT, "from `codes[].codeSystem`"),
+    Column("code_system_name", TEXT, "from `codes[].codeSystemName`"),
+    Column("name", TEXT, "from `codes[].name`"),
+    Column("inferred", BOOL, "from `codes[].inferred`"),
 )
 
 
@@ -206,7 +201,20 @@ def build_record_codes(
 
 
 TEST_RESULT_COMPONENTS = ChildSpec(
-    "medical.test_result_components", TEST_RESULT_COMPONENTS_SCHEMA, build_test_result_components
+    "medical.test_result_components",
+    TEST_RESULT_COMPONENTS_COLUMNS,
+    build_test_result_components,
+    "One row per element of a medical.test_results record (key human_id, record_id, position).",
 )
-VITAL_RESULTS = ChildSpec("medical.vital_results", VITAL_RESULTS_SCHEMA, build_vital_results)
-RECORD_CODES = ChildSpec("medical.record_codes", RECORD_CODES_SCHEMA, build_record_codes)
+VITAL_RESULTS = ChildSpec(
+    "medical.vital_results",
+    VITAL_RESULTS_COLUMNS,
+    build_vital_results,
+    "One row per element of a medical.vitals record (key human_id, record_id, position).",
+)
+RECORD_CODES = ChildSpec(
+    "medical.record_codes",
+    RECORD_CODES_COLUMNS,
+    build_record_codes,
+    "One row per code on any medical record (key table_name, human_id, record_id, position).",
+)

@@ -20,18 +20,30 @@ import orjson
 import pandas as pd
 import pyarrow as pa
 
+from sync_pipeline.tables.columns import (
+    BOOL,
+    DATE,
+    FLOAT,
+    INSTANT,
+    INT,
+    TEXT,
+    TEXT_LIST,
+    Column,
+    arrow_schema,
+)
+
 Kind = Literal["text", "float", "int", "bool", "instant", "date", "text_list"]
 Step = str | int  # a mapping key, or a list index (e.g. the first of `dates`)
 WILDCARD = "*"  # a path step meaning "every element of this list"
 
 ARROW_TYPES: dict[Kind, pa.DataType] = {
-    "text": pa.string(),
-    "float": pa.float64(),
-    "int": pa.int64(),
-    "bool": pa.bool_(),
-    "instant": pa.timestamp("us", tz="UTC"),
-    "date": pa.date32(),
-    "text_list": pa.list_(pa.string()),
+    "text": TEXT,
+    "float": FLOAT,
+    "int": INT,
+    "bool": BOOL,
+    "instant": INSTANT,
+    "date": DATE,
+    "text_list": TEXT_LIST,
 }
 
 
@@ -94,9 +106,16 @@ ChildBuilder = Callable[
 
 @dataclass(frozen=True)
 class ChildSpec:
+    """A child table: its columns (declared here, the registry gathers them) and its builder."""
+
     table: str
-    schema: pa.Schema
+    columns: tuple[Column, ...]
     build: ChildBuilder
+    description: str = ""
+
+    @property
+    def schema(self) -> pa.Schema:
+        return arrow_schema(self.columns)
 
 
 @dataclass(frozen=True)
@@ -111,22 +130,36 @@ class TableSpec:
 
 
 # Columns every record table starts with, in this order (contract part C).
-COMMON_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
-    ("human_id", pa.string()),
-    ("record_id", pa.string()),
-    ("source_id", pa.string()),
-    ("created_at", pa.timestamp("us", tz="UTC")),
-    ("updated_at", pa.timestamp("us", tz="UTC")),
-    ("deleted_at", pa.timestamp("us", tz="UTC")),
-    ("raw", pa.string()),
+COMMON_COLUMNS: tuple[Column, ...] = (
+    Column("human_id", TEXT, "the upstream's user id (32 hex)"),
+    Column("record_id", TEXT, "the upstream record's `id`"),
+    Column("source_id", TEXT, "the record's `source`"),
+    Column("created_at", INSTANT, "`createdAt`"),
+    Column(
+        "updated_at",
+        INSTANT,
+        "`updatedAt` (`createdAt` when unusable); the last one wins on reload",
+    ),
+    Column("deleted_at", INSTANT, "set when the upstream answered 404 for the record"),
+    Column("raw", TEXT, "the record exactly as received (JSON text)"),
 )
 
 
-def record_schema(spec: TableSpec) -> pa.Schema:
-    return pa.schema(
-        [pa.field(n, t) for n, t in COMMON_COLUMNS]
-        + [pa.field(f.column, ARROW_TYPES[f.kind]) for f in spec.fields]
+def field_source(spec_field: Field) -> str:
+    """The upstream field path a typed column is read from, e.g. `organization.name`,
+    `name.given[]`."""
+    return ".".join("[]" if s == WILDCARD else str(s) for s in spec_field.path)
+
+
+def record_columns(spec: TableSpec) -> tuple[Column, ...]:
+    """A record table's columns: the common ones, then one per field of its spec."""
+    return COMMON_COLUMNS + tuple(
+        Column(f.column, ARROW_TYPES[f.kind], f"from `{field_source(f)}`") for f in spec.fields
     )
+
+
+def record_schema(spec: TableSpec) -> pa.Schema:
+    return arrow_schema(record_columns(spec))
 
 
 # ---------------------------------------------------------------- extraction

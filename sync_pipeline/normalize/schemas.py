@@ -1,60 +1,35 @@
-"""Warehouse table schemas, keys and parent links, all derived from the table specs."""
+"""The frames the normalisers produce, by the table they go to, derived from the table specs.
+
+The specs are the one declaration of the record tables and their child tables (the table
+registry, sync_pipeline.tables.registry, gathers them with keys and descriptions); rejects and
+flags carry the columns of ops.rejected_records and ops.flagged_records a producer fills in
+(declared in sync_pipeline.tables.ops).
+"""
 
 from __future__ import annotations
 
 import pyarrow as pa
 
-from .children import RECORD_CODES
+from sync_pipeline.tables.columns import arrow_schema
+from sync_pipeline.tables.ops import FLAG_INPUT, REJECT_INPUT, REJECTED_RECORDS
+
 from .common import TableSpec, record_schema
 from .medical import MEDICAL_SPECS
 from .wellness import WELLNESS_SPECS
 
-REJECTED_TABLE = "ops.rejected_records"
-
 SPECS: dict[str, TableSpec] = {spec.table: spec for spec in (*MEDICAL_SPECS, *WELLNESS_SPECS)}
 
-REJECTED_SCHEMA = pa.schema(
-    [
-        pa.field("table_name", pa.string()),
-        pa.field("human_id", pa.string()),
-        pa.field("record_id", pa.string()),
-        pa.field("reason", pa.string()),
-        pa.field("raw", pa.string()),
-    ]
-)
-
-# Loaded records that were changed on the way or are suspect (normalize/__init__.py): one row
-# per (table, user, record, flag), kept in ops.flagged_records next to the rejects.
-FLAGGED_SCHEMA = pa.schema(
-    [
-        pa.field("table_name", pa.string()),
-        pa.field("human_id", pa.string()),
-        pa.field("record_id", pa.string()),
-        pa.field("flag", pa.string()),
-        pa.field("detail", pa.string()),
-    ]
-)
+# ops.rejected_records rows as a producer hands them to the writer (which adds reject_id,
+# rejected_at and run_id)
+REJECT_INPUT_SCHEMA = arrow_schema(REJECT_INPUT)
+# ops.flagged_records rows as the normaliser emits them (the writer adds run_id, flagged_at)
+FLAGGED_SCHEMA = arrow_schema(FLAG_INPUT)
 
 _CHILDREN = {child.table: child for spec in SPECS.values() for child in spec.children}
 
+# What normalize_records emits, per table: a record table, a child table, or the rejects.
 TABLE_SCHEMAS: dict[str, pa.Schema] = {
     **{table: record_schema(spec) for table, spec in SPECS.items()},
     **{table: child.schema for table, child in _CHILDREN.items()},
-    REJECTED_TABLE: REJECTED_SCHEMA,
-}
-
-TABLE_KEYS: dict[str, tuple[str, ...]] = {
-    **{table: ("human_id", "record_id") for table in SPECS},
-    **{table: ("human_id", "record_id", "position") for table in _CHILDREN},
-    # codes come from every medical table, so the parent table is part of the key
-    RECORD_CODES.table: ("table_name", "human_id", "record_id", "position"),
-}
-
-# Child table → its one parent. medical.record_codes has many parents and names its
-# parent per row in `table_name`, so it is absent here.
-PARENT_OF: dict[str, str] = {
-    child.table: spec.table
-    for spec in SPECS.values()
-    for child in spec.children
-    if child.table != RECORD_CODES.table
+    REJECTED_RECORDS: REJECT_INPUT_SCHEMA,
 }

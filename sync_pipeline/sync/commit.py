@@ -16,11 +16,11 @@ import duckdb
 import pandas as pd
 import pyarrow as pa
 
-from sync_pipeline.normalize.schemas import PARENT_OF, TABLE_KEYS
 from sync_pipeline.sync.connection_state import rebuild_connection_state
 from sync_pipeline.sync.fetch import FetchResult
 from sync_pipeline.sync.plan import SyncPlan
-from sync_pipeline.upstream.endpoints import CHILD_TABLES, ENDPOINTS
+from sync_pipeline.tables.registry import CHILD_TABLES, children_of, key_of
+from sync_pipeline.upstream.endpoints import ENDPOINTS
 from sync_pipeline.warehouse import db, lake
 
 
@@ -66,7 +66,6 @@ def commit_run(
     # Staged rows are scanned by DuckDB straight from the run's Parquet chunks, never loaded
     # into Python memory whole (a first sync of a big account is millions of rows).
     child_files = {child: files for child in CHILD_TABLES if (files := fetched.staged.get(child))}
-    codes_files = child_files.get("medical.record_codes")
     db.bound_memory(con)
     with db.transaction(con):
         for endpoint in ENDPOINTS:
@@ -74,15 +73,18 @@ def commit_run(
             files = fetched.staged.get(table, [])
             counts = db.UpsertCounts()
             if files:
+                # a shared child's staged rows name their parent in table_name
                 children: dict[str, db.Rows] = {
-                    child: _scan(con, child_files[child])
-                    for child, parent in PARENT_OF.items()
-                    if parent == table and child in child_files
+                    child.name: _scan(
+                        con,
+                        child_files[child.name],
+                        table_name=None if child.parent == table else table,
+                    )
+                    for child in children_of(table)
+                    if child.name in child_files
                 }
-                if codes_files is not None and endpoint.group == "medical":
-                    children["medical.record_codes"] = _scan(con, codes_files, table_name=table)
                 counts = db.upsert_latest(
-                    con, table, _scan(con, files), TABLE_KEYS[table], children=children
+                    con, table, _scan(con, files), key_of(table), children=children
                 )
             deleted = sum(
                 db.mark_deleted(con, table, human_id, ids, now)

@@ -23,9 +23,10 @@ from typing import Any
 import pandas as pd
 
 from sync_pipeline.connect import source_status_rows
-from sync_pipeline.normalize import PARENT_OF, Limits, NormalizedBatch, normalize_records
+from sync_pipeline.normalize import Limits, NormalizedBatch, normalize_records
 from sync_pipeline.sync.plan import SyncPlan, WorkItem
 from sync_pipeline.sync.stage import Stager
+from sync_pipeline.tables.registry import children_of
 from sync_pipeline.upstream.client import (
     ClientCredentialsRejected,
     RequestAudit,
@@ -34,7 +35,7 @@ from sync_pipeline.upstream.client import (
     UserNeedsReconnect,
     UserRef,
 )
-from sync_pipeline.upstream.endpoints import CHILD_TABLES, ENDPOINTS, Endpoint
+from sync_pipeline.upstream.endpoints import ENDPOINTS, Endpoint
 from sync_pipeline.upstream.errors import NEEDS_RECONNECT
 
 log = logging.getLogger(__name__)
@@ -156,9 +157,11 @@ class _Batcher:
 
     def _stage_done(self, table: str) -> None:
         self._stager.flush_table(table)
-        for child in CHILD_TABLES:
-            if child != "medical.record_codes" and PARENT_OF.get(child) == table:
-                self._stager.flush_table(child)
+        # a child of this table alone is complete too; a shared child (record codes) still
+        # gets rows from other tables
+        for child in children_of(table):
+            if child.parent == table:
+                self._stager.flush_table(child.name)
 
     async def finish(self) -> None:
         for table in list(self._pending):

@@ -1,7 +1,8 @@
 """One sync run end to end: read the plan's inputs, fetch and stage, commit.
 
 DuckDB is opened twice, briefly: to read the inputs, then to commit. The long network phase
-holds no database handle. Dagster assets and the CLI both call `run_sync`.
+holds no database handle. The record-sync asset calls `run_sync` with a `SyncTarget` built from
+its resources; benchmarks and tests may pass `Settings` instead.
 
 Staged Parquet holds PHI, so none outlives the run that wrote it unless that run committed
 it: a run that fails (fetch, staging or commit) deletes its own chunks on the way out, and
@@ -19,9 +20,10 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 
+import httpx
 import pandas as pd
 
-from sync_pipeline.settings import Settings
+from sync_pipeline.settings import LakeLocation, Settings
 from sync_pipeline.sync.commit import CommitSummary, commit_run
 from sync_pipeline.sync.fetch import FetchResult, fetch_plan
 from sync_pipeline.sync.interrupt import StopSignals
@@ -29,10 +31,28 @@ from sync_pipeline.sync.plan import EVERYONE, Shard, SyncMode, SyncPlan, plan_sy
 from sync_pipeline.sync.progress import ProgressReporter
 from sync_pipeline.sync.stage import Stager
 from sync_pipeline.upstream.client import RequestAudit, UpstreamClient, UserRef
+from sync_pipeline.upstream.options import SyncLimits
 from sync_pipeline.warehouse import db, lake
 from sync_pipeline.warehouse.conflicts import retrying
+from sync_pipeline.warehouse.location import WarehouseLocation
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SyncTarget:
+    """Everything one sync run talks to: the upstream (where, who, and the limits its requests
+    and records keep), the warehouse and the lake. `transport` replaces the network (tests give
+    an httpx.MockTransport); None is real HTTP."""
+
+    upstream: SyncLimits
+    warehouse: WarehouseLocation
+    lake: LakeLocation
+    transport: httpx.AsyncBaseTransport | None = None
+
+    @classmethod
+    def of(cls, settings: Settings) -> SyncTarget:
+        return cls(upstream=settings, warehouse=settings.warehouse, lake=settings.lake)
 
 
 @dataclass(frozen=True)
@@ -52,8 +72,8 @@ class SyncReport:
     summary: CommitSummary
 
 
-def read_inputs(settings: Settings) -> SyncInputs:
-    with db.connect(settings.warehouse, key=settings.warehouse_key) as con:
+def read_inputs(warehouse: WarehouseLocation) -> SyncInputs:
+    with db.connect(warehouse) as con:
         users = db.query_arrow(con, "connect.users").to_pandas()
         connected = db.query_arrow(con, "connect.current_connections").to_pandas()
         pending = db.query_arrow(con, "ops.notifications", db.PENDING).to_pandas()
@@ -95,18 +115,18 @@ def _plan(
 
 
 def plan_for(
-    settings: Settings,
+    warehouse: WarehouseLocation,
     mode: SyncMode,
     *,
     only_users: set[str] | None = None,
     shard: Shard = EVERYONE,
 ) -> SyncPlan:
     """What a run of `mode` would fetch now, from the warehouse's notifications and cursors."""
-    return _plan(read_inputs(settings), mode, only_users, shard)
+    return _plan(read_inputs(warehouse), mode, only_users, shard)
 
 
 def run_sync(
-    settings: Settings,
+    target: SyncTarget | Settings,
     *,
     run_id: str,
     mode: SyncMode,
@@ -116,8 +136,11 @@ def run_sync(
     """Raises UpstreamUnreachable or ClientCredentialsRejected when the probe shows nothing can
     succeed, SyncInterrupted on SIGINT/SIGTERM; either way nothing is committed and the run's
     staged files are gone."""
+    if isinstance(target, Settings):
+        target = SyncTarget.of(target)
+    limits, warehouse, lake_at = target.upstream, target.warehouse, target.lake
     with StopSignals() as stop:
-        inputs = read_inputs(settings)
+        inputs = read_inputs(warehouse)
         plan = _plan(inputs, mode, only_users, shard)
         if plan.skipped_reconnect:
             log.warning(
@@ -126,11 +149,11 @@ def run_sync(
                 ", ".join(plan.skipped_reconnect),
             )
         progress = ProgressReporter(plan)
-        lake.remove_stray_temp_files(settings.lake_dir)
+        lake.remove_stray_temp_files(lake_at.local_dir)
         lake.remove_uncommitted(
-            settings.lake_dir, inputs.committed_runs, older_than_s=settings.staged_max_age_s
+            lake_at.local_dir, inputs.committed_runs, older_than_s=lake_at.staged_max_age_s
         )
-        stager = Stager(settings.lake_dir, run_id)
+        stager = Stager(lake_at, run_id)
         snapshot_users = (
             sorted({i.user for i in plan.items}, key=lambda u: u.human_id)
             if mode != "incremental"
@@ -140,7 +163,9 @@ def run_sync(
         async def fetch() -> FetchResult:
             stop.watch()
             audits: list[RequestAudit] = []
-            async with UpstreamClient(settings, on_request=audits.append) as client:
+            async with UpstreamClient(
+                limits, transport=target.transport, on_request=audits.append
+            ) as client:
                 if plan.items:
                     # one quick token request first: a dead upstream or wrong credentials stop
                     # the run here, in seconds, instead of failing every item after retries
@@ -150,12 +175,12 @@ def run_sync(
                     plan,
                     stager,
                     audits,
-                    workers=settings.http_concurrency,
+                    workers=limits.http_concurrency,
                     snapshot_sources_for=snapshot_users,
                     progress=progress.item_done,
-                    max_record_bytes=settings.max_record_bytes,
-                    future_tolerance_s=settings.future_tolerance_s,
-                    cursor_lag_s=settings.cursor_lag_s,
+                    max_record_bytes=limits.max_record_bytes,
+                    future_tolerance_s=limits.future_tolerance_s,
+                    cursor_lag_s=limits.cursor_lag_s,
                 )
 
         committed = False
@@ -169,7 +194,10 @@ def run_sync(
 
             def commit() -> CommitSummary:
                 # the whole unit again on a DuckLake commit conflict: nothing of it committed
-                with db.connect(settings.warehouse, key=settings.warehouse_key) as con:
+                with db.connect(warehouse) as con:
+                    # an object-store lake: the commit reads the staged chunks through the
+                    # store (a DuckLake's connection reads them with its own httpfs)
+                    lake.register_filesystems(con, [lake_at.base], stager.store)
                     return commit_run(con, run_id=run_id, plan=plan, fetched=fetched)
 
             summary = retrying(commit, what=f"the commit of run {run_id}")

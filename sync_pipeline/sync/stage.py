@@ -4,8 +4,8 @@ Rows are buffered per table and flushed to one lake file per chunk once a buffer
 `flush_rows`, so a run never holds a whole endpoint history in memory. The commit step reads
 the run's chunks back with DuckDB's read_parquet.
 
-The lake is the local `lake_dir` unless SYNC_LAKE_URL names an object store (read when the
-stager is made, i.e. when the run starts); then staged files are s3:// URLs, not paths.
+The lake is a `LakeLocation`: a local folder, or an object store (then staged files are s3://
+URLs, not paths). A bare `Path` is a local lake.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import pandas as pd
 import pyarrow as pa
 
 from sync_pipeline.normalize import to_arrow
+from sync_pipeline.settings import LakeLocation
 from sync_pipeline.warehouse import lake
 
 
@@ -28,15 +29,19 @@ class Stager:
 
     def __init__(
         self,
-        lake_dir: Path,
+        location: LakeLocation | Path,
         run_id: str,
         *,
         flush_rows: int = 50_000,
         max_buffered_bytes: int = 64 * 2**20,
     ) -> None:
-        self._lake_dir = lake_dir
-        self._url = lake.lake_url(lake_dir)
-        self._store = lake.object_store() if lake.is_remote(self._url) else None
+        if isinstance(location, Path):
+            location = LakeLocation(local_dir=location)
+        self._lake_dir = location.local_dir
+        self._url = location.base
+        # the object store the run's chunks go to (None: the local folder); the commit reads
+        # them back through it
+        self.store = lake.object_store(location.endpoint_url) if location.is_remote else None
         self._run_id = run_id
         self._flush_rows = flush_rows
         self._max_buffered_bytes = max_buffered_bytes
@@ -75,7 +80,7 @@ class Stager:
         self._buffered_bytes.clear()
         files = [f for table_files in self.files.values() for f in table_files]
         self.files.clear()
-        return lake.remove_files(files)
+        return lake.remove_files(files, self.store)
 
     def _flush(self, table: str) -> None:
         parts = self._buffers.pop(table, [])
@@ -87,8 +92,8 @@ class Stager:
         self._chunks[table] += 1
         data = pa.concat_tables(parts)
         chunk_name = f"run={self._run_id}/part-{chunk:05d}"
-        if self._store is not None:
-            url = lake.write_object_chunk(self._store, self._url, table, data, chunk_name)
+        if self.store is not None:
+            url = lake.write_object_chunk(self.store, self._url, table, data, chunk_name)
             self.files[table].append(url)
         else:
             self.files[table].append(lake.write_chunk(self._lake_dir, table, data, chunk_name))

@@ -39,7 +39,6 @@ from typing import Any, Self
 import httpx
 import stamina
 
-from sync_pipeline.settings import Settings
 from sync_pipeline.upstream.body import ACCEPT_ENCODING, BodyRefused, decode_json, read_capped
 from sync_pipeline.upstream.endpoints import SOURCES_PATH, Endpoint
 from sync_pipeline.upstream.errors import (
@@ -50,6 +49,7 @@ from sync_pipeline.upstream.errors import (
     UserNeedsReconnect,
 )
 from sync_pipeline.upstream.models import Page, RequestAudit, UserRef
+from sync_pipeline.upstream.options import UpstreamOptions
 from sync_pipeline.upstream.ratelimit import RateBudget, WaitTooLong
 from sync_pipeline.upstream.tokens import IssuedToken, TokenCache, token_lifetime_s
 from sync_pipeline.upstream.wire import (
@@ -166,7 +166,7 @@ def _is_retryable_status(status: int) -> bool:
 class UpstreamClient:
     def __init__(
         self,
-        settings: Settings,
+        settings: UpstreamOptions,
         *,
         transport: httpx.AsyncBaseTransport | None = None,
         on_request: Callable[[RequestAudit], None] | None = None,

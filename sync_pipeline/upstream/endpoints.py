@@ -73,13 +73,6 @@ SOURCES_PATH = "sources"
 BY_PATH: dict[str, Endpoint] = {e.path: e for e in ENDPOINTS}
 BY_TABLE: dict[str, Endpoint] = {e.table: e for e in ENDPOINTS}
 
-# Tables derived from records of another table (contract part C).
-CHILD_TABLES = (
-    "medical.test_result_components",
-    "medical.vital_results",
-    "medical.record_codes",
-)
-
 
 def endpoint_for_path(path: str) -> Endpoint | None:
     """Map a path below /v1/human/ (no leading slash, no query) to its endpoint, if we know it."""

@@ -29,7 +29,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 
-from sync_pipeline.settings import Settings
+from sync_pipeline.upstream.options import UpstreamOptions
 from sync_pipeline.upstream.shared_budget import Op, SharedBudget
 
 # Reset values above this are absolute epoch seconds, below it a delay in seconds: upstreams
@@ -93,7 +93,7 @@ class RateBudget:
         self._shared_backoff: float | None = None
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> RateBudget:
+    def from_settings(cls, settings: UpstreamOptions) -> RateBudget:
         shared = (
             SharedBudget.for_upstream(settings.rate_backend, settings.api_url)
             if settings.rate_backend

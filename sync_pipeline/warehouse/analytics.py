@@ -2,7 +2,7 @@
 ops.unmapped_codes, built inside DuckDB from the record tables and the packaged mapping.
 
 Set-based on purpose: the record rows never leave DuckDB; the mapping (a few hundred rows) is
-registered as Arrow tables and joined. Table and column names come from the schemas and the
+registered as Arrow tables and joined. Table and column names come from the table registry and the
 endpoint catalogue (allow-listed by `db.quoted`), values are bound.
 
 Incremental: a user's observations are rebuilt only when the fingerprint of their record rows
@@ -24,16 +24,7 @@ import duckdb
 import pyarrow as pa
 
 from sync_pipeline.analytics.mapping import ObservationMapping
-from sync_pipeline.analytics.schemas import (
-    ANALYTICS_SCHEMAS,
-    COLUMN_NOTES,
-    COVERAGE,
-    DESCRIPTIONS,
-    LATEST,
-    OBSERVATIONS,
-    STATE,
-    UNMAPPED,
-)
+from sync_pipeline.tables.analytics import COVERAGE, LATEST, OBSERVATIONS, STATE, UNMAPPED
 from sync_pipeline.upstream.endpoints import ENDPOINTS, READING_TYPES
 from sync_pipeline.warehouse.db import quoted
 
@@ -377,20 +368,6 @@ def _register_mapping(con: duckdb.DuckDBPyConnection, mapping: ObservationMappin
     return [*names, "endpoint_paths"]
 
 
-def comment_tables(con: duckdb.DuckDBPyConnection) -> None:
-    """Put the tables' descriptions and column notes into DuckDB's catalog (COMMENT ON)."""
-
-    # COMMENT ON takes no bound parameters; the texts are this package's constants
-    def literal(text: str) -> str:
-        return "'" + text.replace("'", "''") + "'"
-
-    for table in ANALYTICS_SCHEMAS:
-        con.execute(f"COMMENT ON TABLE {quoted(table)} IS {literal(DESCRIPTIONS[table])}")
-        for column, note in COLUMN_NOTES.get(table, {}).items():
-            if column in ANALYTICS_SCHEMAS[table].names:
-                con.execute(f'COMMENT ON COLUMN {quoted(table)}."{column}" IS {literal(note)}')
-
-
 def build_analytics(
     con: duckdb.DuckDBPyConnection,
     mapping: ObservationMapping,
@@ -434,7 +411,6 @@ def build_analytics(
         con.execute(_UNMAPPED)
         con.execute(f"DELETE FROM {quoted(COVERAGE)}")
         con.execute(_coverage_sql(), {"today": today, "max_days": COVERAGE_MAX_DAYS})
-        comment_tables(con)
         users = con.execute("SELECT count(*) FROM scope").fetchall()[0][0]
         con.execute("COMMIT")
     except BaseException:

@@ -19,7 +19,7 @@ from typing import TypeVar
 import duckdb
 import stamina
 
-from sync_pipeline.warehouse.target import mask_secrets
+from sync_pipeline.warehouse.location import mask_secrets
 
 log = logging.getLogger(__name__)
 

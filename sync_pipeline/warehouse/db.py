@@ -1,8 +1,10 @@
 """All SQL against the DuckDB warehouse. Nothing outside warehouse/ writes SQL (the analyst
 layer's is in warehouse/analytics.py).
 
-Identifiers (schemas, tables, columns) only ever come from the table schemas (an allow-list);
-every value is a bound parameter or an Arrow relation registered on the connection.
+Identifiers (schemas, tables, columns) only ever come from the table registry
+(sync_pipeline.tables.registry, an allow-list); every value is a bound parameter or an Arrow
+relation registered on the connection. The DDL and the catalog comments are generated from the
+same registry, so any SQL client shows each table's and column's description.
 
 Keys are enforced by construction (batches are deduplicated, rows replaced by key inside one
 transaction) rather than by PRIMARY KEY constraints: DuckDB rejects a delete-then-insert of the
@@ -25,23 +27,17 @@ import pandas as pd
 import pyarrow as pa
 
 from sync_pipeline.private import owner_only_files
+from sync_pipeline.tables import frames
+from sync_pipeline.tables.registry import TABLES, VIEW_DESCRIPTIONS, VIEWS
 from sync_pipeline.upstream.errors import NEEDS_RECONNECT, failure_kind
 from sync_pipeline.warehouse import lake
 from sync_pipeline.warehouse.conflicts import retrying
-from sync_pipeline.warehouse.schemas import CONNECT_SCHEMAS, OPS_SCHEMAS, VIEWS
-from sync_pipeline.warehouse.target import WarehouseTarget, mask_secrets
-
-
-def all_schemas() -> dict[str, pa.Schema]:
-    from sync_pipeline.analytics.schemas import ANALYTICS_SCHEMAS
-    from sync_pipeline.normalize.schemas import TABLE_SCHEMAS
-
-    return {**TABLE_SCHEMAS, **OPS_SCHEMAS, **CONNECT_SCHEMAS, **ANALYTICS_SCHEMAS}
+from sync_pipeline.warehouse.location import WarehouseLocation, mask_secrets
 
 
 def quoted(table: str) -> str:
     """Quote a schema-qualified table name after checking it against the allow-list."""
-    if table not in all_schemas() and table not in VIEWS:
+    if table not in TABLES and table not in VIEWS:
         raise ValueError(f"unknown table {table!r}")
     schema, name = table.split(".", 1)
     return f'"{schema}"."{name}"'
@@ -85,11 +81,12 @@ def _literal(text: str) -> str:
 
 @contextmanager
 def connect(
-    target: Path | WarehouseTarget, *, read_only: bool = False, key: str | None = None
+    target: Path | WarehouseLocation, *, read_only: bool = False, key: str | None = None
 ) -> Iterator[duckdb.DuckDBPyConnection]:
-    """Open the warehouse: a DuckDB file (a Path, or settings.warehouse by default), or the
-    DuckLake settings.warehouse names (SYNC_WAREHOUSE). Either way the warehouse is the default
-    catalog, so every other function here works unchanged on both.
+    """Open the warehouse `target`: a WarehouseLocation (settings.warehouse,
+    WarehouseResource.location; it carries its key), the DuckDB file or the DuckLake
+    SYNC_WAREHOUSE names, or a bare DuckDB file Path (with `key` if encrypted). Either way the
+    warehouse is the default catalog, so every other function here works unchanged on both.
 
     A file has one writing process at a time (one Dagster pool slot), so this never retries on
     a lock: a lock error means that rule was broken and should surface. A DuckLake on
@@ -101,20 +98,23 @@ def connect(
     encrypted files only through the httpfs extension (OpenSSL); where that cannot be loaded
     a writer fails here rather than write plaintext."""
     if isinstance(target, Path):
-        target = WarehouseTarget(file=target)
+        target = WarehouseLocation(path=target, key=key)
+    elif key is not None:
+        raise TypeError("a WarehouseLocation carries its own key")
+    key = target.key
     owner_only_files()
     if target.is_lake:
         con = _open_lake(target, read_only=read_only, key=key)
     else:
-        assert target.file is not None
-        target.file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        assert target.path is not None
+        target.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         if key is None:
             # no extension is loaded here, and DuckDB refuses a second connection to a file
             # already open in this process with a different configuration: the plain file is
             # opened with none, as any other DuckDB (tests, an analyst's session) opens it
-            con = duckdb.connect(str(target.file), read_only=read_only)
+            con = duckdb.connect(str(target.path), read_only=read_only)
         else:
-            con = _open_encrypted_file(target.file, read_only=read_only, key=key)
+            con = _open_encrypted_file(target.path, read_only=read_only, key=key)
     try:
         if not read_only:
             retrying(lambda: ensure_tables(con), what="creating the warehouse tables")
@@ -159,7 +159,7 @@ def _open_encrypted_file(path: Path, *, read_only: bool, key: str) -> duckdb.Duc
 
 
 def _open_lake(
-    target: WarehouseTarget, *, read_only: bool, key: str | None
+    target: WarehouseLocation, *, read_only: bool, key: str | None
 ) -> duckdb.DuckDBPyConnection:
     """ATTACH the DuckLake as `warehouse` and USE it. Its catalog is PostgreSQL (postgres
     extension) or a local DuckDB file; its data path a folder or s3:// (httpfs, with a secret
@@ -174,7 +174,7 @@ def _open_lake(
             Path(target.catalog).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         if lake.is_remote(target.data_path):
             con.execute("LOAD httpfs")
-            _create_s3_secret(con)
+            _create_s3_secret(con, target.endpoint_url)
         elif not read_only:
             Path(target.data_path).mkdir(parents=True, exist_ok=True, mode=0o700)
         if key is not None:
@@ -199,8 +199,9 @@ def _open_lake(
     return con
 
 
-def _create_s3_secret(con: duckdb.DuckDBPyConnection) -> None:
-    """httpfs's S3 credentials, from the variables the staged lake (s3fs) reads too."""
+def _create_s3_secret(con: duckdb.DuckDBPyConnection, endpoint: str | None) -> None:
+    """httpfs's S3 credentials, from the AWS_* variables the staged lake (s3fs) reads too, and
+    the lake's endpoint (SYNC_LAKE_ENDPOINT_URL, carried by the location)."""
     import os
     from urllib.parse import urlsplit
 
@@ -210,7 +211,6 @@ def _create_s3_secret(con: duckdb.DuckDBPyConnection) -> None:
         "SESSION_TOKEN": os.environ.get("AWS_SESSION_TOKEN"),
         "REGION": os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"),
     }
-    endpoint = os.environ.get("SYNC_LAKE_ENDPOINT_URL")
     if endpoint:
         url = urlsplit(endpoint)
         parts["ENDPOINT"] = url.netloc
@@ -222,7 +222,7 @@ def _create_s3_secret(con: duckdb.DuckDBPyConnection) -> None:
         if value
     )
     try:
-        con.execute(f"CREATE OR REPLACE TEMPORARY SECRET warehouse_s3 (TYPE s3, {options})")
+        con.execute(f"CREATE OR REPLACE TEMPORARY SECRET {lake.S3_SECRET} (TYPE s3, {options})")
     except duckdb.Error as exc:
         # an error may quote the statement: never the credentials
         message = str(exc)
@@ -233,11 +233,12 @@ def _create_s3_secret(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
-    """Create every schema, table and view that does not exist yet; add columns a newer
-    version of a schema gained (never drop: analysts may rely on them). One transaction, and
-    nothing is written when everything is current: in a DuckLake each write is a snapshot, and
-    concurrent writers opening the lake must not conflict over a no-op."""
-    schemas = all_schemas()
+    """Create every schema, table and view of the registry that does not exist yet; add
+    columns a newer declaration gained (never drop: analysts may rely on them); keep the
+    catalog's comments equal to the declared descriptions. One transaction, and nothing is
+    written when everything is current: in a DuckLake each write is a snapshot, and
+    concurrent writers opening the lake must not conflict over a no-op. Call outside a
+    transaction."""
     with transaction(con):
         have_schemas = {
             str(r[0])
@@ -245,7 +246,7 @@ def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
                 "SELECT schema_name FROM duckdb_schemas() WHERE database_name = current_database()"
             ).fetchall()
         }
-        for schema in sorted({t.split(".", 1)[0] for t in schemas} - have_schemas):
+        for schema in sorted({t.schema_name for t in TABLES.values()} - have_schemas):
             con.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
         columns: dict[str, set[str]] = {}
         for s, t, c in con.execute(
@@ -253,15 +254,15 @@ def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
             "WHERE database_name = current_database()"
         ).fetchall():
             columns.setdefault(f"{s}.{t}", set()).add(str(c))
-        for table, schema in schemas.items():
-            if table not in columns:
-                empty = schema.empty_table()  # noqa: F841 - read by DuckDB's replacement scan
-                con.execute(f"CREATE TABLE {quoted(table)} AS SELECT * FROM empty LIMIT 0")
+        for name, declared in TABLES.items():
+            if name not in columns:
+                empty = declared.schema.empty_table()  # noqa: F841 - read by DuckDB's replacement scan
+                con.execute(f"CREATE TABLE {quoted(name)} AS SELECT * FROM empty LIMIT 0")
                 continue
-            for field in schema:
-                if field.name not in columns[table]:
+            for field in declared.schema:
+                if field.name not in columns[name]:
                     con.execute(
-                        f"ALTER TABLE {quoted(table)} ADD COLUMN {_col(field.name)} "
+                        f"ALTER TABLE {quoted(name)} ADD COLUMN {_col(field.name)} "
                         f"{_duck_type(con, field)}"
                     )
         stored = {
@@ -274,6 +275,48 @@ def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
         for view, query in VIEWS.items():
             if stored.get(view) != _normalised_view(con, query):
                 con.execute(f"CREATE OR REPLACE VIEW {quoted(view)} AS {query}")
+        # in the same transaction: a fresh warehouse takes some 500 comments, and each in its
+        # own would be a catalog write (a DuckLake snapshot) of its own
+        for statement in _comments(con):
+            con.execute(statement)
+
+
+def _comments(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """COMMENT ON for every table, view and described column whose catalog comment differs
+    from its declaration (one read of the catalog; none when all agree, so opening a writer
+    writes nothing)."""
+    objects = {
+        f"{s}.{n}": c or ""
+        for s, n, c in con.execute(
+            "SELECT schema_name, table_name, comment FROM duckdb_tables() "
+            "WHERE database_name = current_database() UNION ALL "
+            "SELECT schema_name, view_name, comment FROM duckdb_views() "
+            "WHERE database_name = current_database() AND NOT internal"
+        ).fetchall()
+    }
+    columns = {
+        (f"{s}.{t}", n): c or ""
+        for s, t, n, c in con.execute(
+            "SELECT schema_name, table_name, column_name, comment FROM duckdb_columns() "
+            "WHERE database_name = current_database()"
+        ).fetchall()
+    }
+    statements = [
+        f"COMMENT ON VIEW {quoted(view)} IS {_literal(description)}"
+        for view, description in VIEW_DESCRIPTIONS.items()
+        if objects.get(view) != description
+    ]
+    for name, declared in TABLES.items():
+        if objects.get(name) != declared.description:
+            statements.append(
+                f"COMMENT ON TABLE {quoted(name)} IS {_literal(declared.description)}"
+            )
+        statements += [
+            f"COMMENT ON COLUMN {quoted(name)}.{_col(c.name)} IS {_literal(c.description)}"
+            for c in declared.columns
+            if c.description and columns.get((name, c.name)) != c.description
+        ]
+    return statements
 
 
 def _view_body(sql: str) -> str:
@@ -312,22 +355,15 @@ def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
 
 
 def _duck_type(con: duckdb.DuckDBPyConnection, field: pa.Field) -> str:
-    probe = pa.schema([field]).empty_table()  # noqa: F841
+    probe = pa.table({field.name: pa.array([], field.type)})  # noqa: F841
     row = con.execute("SELECT column_type FROM (DESCRIBE SELECT * FROM probe)").fetchone()
     assert row is not None
     return str(row[0])
 
 
 def conform(table: str, data: pa.Table) -> pa.Table:
-    """Cast an Arrow table to the table's schema: same columns, same order, same types."""
-    schema = all_schemas()[table]
-    columns = []
-    for field in schema:
-        if field.name in data.column_names:
-            columns.append(data.column(field.name).cast(field.type))
-        else:
-            columns.append(pa.nulls(data.num_rows, field.type))
-    return pa.Table.from_arrays(columns, schema=schema)
+    """Cast an Arrow table to the table's declared schema: same columns, order and types."""
+    return frames.conform(TABLES[table], data)
 
 
 @dataclass(frozen=True)
@@ -706,7 +742,7 @@ def table_head(
 ) -> tuple[int, pa.Table]:
     """Row count and the first `limit` rows of `columns` (newest updated_at first when the
     table has one), in one read of the table."""
-    names = all_schemas()[table].names
+    names = TABLES[table].column_names
     wanted = [c for c in columns if c in names]
     order = " ORDER BY updated_at DESC NULLS LAST" if "updated_at" in names else ""
     count = con.execute(f"SELECT count(*) FROM {quoted(table)}").fetchall()[0]

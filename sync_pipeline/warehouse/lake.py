@@ -1,9 +1,9 @@
 """The Parquet lake: one file per run (or partition) chunk under <lake>/<schema>/<table>/.
 
 The lake lives on the local filesystem (default: <data_dir>/lake) or on S3-compatible object
-storage named by SYNC_LAKE_URL (s3://bucket/prefix; SYNC_LAKE_ENDPOINT_URL for a non-AWS
-endpoint, credentials from the usual AWS_* environment). Either way readers never see a
-partial file, by different means:
+storage (settings.LakeLocation: SYNC_LAKE_URL s3://bucket/prefix, SYNC_LAKE_ENDPOINT_URL for a
+non-AWS endpoint; credentials from the usual AWS_* environment, read by botocore). Either way
+readers never see a partial file, by different means:
 
 - Local: each file is written under a temporary name in the same folder, fsync'd, then renamed
   into place (rename is atomic on a POSIX filesystem). Names are deterministic per (run, chunk),
@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -72,9 +72,10 @@ def remove_stray_temp_files(lake_dir: Path) -> int:
     return removed
 
 
-def remove_files(files: Iterable[str | Path]) -> int:
-    """Delete staged files (local paths or object-store URLs) of a run that did not commit:
-    they hold PHI and no manifest names them. Their emptied run folders go too."""
+def remove_files(files: Iterable[str | Path], store: Any = None) -> int:
+    """Delete staged files (local paths or object-store URLs, the latter through `store`, the
+    lake's `object_store`) of a run that did not commit: they hold PHI and no manifest names
+    them. Their emptied run folders go too."""
     removed = 0
     remote = [str(f) for f in files if is_remote(f)]
     local = [Path(f) for f in files if not is_remote(f)]
@@ -86,7 +87,9 @@ def remove_files(files: Iterable[str | Path]) -> int:
         if folder.name.startswith(RUN_DIR_PREFIX) and folder.exists() and not any(folder.iterdir()):
             folder.rmdir()
     if remote:
-        object_store().rm(remote)
+        if store is None:
+            raise ValueError("object-store files to remove, but no object store given")
+        store.rm(remote)
         removed += len(remote)
     return removed
 
@@ -133,24 +136,21 @@ def _fsync_dir(folder: Path) -> None:
 # --- object storage ------------------------------------------------------------------------------
 
 
-def lake_url(default_dir: Path, env: Mapping[str, str] | None = None) -> str:
-    """Where the lake is: SYNC_LAKE_URL when set, else the local `default_dir`."""
-    env = os.environ if env is None else env
-    return (env.get("SYNC_LAKE_URL") or "").rstrip("/") or str(default_dir)
+# the S3 secret a DuckLake connection creates for httpfs (warehouse/db.py)
+S3_SECRET = "warehouse_s3"
 
 
 def is_remote(location: str | Path) -> bool:
     return str(location).startswith(REMOTE_SCHEMES)
 
 
-def object_store(env: Mapping[str, str] | None = None) -> Any:
+def object_store(endpoint_url: str | None = None) -> Any:
     """The s3fs filesystem for the lake (fsspec caches instances, so writers and DuckDB share
-    one per configuration). Imported lazily: the local lake needs no S3 client."""
+    one per configuration); `endpoint_url` names a non-AWS store. Imported lazily: the local
+    lake needs no S3 client."""
     import s3fs
 
-    env = os.environ if env is None else env
-    endpoint = env.get("SYNC_LAKE_ENDPOINT_URL")
-    client_kwargs = {"endpoint_url": endpoint} if endpoint else {}
+    client_kwargs = {"endpoint_url": endpoint_url} if endpoint_url else {}
     return s3fs.S3FileSystem(client_kwargs=client_kwargs)
 
 
@@ -165,10 +165,20 @@ def write_object_chunk(fs: Any, base_url: str, table: str, data: pa.Table, chunk
     return url
 
 
-def register_filesystems(con: duckdb.DuckDBPyConnection, files: Iterable[str | Path]) -> None:
-    """Let DuckDB read the lake's object-store files through fsspec (no httpfs extension,
-    which cannot be downloaded here). A no-op for local files."""
-    if not any(is_remote(f) for f in files):
+def register_filesystems(
+    con: duckdb.DuckDBPyConnection, files: Iterable[str | Path], store: Any = None
+) -> None:
+    """Let DuckDB read the lake's object-store files through fsspec. A no-op for local files,
+    once registered (the sync registers its stager's store before it commits), and on a
+    connection that reads S3 itself: a DuckLake warehouse on the object store has httpfs
+    loaded with the lake's credentials (`S3_SECRET`, warehouse/db.py), which then reads the
+    staged chunks as it reads its own data."""
+    if not any(is_remote(f) for f in files) or "s3" in con.list_filesystems():
         return
-    if "s3" not in con.list_filesystems():
-        con.register_filesystem(object_store())
+    if con.execute(
+        "SELECT count(*) FROM duckdb_secrets() WHERE name = ?", [S3_SECRET]
+    ).fetchall() != [(0,)]:
+        return
+    if store is None:
+        raise ValueError("object-store files to read, but no object store registered")
+    con.register_filesystem(store)

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pytest
 
 from sync_pipeline.analytics.mapping import load_mapping
-from sync_pipeline.analytics.schemas import ANALYTICS_KEYS, ANALYTICS_SCHEMAS, STATE
+from sync_pipeline.tables.analytics import ANALYTICS_TABLES, STATE
 from sync_pipeline.upstream.endpoints import READING_TYPES
 from sync_pipeline.warehouse import analytics, db
 from sync_pipeline_tests.analytics.warehouse import (
@@ -363,9 +363,10 @@ def test_an_unknown_unit_is_listed_and_never_passes_as_ucum(variants: Path) -> N
 
 def _snapshot(con: duckdb.DuckDBPyConnection) -> dict[str, list[tuple[Any, ...]]]:
     out = {}
-    for table in ANALYTICS_SCHEMAS:
-        columns = [c for c in ANALYTICS_SCHEMAS[table].names if c != "built_at"]
-        order = ", ".join(ANALYTICS_KEYS[table])
+    for declared in ANALYTICS_TABLES:
+        table = declared.name
+        columns = [c for c in declared.column_names if c != "built_at"]
+        order = ", ".join(declared.key)
         out[table] = con.execute(
             f"SELECT {', '.join(columns)} FROM {db.quoted(table)} ORDER BY {order}"
         ).fetchall()

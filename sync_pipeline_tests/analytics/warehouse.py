@@ -10,8 +10,9 @@ from typing import Any
 
 import duckdb
 
-from sync_pipeline.normalize import PARENT_OF, TABLE_KEYS, normalize_records, to_arrow
-from sync_pipeline.simulator.templates import templates_for
+from starfleet.templates import templates_for
+from sync_pipeline.normalize import normalize_records, to_arrow
+from sync_pipeline.tables.registry import PARENT_OF, key_of
 from sync_pipeline.upstream.endpoints import BY_PATH, READING_TYPES
 from sync_pipeline.warehouse import db
 
@@ -48,7 +49,7 @@ def load(
     }
     main = to_arrow(endpoint.table, batch.tables[endpoint.table])
     con.execute("BEGIN TRANSACTION")
-    db.upsert_latest(con, endpoint.table, main, TABLE_KEYS[endpoint.table], children=children)
+    db.upsert_latest(con, endpoint.table, main, key_of(endpoint.table), children=children)
     con.execute("COMMIT")
 
 

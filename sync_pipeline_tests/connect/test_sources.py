@@ -10,8 +10,8 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from starfleet.templates import fixture_root
 from sync_pipeline.connect import connection_history, reconcile, source_status_rows
-from sync_pipeline.simulator.templates import fixture_root
 from sync_pipeline_tests.connect.builders import (
     FITBIT,
     HUMAN,

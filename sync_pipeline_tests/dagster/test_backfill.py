@@ -22,6 +22,7 @@ import pytest
 from sync_pipeline.definitions import defs
 from sync_pipeline.deploy import LOCAL_INSTANCE_YAML
 from sync_pipeline.intake.landing import LandedDelivery, LandingLog
+from sync_pipeline_tests.resources import resources_for
 
 API = "https://api.humanapi.co/v1/human"
 FIRST_DAY = dt.date(2025, 3, 1)
@@ -102,24 +103,25 @@ def snapshot(warehouse: Path) -> dict[str, list[tuple[Any, ...]]]:
 
 
 @pytest.fixture
-def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    data = tmp_path / "data"
-    monkeypatch.setenv("SYNC_DATA_DIR", str(data))
-    return data
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path / "data"
 
 
 def run_intake(
-    instance: dg.DagsterInstance, first: dt.date, last: dt.date
+    instance: dg.DagsterInstance, data_dir: Path, first: dt.date, last: dt.date
 ) -> dg.ExecuteInProcessResult:
     """One run of intake_job over [first, last], as the UI launches a single-run backfill."""
     job = defs.resolve_job_def("intake_job")
+    resources = resources_for(data_dir)
     if first == last:
-        return job.execute_in_process(instance=instance, partition_key=first.isoformat())
+        return job.execute_in_process(
+            instance=instance, partition_key=first.isoformat(), resources=resources
+        )
     tags = {
         "dagster/asset_partition_range_start": first.isoformat(),
         "dagster/asset_partition_range_end": last.isoformat(),
     }
-    return job.execute_in_process(instance=instance, tags=tags)
+    return job.execute_in_process(instance=instance, tags=tags, resources=resources)
 
 
 @pytest.mark.slow
@@ -128,13 +130,13 @@ def test_single_day_then_range_then_overlapping_range(data_dir: Path) -> None:
     land_days(data_dir, days)
     warehouse = data_dir / "warehouse.duckdb"
     with dg.instance_for_test() as instance:
-        result = run_intake(instance, days[2], days[2])
+        result = run_intake(instance, data_dir, days[2], days[2])
         assert result.success
         assert rows_per_day(warehouse) == {days[2]: 2 * PER_DAY}
         meta = result.asset_materializations_for_node("ops__notifications")[0].metadata
         assert meta["days"].value == f"{days[2]} .. {days[2]}"
 
-        result = run_intake(instance, days[0], days[3])
+        result = run_intake(instance, data_dir, days[0], days[3])
         assert result.success
         assert rows_per_day(warehouse) == {d: 2 * PER_DAY for d in days[0:4]}
         # one run for the whole range, and its window covers exactly the four days
@@ -144,12 +146,12 @@ def test_single_day_then_range_then_overlapping_range(data_dir: Path) -> None:
         before = snapshot(warehouse)
 
         # an overlapping range again: the overlap changes nothing, the new days are added
-        assert run_intake(instance, days[1], days[3]).success
+        assert run_intake(instance, data_dir, days[1], days[3]).success
         assert snapshot(warehouse) == before
-        assert run_intake(instance, days[3], days[5]).success
+        assert run_intake(instance, data_dir, days[3], days[5]).success
         after = snapshot(warehouse)
         assert rows_per_day(warehouse) == {d: 2 * PER_DAY for d in days}
-        assert run_intake(instance, days[0], days[5]).success
+        assert run_intake(instance, data_dir, days[0], days[5]).success
         assert snapshot(warehouse) == after
         with duckdb.connect(str(warehouse), read_only=True) as con:
             rejected = con.execute(

@@ -3,6 +3,7 @@ its check and (blocking checks) stops what is downstream of the table in the sam
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,15 +11,18 @@ import dagster as dg
 import pytest
 
 from sync_pipeline.assets.checks import CHECKS, FRESH, LEDGER, NON_NULL, UNIQUE
-from sync_pipeline.assets.intake import notification_log
+from sync_pipeline.assets.intake import intake_assets, landing_partitions
 from sync_pipeline.assets.records import record_sync
-from sync_pipeline.assets.resources import SyncSettings
-from sync_pipeline.normalize.schemas import TABLE_KEYS
+from sync_pipeline.tables.registry import CHILD_TABLES, RECORD_TABLES
 from sync_pipeline.upstream.endpoints import ENDPOINTS
 from sync_pipeline.warehouse import db
 from sync_pipeline_tests.e2e.harness import running_stack
+from sync_pipeline_tests.resources import resources_for
 
 pytestmark = pytest.mark.slow
+
+# the intake group over the fixed test days (2025)
+notification_log, _ = intake_assets(landing_partitions(dt.date(2025, 1, 1)))
 
 
 def test_checks_pass_on_a_synced_warehouse(tmp_path: Path) -> None:
@@ -32,7 +36,11 @@ def test_checks_pass_on_a_synced_warehouse(tmp_path: Path) -> None:
         for evaluation in evaluations:
             by_name.setdefault(evaluation.check_name, []).append(evaluation)
         # intake (2 tables) + connect (2) + record tables, children and codes
-        assert len(by_name[UNIQUE]) == len(by_name[NON_NULL]) == 4 + len(TABLE_KEYS)
+        assert (
+            len(by_name[UNIQUE])
+            == len(by_name[NON_NULL])
+            == 4 + len(RECORD_TABLES) + len(CHILD_TABLES)
+        )
         assert len(by_name[LEDGER]) == len(by_name[FRESH]) == len(ENDPOINTS)
         failed = [e.asset_check_key.to_user_string() for e in evaluations if not e.passed]
         # a table never synced (an endpoint none of the users has data for) may be stale;
@@ -98,7 +106,7 @@ def test_bad_load_fails_its_check(data_dir: Path, bad: BadLoad) -> None:
             selection=dg.AssetSelection.assets(["ops", "notifications"], downstream_probe)
             | dg.AssetSelection.assets(["medical", "allergies"]).required_multi_asset_neighbors(),
             partition_key="2025-03-01",
-            resources={"sync": SyncSettings(data_dir=str(data_dir))},
+            resources=resources_for(data_dir),
             instance=instance,
             raise_on_error=False,
         )

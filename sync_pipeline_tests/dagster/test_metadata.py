@@ -9,7 +9,7 @@ from typing import Any
 import duckdb
 import pytest
 
-from sync_pipeline.normalize.schemas import TABLE_SCHEMAS
+from sync_pipeline.tables.registry import schema_of
 from sync_pipeline_tests.e2e.harness import Stack, running_stack
 
 pytestmark = pytest.mark.slow
@@ -34,7 +34,7 @@ def test_materialisations_carry_counts_schema_preview_and_cursors(tmp_path: Path
         assert meta["requests"].value > 0
         assert meta["cursors_advanced"].value == 2  # one per user
         columns = [c.name for c in meta["dagster/column_schema"].value.columns]
-        assert columns == TABLE_SCHEMAS["medical.test_results"].names
+        assert columns == schema_of("medical.test_results").names
         preview = meta["preview"].value
         header = preview.splitlines()[0]
         assert "record_id" in header and "raw" not in header

@@ -16,7 +16,6 @@ import pytest
 
 from sync_pipeline.assets.connect import CONNECT_CHECKS
 from sync_pipeline.assets.records import record_sync
-from sync_pipeline.assets.resources import SyncSettings
 from sync_pipeline.assets.sensors import (
     CONNECTION_LOOKBACK,
     ConnectionCursor,
@@ -27,7 +26,7 @@ from sync_pipeline.assets.sensors import (
 from sync_pipeline.connect.sources import UPSTREAM_ONLY, source_status_rows
 from sync_pipeline.definitions import defs
 from sync_pipeline.intake.landing import LandedDelivery, LandingLog
-from sync_pipeline.runs import run_job, sync_config
+from sync_pipeline.launch import run_job, sync_config
 from sync_pipeline.sync.connection_state import rebuild_connection_state
 from sync_pipeline.warehouse import db
 from sync_pipeline_tests.connect.builders import (
@@ -40,6 +39,7 @@ from sync_pipeline_tests.connect.builders import (
     delivery,
     sessions_frame,
 )
+from sync_pipeline_tests.resources import resources_for, settings_for
 
 # the connection sensor as if it had been running since before the builders' test day
 ON_TEST_DAY = ConnectionCursor(dt.datetime(2026, 3, 1, tzinfo=dt.UTC), {}).dump()
@@ -60,7 +60,7 @@ def _evaluate(
         cursor=cursor,
         sensor_name=sensor.name,
         definitions=defs,  # partitioned requests are resolved against the job's partitions
-        resources={"sync": SyncSettings(data_dir=str(data_dir))},
+        resources=resources_for(data_dir),
     )
     data = sensor.evaluate_tick(context)
     return list(data.run_requests or []), data.cursor, data.skip_message
@@ -122,11 +122,12 @@ def test_landing_sensor_skips_when_nothing_landed(
 
 @pytest.mark.slow
 def test_sync_after_intake_follows_a_successful_intake_run(
-    tmp_path: Path, instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, instance: dg.DagsterInstance
 ) -> None:
-    monkeypatch.setenv("SYNC_DATA_DIR", str(tmp_path))
     today = dt.datetime.now(dt.UTC).date().isoformat()
-    result = run_job("intake_job", instance=instance, partition_key=today)
+    result = run_job(
+        "intake_job", settings=settings_for(tmp_path), instance=instance, partition_key=today
+    )
     run = instance.get_run_by_id(result.run_id)
     assert run is not None
     context = dg.build_run_status_sensor_context(
@@ -327,7 +328,7 @@ def test_reconciliation_check_warns_about_disagreeing_users_only(
                 "reconcile_only", selection=dg.AssetSelection.checks(*CONNECT_CHECKS)
             )
         ],
-        resources={"sync": SyncSettings(data_dir=str(tmp_path))},
+        resources=resources_for(tmp_path),
     )
     result = check_defs.resolve_job_def("reconcile_only").execute_in_process(instance=instance)
     (evaluation,) = result.get_asset_check_evaluations()

@@ -17,12 +17,11 @@ import psycopg2
 import pytest
 from dagster import DagsterInstance
 
+from starfleet.server import running_simulator
 from sync_pipeline import deploy
 from sync_pipeline.demo import demo_session_keys
 from sync_pipeline.intake.server import running_receiver
-from sync_pipeline.runs import export_settings
 from sync_pipeline.settings import load_settings
-from sync_pipeline.simulator.server import running_simulator
 from sync_pipeline_tests.e2e.harness import Stack
 
 PG = {
@@ -95,7 +94,7 @@ def postgres_instance(dagster_home: Path) -> Iterator[DagsterInstance]:
         with fresh_pg_database() as pg_env:
             os.environ.update(pg_env)
             os.environ["SYNC_DAGSTER_STORAGE"] = "postgres"
-            deploy.write_instance_yaml(dagster_home)
+            deploy.write_instance_yaml(dagster_home, os.environ)
             os.environ["DAGSTER_HOME"] = str(dagster_home)
             instance = DagsterInstance.from_config(str(dagster_home))
             try:
@@ -109,8 +108,10 @@ def postgres_instance(dagster_home: Path) -> Iterator[DagsterInstance]:
 
 @contextmanager
 def postgres_stack(data_dir: Path, *, users: int = 2, seed: int = 11) -> Iterator[Stack]:
-    """The e2e harness's stack (simulator, receiver, settings in the environment) on a
-    PostgreSQL-backed instance instead of instance_for_test's SQLite one."""
+    """The e2e harness's stack (simulator, receiver, its settings) on a PostgreSQL-backed
+    instance instead of instance_for_test's SQLite one. The environment change is the
+    instance's (DAGSTER_PG_*, postgres_instance); other processes get the settings as `env=`
+    (sync_pipeline_tests.resources.settings_env)."""
     saved = dict(os.environ)
     try:
         with ExitStack() as stack:
@@ -132,7 +133,6 @@ def postgres_stack(data_dir: Path, *, users: int = 2, seed: int = 11) -> Iterato
                 )
             )
             settings = settings.with_upstream(sim.base_url)
-            export_settings(settings)
             instance = stack.enter_context(postgres_instance(data_dir / "dagster"))
             yield Stack(
                 settings=settings, sim=sim, receiver_url=receiver.base_url, instance=instance

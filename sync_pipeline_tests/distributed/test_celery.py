@@ -12,7 +12,8 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,21 +23,28 @@ import s3fs
 from dagster._core.definitions.reconstruct import build_reconstructable_job
 
 from sync_pipeline import deploy
-from sync_pipeline.runs import sync_config, today_partition
+from sync_pipeline.launch import sync_config, today_partition
+from sync_pipeline.settings import Settings
 from sync_pipeline.sync.plan import shard_of
 from sync_pipeline.upstream.shared_budget import SharedBudget
 from sync_pipeline_tests.distributed.services import postgres_stack, require_redis
 from sync_pipeline_tests.e2e.test_record_sync import assert_level_with_truth
+from sync_pipeline_tests.resources import settings_env
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 
 @contextmanager
-def celery_worker(tmp: Path) -> Iterator[subprocess.Popen[bytes]]:
+def celery_worker(tmp: Path, settings: Settings) -> Iterator[subprocess.Popen[bytes]]:
     """`dagster-celery worker start` with deployment/celery.yaml, in its own process group (so the
-    celery process it execs is stopped with it)."""
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    celery process it execs is stopped with it). The worker loads the code location from its
+    environment: `settings` are handed to it there, as its own `env=`."""
+    env = {
+        **os.environ,
+        **settings_env(settings),
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
     env["PYTHONPATH"] = str(REPO)
     log = (tmp / "worker.log").open("wb")
     proc = subprocess.Popen(
@@ -101,14 +109,21 @@ def test_sync_on_celery_workers_with_postgres_and_s3(
     broker = require_redis()
     # a Redis database of its own, so a stale queue of another run is never consumed here
     redis_db = broker.rsplit("/", 1)[0] + f"/{random.randint(1, 15)}"
+    # the executor's config names the broker by variable (deployment/celery.yaml): Dagster reads
+    # it in this process, which launches the runs, and in the worker
     monkeypatch.setenv("SYNC_CELERY_BROKER", redis_db)
     rate_backend = redis_db  # the shared request-rate budget, keyed by the simulator's host
-    monkeypatch.setenv("SYNC_RATE_BACKEND", rate_backend)
     bucket = f"lake-{uuid.uuid4().hex[:8]}"
     s3fs.S3FileSystem(client_kwargs={"endpoint_url": s3_endpoint}).mkdir(bucket)
-    monkeypatch.setenv("SYNC_LAKE_URL", f"s3://{bucket}/lake")
-    monkeypatch.setenv("SYNC_LAKE_ENDPOINT_URL", s3_endpoint)
-    with postgres_stack(tmp_path / "data") as stack, celery_worker(tmp_path):
+    with ExitStack() as running:
+        stack = running.enter_context(postgres_stack(tmp_path / "data"))
+        worker_settings = replace(
+            stack.settings,
+            rate_backend=rate_backend,
+            lake_url=f"s3://{bucket}/lake",
+            lake_endpoint_url=s3_endpoint,
+        )
+        running.enter_context(celery_worker(tmp_path, worker_settings))
         stack.sim.post_initial_sessions()
         intake = run_on_celery(
             stack.instance, "intake_job", tags={"dagster/partition": today_partition()}

@@ -22,22 +22,29 @@ from typing import Any
 import pytest
 import s3fs
 
-from sync_pipeline.settings import load_settings
 from sync_pipeline.sync.plan import shard_of
-from sync_pipeline.upstream.endpoints import CHILD_TABLES, ENDPOINTS
+from sync_pipeline.tables.registry import CHILD_TABLES, TABLES
+from sync_pipeline.upstream.endpoints import ENDPOINTS
 from sync_pipeline.warehouse import db
+from sync_pipeline.warehouse.location import parse as parse_warehouse
 from sync_pipeline_tests.distributed.services import fresh_pg_database
 from sync_pipeline_tests.e2e.harness import Stack, running_stack
 from sync_pipeline_tests.e2e.test_record_sync import (
     assert_level_with_truth,
     assert_no_duplicate_keys,
 )
+from sync_pipeline_tests.resources import settings_env
 
 REPO = Path(__file__).resolve().parents[2]
 RECORD_TABLES = [e.table for e in ENDPOINTS]
 
 
-def start_worker(mode: str, index: int, count: int, run_id: str) -> subprocess.Popen[bytes]:
+def start_worker(
+    stack: Stack, mode: str, index: int, count: int, run_id: str
+) -> subprocess.Popen[bytes]:
+    """A worker process on the stack's settings, handed over as its SYNC_* environment (this
+    process's own environment is not changed; PGPASSWORD and the AWS_* credentials come
+    from it)."""
     return subprocess.Popen(
         [
             sys.executable,
@@ -48,7 +55,7 @@ def start_worker(mode: str, index: int, count: int, run_id: str) -> subprocess.P
             str(count),
             run_id,
         ],
-        env={**os.environ, "PYTHONPATH": str(REPO)},
+        env={**os.environ, **settings_env(stack.settings), "PYTHONPATH": str(REPO)},
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -59,7 +66,7 @@ def run_shards(stack: Stack, mode: str, count: int = 2) -> list[dict[str, Any]]:
     """`count` worker processes, one shard each, started together and committing concurrently
     into the lake; their summaries, in shard order."""
     procs = [
-        start_worker(mode, index, count, f"{mode}-{index}-{uuid.uuid4().hex[:8]}")
+        start_worker(stack, mode, index, count, f"{mode}-{index}-{uuid.uuid4().hex[:8]}")
         for index in range(count)
     ]
     summaries = []
@@ -85,20 +92,31 @@ def row_hashes(stack: Stack) -> dict[tuple[str, str, str], int]:
 
 @contextmanager
 def lake_stack(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **stack_args: int
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    lake_url: str | None = None,
+    lake_endpoint_url: str | None = None,
+    **stack_args: int,
 ) -> Iterator[Stack]:
-    """The e2e stack with its warehouse a DuckLake in a fresh PostgreSQL database, sessions
-    landed and connection state built: ready for sync workers."""
+    """The e2e stack with its warehouse a DuckLake in a fresh PostgreSQL database (its data
+    under the lake: `lake_url`, else the data directory's), sessions landed and connection state
+    built: ready for sync workers."""
     with fresh_pg_database() as pg:
         # the password through libpq's own variable, never in the setting
         monkeypatch.setenv("PGPASSWORD", pg["DAGSTER_PG_PASSWORD"])
-        monkeypatch.setenv(
-            "SYNC_WAREHOUSE",
+        warehouse = parse_warehouse(
             f"ducklake:postgres:dbname={pg['DAGSTER_PG_DB']} host={pg['DAGSTER_PG_HOST']} "
-            f"port={pg['DAGSTER_PG_PORT']} user={pg['DAGSTER_PG_USER']}",
+            f"port={pg['DAGSTER_PG_PORT']} user={pg['DAGSTER_PG_USER']}"
         )
         with running_stack(tmp_path / "data", **stack_args) as stack:
-            stack = replace(stack, settings=load_settings())
+            # the stack's runs get the warehouse and the lake from these settings (resources)
+            stack.settings = replace(
+                stack.settings,
+                warehouse_lake=warehouse,
+                lake_url=lake_url,
+                lake_endpoint_url=lake_endpoint_url,
+            )
             assert stack.settings.warehouse.many_writers
             stack.sim.post_initial_sessions()
             stack.intake()
@@ -112,9 +130,15 @@ def test_two_shards_commit_into_one_ducklake_on_postgres_and_s3(
 ) -> None:
     bucket = f"lake-{uuid.uuid4().hex[:8]}"
     s3fs.S3FileSystem(client_kwargs={"endpoint_url": s3_endpoint}).mkdir(bucket)
-    monkeypatch.setenv("SYNC_LAKE_URL", f"s3://{bucket}/lake")
-    monkeypatch.setenv("SYNC_LAKE_ENDPOINT_URL", s3_endpoint)
-    with lake_stack(tmp_path, monkeypatch, users=4, min_records=3, max_records=10) as stack:
+    with lake_stack(
+        tmp_path,
+        monkeypatch,
+        lake_url=f"s3://{bucket}/lake",
+        lake_endpoint_url=s3_endpoint,
+        users=4,
+        min_records=3,
+        max_records=10,
+    ) as stack:
         # 1 + 2: two shards, two processes, one lake, at the same time
         first = run_shards(stack, "catchup")
         users = stack.query("SELECT human_id FROM connect.users")
@@ -171,11 +195,11 @@ def test_a_worker_killed_in_its_commit_leaves_the_lake_readable_and_the_next_run
     """SIGKILL as soon as the worker's commit has written its first data file into the lake
     (DuckLake writes a transaction's Parquet first and commits its catalog rows last): the lake
     stays readable, the run is in it wholly or not at all, and the next run converges."""
-    monkeypatch.delenv("SYNC_LAKE_URL", raising=False)  # data path: <data>/lake/ducklake/
+    # data path: <data>/lake/ducklake/
     with lake_stack(tmp_path, monkeypatch, users=3, min_records=15, max_records=30) as stack:
         data_path = Path(str(stack.settings.warehouse.data_path))
         before = set(data_path.rglob("*.parquet"))
-        worker = start_worker("catchup", 0, 1, "killed")
+        worker = start_worker(stack, "catchup", 0, 1, "killed")
         deadline = time.monotonic() + 300
         while worker.poll() is None and time.monotonic() < deadline:
             if set(data_path.rglob("*.parquet")) - before:
@@ -186,7 +210,7 @@ def test_a_worker_killed_in_its_commit_leaves_the_lake_readable_and_the_next_run
         assert worker.returncode == -signal.SIGKILL, "the worker was not killed in its commit"
 
         # readable: every table, and the killed run wholly committed or not at all
-        for table in db.all_schemas():
+        for table in TABLES:
             stack.query(f"SELECT count(*) FROM {db.quoted(table)}")
         logged = stack.query("SELECT count(*) FROM ops.load_log WHERE run_id = 'killed'")[0][0]
         assert logged in (0, len(RECORD_TABLES) + len(CHILD_TABLES))

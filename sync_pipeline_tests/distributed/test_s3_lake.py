@@ -1,10 +1,12 @@
-"""The lake on S3-compatible object storage (SYNC_LAKE_URL=s3://...), against moto on loopback:
-a full sync stages its chunks as objects, DuckDB commits them through fsspec, and every object
-in the bucket is a whole Parquet file named in the committed manifest (ops.load_log)."""
+"""The lake on S3-compatible object storage (LakeLocation / SYNC_LAKE_URL=s3://...), against
+moto on loopback: a full sync stages its chunks as objects, DuckDB commits them through fsspec,
+and every object in the bucket is a whole Parquet file named in the committed manifest
+(ops.load_log)."""
 
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import pyarrow as pa
@@ -12,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 import s3fs
 
+from sync_pipeline.settings import LakeLocation
 from sync_pipeline.warehouse import lake
 from sync_pipeline_tests.e2e.harness import running_stack
 
@@ -23,11 +26,10 @@ def _bucket(endpoint: str) -> tuple[s3fs.S3FileSystem, str]:
     return fs, name
 
 
-def test_object_chunks_get_unique_keys(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SYNC_LAKE_ENDPOINT_URL", s3_endpoint)
+def test_object_chunks_get_unique_keys(s3_endpoint: str) -> None:
     fs, bucket = _bucket(s3_endpoint)
     data = pa.table({"human_id": ["a", "b"], "n": [1, 2]})
-    store = lake.object_store()
+    store = lake.object_store(s3_endpoint)
     urls = [
         lake.write_object_chunk(store, f"s3://{bucket}/p", "medical.x", data, "run=r/part-00000")
         for _ in range(2)
@@ -41,14 +43,14 @@ def test_object_chunks_get_unique_keys(s3_endpoint: str, monkeypatch: pytest.Mon
 
 
 @pytest.mark.slow
-def test_sync_with_the_lake_on_s3(
-    tmp_path: Path, s3_endpoint: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_sync_with_the_lake_on_s3(tmp_path: Path, s3_endpoint: str) -> None:
     fs, bucket = _bucket(s3_endpoint)
-    monkeypatch.setenv("SYNC_LAKE_URL", f"s3://{bucket}/lake")
-    monkeypatch.setenv("SYNC_LAKE_ENDPOINT_URL", s3_endpoint)
     data_dir = tmp_path / "data"
     with running_stack(data_dir, users=2, min_records=3, max_records=10) as stack:
+        # the stack's runs get their lake from these settings (LakeResource)
+        stack.settings = replace(
+            stack.settings, lake_url=f"s3://{bucket}/lake", lake_endpoint_url=s3_endpoint
+        )
         stack.sim.post_initial_sessions()
         stack.intake()
         stack.sync("catchup")
@@ -82,22 +84,19 @@ def test_sync_with_the_lake_on_s3(
     assert staged_ids == in_table
 
 
-def test_a_run_that_does_not_commit_deletes_its_objects(
-    tmp_path: Path, s3_endpoint: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_run_that_does_not_commit_deletes_its_objects(tmp_path: Path, s3_endpoint: str) -> None:
     """Staged objects hold PHI and no manifest names them: a failed run deletes its own."""
     from sync_pipeline.normalize import normalize_records
     from sync_pipeline.sync.stage import Stager
     from sync_pipeline.upstream.endpoints import BY_PATH
 
     fs, bucket = _bucket(s3_endpoint)
-    monkeypatch.setenv("SYNC_LAKE_URL", f"s3://{bucket}/lake")
-    monkeypatch.setenv("SYNC_LAKE_ENDPOINT_URL", s3_endpoint)
     record = {"id": "r1", "updatedAt": "2020-01-01T00:00:00Z", "timestamp": "2020-01-01T00:00Z"}
     frame = normalize_records(BY_PATH["weight/readings"], "h" * 32, [record]).tables[
         "wellness.weight"
     ]
-    stager = Stager(tmp_path / "lake", "run-that-fails")
+    location = LakeLocation(tmp_path / "lake", url=f"s3://{bucket}/lake", endpoint_url=s3_endpoint)
+    stager = Stager(location, "run-that-fails")
     stager.add("wellness.weight", frame)
     [url] = stager.finish()["wellness.weight"]
     assert fs.exists(str(url))

@@ -3,7 +3,6 @@ a Dagster instance, and helpers to run the code location's jobs as real Dagster 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
@@ -13,12 +12,12 @@ from typing import Any
 import httpx
 from dagster import DagsterInstance, ExecuteInProcessResult, instance_for_test
 
+from starfleet.config import SimFaults
+from starfleet.server import SimulatorHandle, running_simulator
 from sync_pipeline.demo import demo_session_keys
 from sync_pipeline.intake.server import running_receiver
-from sync_pipeline.runs import export_settings, run_job, sync_config, today_partition
+from sync_pipeline.launch import run_job, sync_config, today_partition
 from sync_pipeline.settings import Settings, load_settings
-from sync_pipeline.simulator.config import SimFaults
-from sync_pipeline.simulator.server import SimulatorHandle, running_simulator
 from sync_pipeline.warehouse import db
 
 
@@ -36,9 +35,13 @@ class Stack:
         partition_key: str | None = None,
         config: dict[str, Any] | None = None,
         raise_on_failure: bool = True,
+        settings: Settings | None = None,
     ) -> ExecuteInProcessResult:
+        """Run `name` on the stack's settings (or `settings`, e.g. the stack's with tighter
+        limits)."""
         return run_job(
             name,
+            settings=settings or self.settings,
             instance=self.instance,
             partition_key=partition_key,
             config=config,
@@ -69,9 +72,7 @@ class Stack:
         return sum(n for path, n in stats["by_path"].items() if path != "connect/token")
 
     def query(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
-        with db.connect(
-            self.settings.warehouse, read_only=True, key=self.settings.warehouse_key
-        ) as con:
+        with db.connect(self.settings.warehouse, read_only=True) as con:
             return con.execute(sql, params or []).fetchall()
 
 
@@ -86,35 +87,27 @@ def running_stack(
     max_records: int = 20,
 ) -> Iterator[Stack]:
     """Everything the demo runs, on free loopback ports, with its own data dir and instance.
-    The environment is restored afterwards."""
-    saved = dict(os.environ)
-    try:
-        with ExitStack() as stack:
-            settings = load_settings({"SYNC_DATA_DIR": str(data_dir)})
-            private_pem, public_pem = demo_session_keys(data_dir / "keys")
-            settings = replace(settings, session_public_key=public_pem)
-            receiver = stack.enter_context(running_receiver(settings))
-            sim = stack.enter_context(
-                running_simulator(
-                    users=users,
-                    seed=seed,
-                    receiver_url=receiver.base_url,
-                    session_private_key_pem=private_pem,
-                    client_id=settings.client_id,
-                    client_secret=settings.client_secret,
-                    faults=faults,
-                    min_records=min_records,
-                    max_records=max_records,
-                    port=0,
-                )
+    Runs get the stack's settings as resources: the environment is neither read nor changed."""
+    with ExitStack() as stack:
+        settings = load_settings({"SYNC_DATA_DIR": str(data_dir)})
+        private_pem, public_pem = demo_session_keys(data_dir / "keys")
+        settings = replace(settings, session_public_key=public_pem)
+        receiver = stack.enter_context(running_receiver(settings))
+        sim = stack.enter_context(
+            running_simulator(
+                users=users,
+                seed=seed,
+                receiver_url=receiver.base_url,
+                session_private_key_pem=private_pem,
+                client_id=settings.client_id,
+                client_secret=settings.client_secret,
+                faults=faults,
+                min_records=min_records,
+                max_records=max_records,
+                port=0,
             )
-            settings = settings.with_upstream(sim.base_url)
-            export_settings(settings)
-            (data_dir / "dagster").mkdir(parents=True, exist_ok=True)
-            instance = stack.enter_context(instance_for_test(temp_dir=str(data_dir / "dagster")))
-            yield Stack(
-                settings=settings, sim=sim, receiver_url=receiver.base_url, instance=instance
-            )
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
+        )
+        settings = settings.with_upstream(sim.base_url)
+        (data_dir / "dagster").mkdir(parents=True, exist_ok=True)
+        instance = stack.enter_context(instance_for_test(temp_dir=str(data_dir / "dagster")))
+        yield Stack(settings=settings, sim=sim, receiver_url=receiver.base_url, instance=instance)

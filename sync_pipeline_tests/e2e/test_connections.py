@@ -15,14 +15,14 @@ import httpx
 import jwt
 import pytest
 
-from sync_pipeline.assets.resources import SyncSettings
+from starfleet.config import SimFaults
+from starfleet.delivery import session_body
+from starfleet.sources import SOURCE_CATALOGUE, Source
+from starfleet.world import SimUser
 from sync_pipeline.assets.sensors import landing_sensor, new_connection_sensor, sync_after_intake
 from sync_pipeline.connect.sources import HERE_ONLY, UPSTREAM_ONLY
 from sync_pipeline.definitions import defs
-from sync_pipeline.simulator.config import SimFaults
-from sync_pipeline.simulator.delivery import session_body
-from sync_pipeline.simulator.sources import SOURCE_CATALOGUE, Source
-from sync_pipeline.simulator.world import SimUser
+from sync_pipeline.resources import build_resources
 from sync_pipeline_tests.e2e.harness import Stack, running_stack
 
 pytestmark = pytest.mark.slow
@@ -251,7 +251,7 @@ class SensorLoop:
             cursor=self.cursors.get(sensor.name),
             sensor_name=sensor.name,
             definitions=defs,
-            resources={"sync": SyncSettings()},
+            resources=build_resources(self.stack.settings),
         )
         data = sensor.evaluate_tick(context)
         self.cursors[sensor.name] = data.cursor

@@ -22,14 +22,14 @@ from typing import Any
 import httpx
 import pytest
 
+from starfleet.config import SimFaults
+from starfleet.delivery import new_nonce, signed_notification
+from starfleet.records import iso_instant, parse_instant
+from starfleet.world import Change, notification_items
 from sync_pipeline.intake.server import running_receiver
-from sync_pipeline.normalize.schemas import TABLE_KEYS
-from sync_pipeline.simulator.config import SimFaults
-from sync_pipeline.simulator.delivery import new_nonce, signed_notification
-from sync_pipeline.simulator.records import iso_instant, parse_instant
-from sync_pipeline.simulator.world import Change, notification_items
 from sync_pipeline.sync import commit as commit_module
 from sync_pipeline.sync.run import run_sync
+from sync_pipeline.tables.registry import key_of
 from sync_pipeline.upstream.endpoints import ENDPOINTS, Endpoint
 from sync_pipeline_tests.e2e.harness import Stack, running_stack
 
@@ -41,6 +41,7 @@ CHILD_TABLES = (
     "medical.record_codes",
 )
 RECORD_TABLES = tuple(e.table for e in ENDPOINTS)
+TABLE_KEYS = {table: key_of(table) for table in (*RECORD_TABLES, *CHILD_TABLES)}
 LIST_ENDPOINTS = tuple(e for e in ENDPOINTS if not e.single_object)
 # typed columns checked against the upstream's value wherever a table and a record both have them
 TYPED_NUMERIC = ("value", "steps", "systolic", "diastolic", "calories")

@@ -22,10 +22,10 @@ import httpx
 import jwt
 import pytest
 
+from benchmarks.webhook_senders import drive_receiver
 from sync_pipeline.intake.checks import Rejected, token_replay_until
 from sync_pipeline.intake.dedup import FILENAME
 from sync_pipeline.intake.landing import LandedDelivery, LandingLog, iter_landed
-from sync_pipeline.intake.load import drive_receiver
 from sync_pipeline.intake.server import RunningReceiver, running_receiver
 from sync_pipeline.settings import Settings
 from sync_pipeline_tests.intake.conftest import SECRET, KeyPair, landed_lines, signed_headers

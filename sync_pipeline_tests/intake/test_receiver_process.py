@@ -24,6 +24,16 @@ RUN = (
 )
 
 
+# settings as values, none of them in the process's environment
+RUN_WITH_VALUES = (
+    "import sys;"
+    "from sync_pipeline.settings import load_settings;"
+    "from sync_pipeline.intake.server import run_receiver;"
+    "settings = load_settings({{'SYNC_DATA_DIR': sys.argv[1], 'SYNC_CLIENT_SECRET': sys.argv[2]}});"
+    "run_receiver(settings, '127.0.0.1', {port}, workers={workers})"
+)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -32,18 +42,29 @@ def free_port() -> int:
 
 @contextmanager
 def receiver_process(
-    data_dir: Path, workers: int = 1, extra_env: dict[str, str] | None = None
+    data_dir: Path,
+    workers: int = 1,
+    extra_env: dict[str, str] | None = None,
+    *,
+    settings_as_values: bool = False,
 ) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """The receiver in its own process, its settings from its environment or, with
+    `settings_as_values`, built in code from values and no SYNC_* variable set at all."""
     port = free_port()
-    env = {
-        **os.environ,
-        "SYNC_DATA_DIR": str(data_dir),
-        "SYNC_CLIENT_SECRET": SECRET,
-        "SYNC_SESSION_PUBLIC_KEY": "",
-        **(extra_env or {}),
-    }
+    if settings_as_values:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SYNC_")}
+        command = [RUN_WITH_VALUES.format(port=port, workers=workers), str(data_dir), SECRET]
+    else:
+        env = {
+            **os.environ,
+            "SYNC_DATA_DIR": str(data_dir),
+            "SYNC_CLIENT_SECRET": SECRET,
+            "SYNC_SESSION_PUBLIC_KEY": "",
+            **(extra_env or {}),
+        }
+        command = [RUN.format(port=port, workers=workers)]
     process = subprocess.Popen(
-        [sys.executable, "-c", RUN.format(port=port, workers=workers)],
+        [sys.executable, "-c", *command],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -137,3 +158,30 @@ def test_worker_processes_close_half_sent_heads_at_the_deadline(
         finally:
             for sock in sockets:
                 sock.close()
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+@pytest.mark.slow
+def test_worker_processes_get_settings_as_values_not_through_the_environment(
+    tmp_path: Path,
+) -> None:
+    data_dir = tmp_path / "data"
+    with receiver_process(data_dir, workers=2, settings_as_values=True) as (process, base_url):
+        for n in range(4):
+            headers = signed_headers(batch(n), nonce=str(n))
+            response = httpx.post(f"{base_url}/notifications", content=batch(n), headers=headers)
+            assert response.status_code == 200  # signed with the secret the workers were given
+        workers = _children(process.pid)
+        assert workers
+        for pid in workers:
+            # what each worker was started with: the parent put nothing into its environment
+            environment = Path(f"/proc/{pid}/environ").read_bytes()
+            assert b"SYNC_CLIENT_SECRET" not in environment
+            assert b"SYNC_DATA_DIR" not in environment
+    assert sorted(landed_bodies(data_dir)) == sorted(batch(n).decode() for n in range(4))

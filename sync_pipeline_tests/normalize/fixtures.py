@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from sync_pipeline.simulator.templates import fixture_root
+from starfleet.templates import fixture_root
 from sync_pipeline.upstream.endpoints import BY_PATH, Endpoint
 
 FIXTURES = Path(str(fixture_root()))

@@ -7,17 +7,29 @@ import pyarrow as pa
 import pytest
 
 from sync_pipeline.normalize import normalize_records, to_arrow
-from sync_pipeline.normalize.schemas import PARENT_OF, REJECTED_TABLE, TABLE_KEYS, TABLE_SCHEMAS
-from sync_pipeline.upstream.endpoints import BY_PATH, CHILD_TABLES, ENDPOINTS
+from sync_pipeline.normalize.schemas import TABLE_SCHEMAS
+from sync_pipeline.tables import registry
+from sync_pipeline.tables.ops import REJECTED_RECORDS
+from sync_pipeline.tables.registry import PARENT_OF, key_of
+from sync_pipeline.upstream.endpoints import BY_PATH, ENDPOINTS
 
 from .fixtures import HUMAN_ID, fixture_endpoint, load_records, record_fixture_files
 
 RECORD_TABLES = [e.table for e in ENDPOINTS]
+# contract part C's child tables
+CHILD_TABLES = (
+    "medical.test_result_components",
+    "medical.vital_results",
+    "medical.record_codes",
+)
+TABLE_KEYS = {table: key_of(table) for table in (*RECORD_TABLES, *CHILD_TABLES)}
 COMMON = ["human_id", "record_id", "source_id", "created_at", "updated_at", "deleted_at", "raw"]
 
 
 def test_schemas_cover_every_table() -> None:
-    assert set(TABLE_SCHEMAS) == {*RECORD_TABLES, *CHILD_TABLES, REJECTED_TABLE}
+    assert set(TABLE_SCHEMAS) == {*RECORD_TABLES, *CHILD_TABLES, REJECTED_RECORDS}
+    assert set(registry.CHILD_TABLES) == set(CHILD_TABLES)
+    assert list(registry.RECORD_TABLES) == RECORD_TABLES
 
 
 @pytest.mark.parametrize("table", RECORD_TABLES)
@@ -61,7 +73,7 @@ def test_record_tables_start_with_the_common_columns(table: str) -> None:
             "wellness.activities",
             {"start_at", "end_at", "type", "duration_s", "distance_m", "steps", "calories"},
         ),
-        (REJECTED_TABLE, {"table_name", "human_id", "record_id", "reason", "raw"}),
+        (REJECTED_RECORDS, {"table_name", "human_id", "record_id", "reason", "raw"}),
     ],
 )
 def test_contract_columns(table: str, required: set[str]) -> None:
@@ -86,7 +98,7 @@ def test_to_arrow_round_trips_every_table() -> None:
         batch = normalize_records(
             endpoint, HUMAN_ID, load_records(f"{path.parent.name}/{path.name}")
         )
-        frames = {**batch.tables, REJECTED_TABLE: batch.rejected}
+        frames = {**batch.tables, REJECTED_RECORDS: batch.rejected}
         for table, frame in frames.items():
             arrow = to_arrow(table, frame)
             assert arrow.schema == TABLE_SCHEMAS[table]

@@ -4,29 +4,28 @@ Dagster runs are the slow part of these tests, so they happen once: intake, a ca
 with one endpoint failing on every request, new data plus hostile deliveries (SQL-looking ids,
 a notification naming a foreign host), intake again and an incremental sync, all with DEBUG
 logging kept in a file. The stack is closed before the tests look: they read what the flow
-left (log lines, Dagster events, the data directory, the warehouse file), and the environment
-is back as it was, so nothing leaks into other test modules.
+left (log lines, Dagster events, the data directory, the warehouse file). Runs get their
+settings as resources, so nothing here touches the environment other test modules see.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from starfleet import delivery
+from starfleet.config import SimFaults
 from sync_pipeline.demo import demo_session_keys
-from sync_pipeline.runs import sync_config
-from sync_pipeline.simulator import delivery
-from sync_pipeline.simulator.config import SimFaults
+from sync_pipeline.launch import sync_config
 from sync_pipeline_tests.e2e.harness import Stack, running_stack
 
 EVIL = "x'); DROP TABLE t;--"
@@ -111,16 +110,16 @@ def debug_log_file(path: Path) -> Iterator[None]:
 def failing_catchup(stack: Stack) -> tuple[list[str], set[Any], bool]:
     """A catch-up through Dagster with BROKEN answering 500 to every request."""
     stack.sim.app_config.faults = SimFaults(fail_paths=(BROKEN,))
-    saved = {k: os.environ.get(k) for k in ("SYNC_HTTP_MAX_ATTEMPTS", "SYNC_HTTP_DEADLINE_S")}
-    os.environ.update({"SYNC_HTTP_MAX_ATTEMPTS": "2", "SYNC_HTTP_DEADLINE_S": "5"})
+    impatient = replace(stack.settings, http_max_attempts=2, http_deadline_s=5)
     try:
         result = stack.run(
-            "catchup_sync_job", config=sync_config("catchup"), raise_on_failure=False
+            "catchup_sync_job",
+            config=sync_config("catchup"),
+            raise_on_failure=False,
+            settings=impatient,
         )
     finally:
         stack.sim.app_config.faults = SimFaults()
-        for key, value in saved.items():
-            os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
     messages = [e.message for e in stack.instance.all_logs(result.run_id) if e.message]
     counts = {
         event.materialization.metadata["failed_items"].value

@@ -13,16 +13,16 @@ from typing import Any
 
 import duckdb
 
-from sync_pipeline.normalize.schemas import TABLE_KEYS, TABLE_SCHEMAS
+from starfleet.config import SimFaults
+from starfleet.server import SimulatorHandle
+from sync_pipeline.normalize.schemas import TABLE_SCHEMAS
 from sync_pipeline.settings import Settings
-from sync_pipeline.simulator.config import SimFaults
-from sync_pipeline.simulator.server import SimulatorHandle
 from sync_pipeline.sync.connection_state import rebuild_connection_state
 from sync_pipeline.sync.plan import SyncMode
 from sync_pipeline.sync.run import SyncReport, run_sync
+from sync_pipeline.tables.registry import CHILD_TABLES, RECORD_TABLES, key_of, schema_of
 from sync_pipeline.upstream.endpoints import ENDPOINTS
 from sync_pipeline.warehouse import db
-from sync_pipeline.warehouse.schemas import CONNECT_SCHEMAS
 from sync_pipeline_tests.e2e.harness import Stack, running_stack
 
 # Columns that differ between two correct runs (run ids, wall-clock stamps of this machine).
@@ -135,8 +135,8 @@ def loaded_keys(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str, str]]:
 def duplicate_keys(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
     """Per record/child table: rows minus distinct keys (0 everywhere when nothing duplicated)."""
     out = {}
-    for table, keys in TABLE_KEYS.items():
-        cols = ", ".join(keys)
+    for table in (*RECORD_TABLES, *CHILD_TABLES):
+        cols = ", ".join(key_of(table))
         row = con.execute(
             f"SELECT count(*) - (SELECT count(*) FROM (SELECT DISTINCT {cols} FROM {table})) "
             f"FROM {table}"
@@ -150,7 +150,10 @@ def duplicate_keys(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
 def fingerprint(db_path: Path) -> dict[str, tuple[int, int]]:
     """(row count, order-independent checksum of every non-run-specific column) per compared
     table."""
-    schemas = {**TABLE_SCHEMAS, **CONNECT_SCHEMAS}
+    schemas = {
+        **TABLE_SCHEMAS,
+        **{t: schema_of(t) for t in COMPARED_TABLES if t.startswith("connect.")},
+    }
     out = {}
     with duckdb.connect(str(db_path), read_only=True) as con:
         for table in COMPARED_TABLES:

@@ -16,6 +16,7 @@ import pyarrow as pa
 import pytest
 
 from sync_pipeline.settings import SettingsError, load_settings
+from sync_pipeline.tables.registry import schema_of
 from sync_pipeline.warehouse import db
 
 KEY = "correct-horse-battery-staple"
@@ -81,7 +82,7 @@ def test_a_warehouse_key_encrypts_the_file_or_fails_without_writing(tmp_path: Pa
 
 
 def _reject_row(raw: str) -> pa.Table:
-    schema = db.all_schemas()["ops.rejected_records"]
+    schema = schema_of("ops.rejected_records")
     values = {f.name: pa.nulls(1, f.type) for f in schema}
     values["raw"] = pa.array([raw], schema.field("raw").type)
     return pa.table(values, schema=schema)

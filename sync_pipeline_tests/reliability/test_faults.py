@@ -24,10 +24,10 @@ import pytest
 from starlette.requests import Request
 from starlette.responses import Response
 
+from starfleet.app import error_response
+from starfleet.config import RetryAfterFormat, SimFaults
+from starfleet.server import SimulatorHandle
 from sync_pipeline.settings import Settings
-from sync_pipeline.simulator.app import error_response
-from sync_pipeline.simulator.config import RetryAfterFormat, SimFaults
-from sync_pipeline.simulator.server import SimulatorHandle
 from sync_pipeline.upstream.endpoints import BY_PATH
 from sync_pipeline.upstream.errors import UpstreamUnreachable
 from sync_pipeline_tests.e2e.harness import Stack

@@ -12,7 +12,7 @@ from typing import Any
 import duckdb
 import pytest
 
-from sync_pipeline.warehouse.db import all_schemas
+from sync_pipeline.tables.registry import TABLES
 from sync_pipeline_tests.reliability.flow import EVIL, Flow
 
 pytestmark = pytest.mark.slow
@@ -38,7 +38,7 @@ def test_hostile_identifiers_are_stored_literally_or_rejected_and_harm_no_table(
             flow, "SELECT table_schema || '.' || table_name FROM information_schema.tables"
         )
     }
-    assert set(all_schemas()) <= tables  # every table still exists
+    assert set(TABLES) <= tables  # every table still exists
     rejected = query(flow, "SELECT raw, reason FROM ops.rejected_records")
     # the SQL-looking values are stored literally (as data) or rejected with a reason
     stored = query(

@@ -20,14 +20,17 @@ import httpx
 import jwt
 import pytest
 
-from sync_pipeline.assets import intake as intake_assets
+from sync_pipeline.assets import intake as intake_module
 from sync_pipeline.assets.connect import connection_state
-from sync_pipeline.assets.intake import notification_log, session_responses
-from sync_pipeline.assets.resources import SyncSettings
+from sync_pipeline.assets.intake import intake_assets, landing_partitions
 from sync_pipeline.intake.server import running_receiver
 from sync_pipeline.settings import load_settings
 from sync_pipeline.warehouse import db
 from sync_pipeline_tests.intake.conftest import SECRET, make_keypair, signed_headers
+from sync_pipeline_tests.resources import resources_for
+
+# the intake group with today among its days (the tests land today's deliveries)
+INTAKE = intake_assets(landing_partitions(dt.datetime.now(dt.UTC).date() - dt.timedelta(days=7)))
 
 ALICE = "0123456789abcdef0123456789abcdef"
 BOB = "fedcba9876543210fedcba9876543210"
@@ -51,7 +54,7 @@ def test_poison_deliveries_reject_alone_and_the_partitions_succeed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # two deliveries per chunk: the three batches span two chunks of one transaction
-    monkeypatch.setattr(intake_assets, "CHUNK_DELIVERIES", 2)
+    monkeypatch.setattr(intake_module, "CHUNK_DELIVERIES", 2)
     keys = make_keypair()
     data_dir = tmp_path / "data"
     settings = dataclasses.replace(
@@ -101,10 +104,10 @@ def test_poison_deliveries_reject_alone_and_the_partitions_succeed(
             assert answer.status_code == 200
 
     today = dt.datetime.now(dt.UTC).date().isoformat()
-    resources = {"sync": SyncSettings(data_dir=str(data_dir))}
+    resources = resources_for(data_dir)
     with dg.instance_for_test() as instance:
         intake = dg.materialize(
-            [notification_log, session_responses],
+            INTAKE,
             partition_key=today,
             resources=resources,
             instance=instance,

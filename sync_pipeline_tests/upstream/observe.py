@@ -20,7 +20,7 @@ import httpx
 from starlette.requests import Request
 from starlette.responses import Response
 
-from sync_pipeline.simulator import SimulatorHandle
+from starfleet import SimulatorHandle
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,8 @@ from typing import Any
 import httpx
 import pytest
 
+from starfleet import SimFaults, SimulatorHandle, running_simulator
 from sync_pipeline.settings import Settings
-from sync_pipeline.simulator import SimFaults, SimulatorHandle, running_simulator
 from sync_pipeline.upstream.client import RequestAudit, UpstreamClient, UserNeedsReconnect, UserRef
 from sync_pipeline.upstream.endpoints import BY_PATH, Endpoint
 

@@ -11,8 +11,8 @@ import pytest
 
 from sync_pipeline.normalize.schemas import TABLE_SCHEMAS
 from sync_pipeline.warehouse import db, lake
-from sync_pipeline.warehouse.target import WarehouseTarget
-from sync_pipeline.warehouse.target import parse as parse_warehouse
+from sync_pipeline.warehouse.location import WarehouseLocation
+from sync_pipeline_tests.resources import settings_for
 
 T0 = dt.datetime(2020, 3, 9, 16, 52, tzinfo=dt.UTC)
 
@@ -39,15 +39,13 @@ def _components(*rows: tuple[str, str, int, str]) -> pa.Table:
     )
 
 
-def warehouse_at(tmp_path: Path, kind: str) -> Path | WarehouseTarget:
+def warehouse_at(tmp_path: Path, kind: str) -> Path | WarehouseLocation:
     """The single file, or a DuckLake with a local catalog (the same code path must hold)."""
     if kind == "file":
         return tmp_path / "warehouse.duckdb"
-    target = parse_warehouse(
-        f"ducklake:{tmp_path / 'catalog.ducklake'}", data_dir=tmp_path, lake_url=None
-    )
-    assert target is not None
-    return target
+    return settings_for(
+        tmp_path, SYNC_WAREHOUSE=f"ducklake:{tmp_path / 'catalog.ducklake'}"
+    ).warehouse
 
 
 @pytest.fixture(params=["file", "ducklake"])

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import duckdb
@@ -15,17 +16,19 @@ import yaml
 
 from sync_pipeline import deploy
 from sync_pipeline.settings import SettingsError, load_settings
+from sync_pipeline.tables.registry import schema_of
 from sync_pipeline.warehouse import db
 from sync_pipeline.warehouse.conflicts import CONFLICT_ATTEMPTS, is_conflict, retrying
+from sync_pipeline.warehouse.location import WarehouseLocation, pool_limit
 from sync_pipeline.warehouse.maintenance import maintain_lake
-from sync_pipeline.warehouse.target import WarehouseTarget, pool_limit
+from sync_pipeline_tests.resources import settings_for
 
 T0 = dt.datetime(2020, 3, 9, 16, 52, tzinfo=dt.UTC)
 PASSWORD = "s3cr3t-Catalog-pw"
 PHI = "Plasty-Hemoglobin-4711"
 
 
-def _lake(tmp_path: Path) -> WarehouseTarget:
+def _lake(tmp_path: Path) -> WarehouseLocation:
     settings = load_settings(
         {"SYNC_DATA_DIR": str(tmp_path), "SYNC_WAREHOUSE": f"ducklake:{tmp_path}/c.ducklake"}
     )
@@ -41,7 +44,7 @@ def _snapshots(con: duckdb.DuckDBPyConnection) -> int:
 
 def test_unset_keeps_the_single_file(tmp_path: Path) -> None:
     settings = load_settings({"SYNC_DATA_DIR": str(tmp_path)})
-    assert settings.warehouse == WarehouseTarget(file=tmp_path / "warehouse.duckdb")
+    assert settings.warehouse == WarehouseLocation(path=tmp_path / "warehouse.duckdb")
     assert not settings.warehouse.is_lake and pool_limit({}) == 1
 
 
@@ -113,13 +116,36 @@ def test_a_malformed_warehouse_is_refused_without_quoting_a_password(value: str)
 
 
 def test_a_failed_attach_does_not_quote_the_password(tmp_path: Path) -> None:
-    target = WarehouseTarget(
+    target = WarehouseLocation(
         catalog=f"postgres:host=127.0.0.1 port=1 dbname=none password={PASSWORD}",
         data_path=f"{tmp_path}/data/",
     )
     with pytest.raises(duckdb.Error) as caught, db.connect(target):
         pass
     assert PASSWORD not in str(caught.value)
+
+
+def test_the_warehouse_resource_has_the_settings_location_and_binds_the_catalog_by_name(
+    tmp_path: Path,
+) -> None:
+    import dagster as dg
+
+    from sync_pipeline.resources import WAREHOUSE, WarehouseResource, build_resources
+
+    env = {
+        "SYNC_DATA_DIR": str(tmp_path),
+        "SYNC_WAREHOUSE": f"ducklake:postgres:dbname=lake password={PASSWORD}",
+    }
+    settings = load_settings(env)
+    built = build_resources(settings)[WAREHOUSE]
+    assert isinstance(built, WarehouseResource)
+    assert built.location == settings.warehouse  # one type: catalog, data path, key
+    assert built.location.data_path == f"{tmp_path}/lake/ducklake/"
+    assert PASSWORD not in repr(built)
+    # from the environment: the instance stores the variable's name, never the catalog
+    bound = build_resources(settings, env)[WAREHOUSE]
+    assert isinstance(bound, WarehouseResource) and isinstance(bound.lake, dg.EnvVar)
+    assert PASSWORD not in repr(bound) and PASSWORD not in str(bound.model_dump())
 
 
 # --- one code path, DuckLake semantics -----------------------------------------------------------
@@ -210,18 +236,18 @@ def test_other_errors_and_endless_conflicts_are_not_retried_forever() -> None:
 
 
 def test_a_key_encrypts_the_lakes_data_files(tmp_path: Path) -> None:
-    target = _lake(tmp_path)
-    with db.connect(target, key="k") as con, db.transaction(con):
+    target = replace(_lake(tmp_path), key="k")
+    with db.connect(target) as con, db.transaction(con):
         db.append(con, "ops.rejected_records", _reject("r1", PHI))
     files = list(Path(str(target.data_path)).rglob("*.parquet"))
     assert files
     assert all(PHI.encode() not in f.read_bytes() for f in files)
-    with db.connect(target, key="k", read_only=True) as con:
+    with db.connect(target, read_only=True) as con:
         assert con.execute("SELECT raw FROM ops.rejected_records").fetchall() == [(PHI,)]
 
 
 def _reject(reject_id: str, raw: str) -> pa.Table:
-    schema = db.all_schemas()["ops.rejected_records"]
+    schema = schema_of("ops.rejected_records")
     values = {f.name: pa.nulls(1, f.type) for f in schema}
     values["reject_id"] = pa.array([reject_id], pa.string())
     values["raw"] = pa.array([raw], schema.field("raw").type)
@@ -267,16 +293,13 @@ def test_maintenance_keeps_snapshots_within_the_retention(tmp_path: Path) -> Non
         assert after >= before
 
 
-def test_the_maintenance_job_runs_on_a_lake_and_on_the_file(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_the_maintenance_job_runs_on_a_lake_and_on_the_file(tmp_path: Path) -> None:
     from sync_pipeline.assets.maintenance import lake_maintenance_job
-    from sync_pipeline.assets.resources import SyncSettings
+    from sync_pipeline.resources import run_resources
 
     for warehouse in ("", f"ducklake:{tmp_path}/c.ducklake"):
-        monkeypatch.setenv("SYNC_DATA_DIR", str(tmp_path))
-        monkeypatch.setenv("SYNC_WAREHOUSE", warehouse)
-        result = lake_maintenance_job.execute_in_process(resources={"sync": SyncSettings()})
+        settings = settings_for(tmp_path, SYNC_WAREHOUSE=warehouse)
+        result = lake_maintenance_job.execute_in_process(resources=run_resources(settings))
         assert result.success
     assert (tmp_path / "c.ducklake").exists()
     assert not (tmp_path / "warehouse.duckdb").exists()  # nothing to maintain: not even opened
