@@ -51,7 +51,7 @@ def _request_figures(sim: SimProcess, seconds: float, limit: float | None) -> di
 
 
 def _latencies_ms(settings: Settings, run_id: str) -> list[float]:
-    with db.connect(settings.warehouse_path, read_only=True, key=settings.warehouse_key) as con:
+    with db.connect(settings.warehouse, read_only=True) as con:
         rows = con.execute(
             "SELECT duration_ms FROM ops.http_requests WHERE run_id = ?", [run_id]
         ).fetchall()

@@ -172,11 +172,11 @@ def breakdown(
 def _committed(settings: Settings, run_ids: list[str]) -> tuple[float | None, int]:
     """When the sync run's commit started (ops.load_log.committed_at) and the records it
     received on the endpoint tables; (None, 0) when it committed nothing."""
-    if not run_ids or not settings.warehouse_path.exists():
+    if not run_ids or not settings.warehouse.exists():
         return None, 0
     tables = [e.table for e in ENDPOINTS]
     marks = ", ".join("?" for _ in run_ids)
-    with db.connect(settings.warehouse_path, read_only=True, key=settings.warehouse_key) as con:
+    with db.connect(settings.warehouse, read_only=True) as con:
         row = con.execute(
             f"SELECT min(committed_at), sum(received) FILTER (WHERE table_name IN "
             f"({', '.join('?' for _ in tables)})) FROM ops.load_log WHERE run_id IN ({marks})",

@@ -88,7 +88,7 @@ def launch(
 
 
 def sync_outcome(settings: Settings, run_id: str) -> db.RunOutcome:
-    with db.connect(settings.warehouse_path, read_only=True, key=settings.warehouse_key) as con:
+    with db.connect(settings.warehouse, read_only=True) as con:
         return db.run_outcome(con, run_id, [e.table for e in ENDPOINTS])
 
 
@@ -146,7 +146,7 @@ def _nothing_to_do(
         ]
         if any(inserted is None or inserted.value for inserted in new_sessions):
             return False
-    if not settings.warehouse_path.exists():
+    if not settings.warehouse.exists():
         return False
     return not plan_for(settings.warehouse, "incremental", only_users=set(users) or None).items
 

@@ -17,6 +17,7 @@ from sync_pipeline.assets.automation import with_record_freshness
 from sync_pipeline.assets.checks import CHECKS
 from sync_pipeline.assets.connect import CONNECT_CHECKS, connection_state
 from sync_pipeline.assets.intake import intake_assets, landing_partitions
+from sync_pipeline.assets.maintenance import lake_maintenance_job, lake_maintenance_schedule
 from sync_pipeline.assets.records import record_sync
 from sync_pipeline.assets.schedules import JOBS, SCHEDULES
 from sync_pipeline.assets.sensors import SENSORS
@@ -40,8 +41,8 @@ defs = dg.Definitions(
         *VIEW_SPECS,
     ],
     asset_checks=[*CHECKS, *CONNECT_CHECKS, *ANALYTICS_CHECKS],
-    jobs=JOBS,
-    schedules=SCHEDULES,
+    jobs=[*JOBS, lake_maintenance_job],
+    schedules=[*SCHEDULES, lake_maintenance_schedule],
     sensors=SENSORS,
     resources=build_resources(settings, os.environ),
 )

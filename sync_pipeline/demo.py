@@ -45,7 +45,7 @@ def demo_session_keys(folder: Path) -> tuple[str, str]:
 
 
 def table_counts(settings: Settings) -> list[tuple[str, int]]:
-    with db.connect(settings.warehouse_path, read_only=True, key=settings.warehouse_key) as con:
+    with db.connect(settings.warehouse, read_only=True) as con:
         return [
             (table, int(con.execute(f"SELECT count(*) FROM {db.quoted(table)}").fetchone()[0]))  # type: ignore[index]
             for table in sorted(TABLES)
@@ -53,7 +53,7 @@ def table_counts(settings: Settings) -> list[tuple[str, int]]:
 
 
 def _print_summary(settings: Settings) -> None:
-    table = Table(title=f"What landed in {settings.warehouse_path}")
+    table = Table(title=f"What landed in {settings.warehouse.shown}")
     table.add_column("table")
     table.add_column("rows", justify="right")
     for name, rows in table_counts(settings):

@@ -22,11 +22,14 @@ from typing import Any
 import dagster as dg
 import yaml
 
+from sync_pipeline.warehouse.location import pool_limit
+
 # The operator-facing configs ship inside the package (package data), so an install from a wheel
 # has them too, not only a checkout.
 DEPLOY_DIR = Path(__file__).resolve().parent / "deployment"
 
-# One warehouse pool slot: steps that open the DuckDB file run one at a time, across runs.
+# One warehouse pool slot: steps that open the DuckDB file run one at a time, across runs
+# (instance_yaml gives a DuckLake on PostgreSQL SYNC_WAREHOUSE_WRITERS slots instead).
 # No network here, so no telemetry. Run monitoring (where the daemon runs) fails runs stuck
 # starting or running past any sane length and frees the slots of ended runs; runs the CLI
 # executes are checked by the CLI itself (reap_dead_runs).
@@ -81,8 +84,16 @@ def instance_yaml(env: Mapping[str, str]) -> str:
             raise DeployError(
                 "SYNC_DAGSTER_STORAGE=postgres needs " + ", ".join(missing) + " in the environment"
             )
-        return (DEPLOY_DIR / "dagster.postgres.yaml").read_text()
-    return LOCAL_INSTANCE_YAML
+        text = (DEPLOY_DIR / "dagster.postgres.yaml").read_text()
+    else:
+        text = LOCAL_INSTANCE_YAML
+    # the warehouse pool's slots: one writer for a DuckDB file, several for a DuckLake on
+    # PostgreSQL (SYNC_WAREHOUSE, SYNC_WAREHOUSE_WRITERS)
+    try:
+        limit = pool_limit(env)
+    except ValueError as exc:
+        raise DeployError(str(exc)) from None
+    return text.replace("    default_limit: 1\n", f"    default_limit: {limit}\n")
 
 
 def write_instance_yaml(dagster_home: Path, env: Mapping[str, str]) -> Path:

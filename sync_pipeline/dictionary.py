@@ -19,9 +19,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import duckdb
-
 from sync_pipeline.tables.registry import DECLARED_VIEWS, TABLES
+from sync_pipeline.warehouse import db
+from sync_pipeline.warehouse.location import WarehouseLocation
 
 SCHEMA_ORDER = ("analytics", "medical", "wellness", "connect", "ops")
 SCHEMA_NOTES = {
@@ -67,17 +67,20 @@ def _table_section(table: str, kind: str, columns: Sequence[tuple[str, str]]) ->
     return [*lines, ""]
 
 
-def render_dictionary(warehouse_path: Path) -> str:
-    """The Markdown data dictionary of the warehouse at `warehouse_path` (opened read-only)."""
-    with duckdb.connect(str(warehouse_path), read_only=True) as con:
+def render_dictionary(warehouse: Path | WarehouseLocation) -> str:
+    """The Markdown data dictionary of the warehouse (a file, or settings.warehouse: a DuckLake
+    too), opened read-only."""
+    with db.connect(warehouse, read_only=True) as con:
         tables = con.execute(
             "SELECT table_schema, table_name, table_type FROM information_schema.tables "
-            "WHERE table_schema IN (SELECT unnest(?::VARCHAR[]))",
+            "WHERE table_catalog = current_database() "
+            "AND table_schema IN (SELECT unnest(?::VARCHAR[]))",
             [list(SCHEMA_ORDER)],
         ).fetchall()
         columns = con.execute(
             "SELECT table_schema, table_name, column_name, data_type "
-            "FROM information_schema.columns WHERE table_schema IN (SELECT unnest(?::VARCHAR[])) "
+            "FROM information_schema.columns WHERE table_catalog = current_database() "
+            "AND table_schema IN (SELECT unnest(?::VARCHAR[])) "
             "ORDER BY table_schema, table_name, ordinal_position",
             [list(SCHEMA_ORDER)],
         ).fetchall()
@@ -114,12 +117,13 @@ def main(argv: Sequence[str]) -> int:
     if len(argv) > 1:
         print("usage: python -m sync_pipeline.dictionary [warehouse.duckdb]", file=sys.stderr)
         return 2
+    path: Path | WarehouseLocation
     if argv:
         path = Path(argv[0])
     else:
         from sync_pipeline.settings import load_settings
 
-        path = load_settings().warehouse_path
+        path = load_settings().warehouse
     if not path.exists():
         print(f"no warehouse at {path}", file=sys.stderr)
         return 1

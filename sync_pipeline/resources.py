@@ -2,17 +2,17 @@
 freshness limit the checks apply), typed, built from `Settings` once.
 
 Configuration enters once (the README's Configuration section): `definitions.py` reads the
-environment when the code location loads and binds these resources; the CLI builds them from its
-own `Settings` and hands them to the runs it executes (`runs.run_job`). Nothing reads settings back
-from the environment at run time and nothing writes them into it, so a test can give any asset
-any upstream (`UpstreamResource.transport`) or data directory.
+environment when the code location loads and binds these resources; the CLI builds them from
+its own `Settings` and hands them to the runs it executes (`launch.run_job`). Nothing reads
+settings back from the environment at run time and nothing writes them into it, so a test can
+give any asset any upstream (`UpstreamResource.transport`) or data directory.
 
-Secrets (the client secret, the warehouse key) never show in a repr. They stay out of the Dagster
-instance: the definitions bind each one the environment holds as `dg.EnvVar` (Dagster stores
-the variable's name and resolves it in the process that runs the step; only a secret no
-variable holds, i.e. the simulator's published demo secret, is bound as its value), and runs
-executed in this process get the resources as built objects (`run_resources`), which have no
-config to store.
+Secrets (the client secret, the warehouse key, SYNC_WAREHOUSE: a DuckLake catalog may hold a
+password) never show in a repr. They stay out of the Dagster instance: the definitions bind
+each one the environment holds as `dg.EnvVar` (Dagster stores the variable's name and resolves
+it in the process that runs the step; only a secret no variable holds, i.e. the simulator's
+published demo secret, is bound as its value), and runs executed in this process get the
+resources as built objects (`run_resources`), which have no config to store.
 """
 
 from __future__ import annotations
@@ -27,15 +27,17 @@ import duckdb
 import httpx
 from pydantic import Field
 
-from sync_pipeline.settings import LakeLocation, Settings, WarehouseLocation
+from sync_pipeline.settings import LakeLocation, Settings
 from sync_pipeline.upstream.client import UpstreamClient
 from sync_pipeline.upstream.models import RequestAudit
 from sync_pipeline.warehouse import db
+from sync_pipeline.warehouse.location import WarehouseLocation, locate
 
 UPSTREAM, WAREHOUSE, LAKE, FRESHNESS = "upstream", "warehouse", "lake", "freshness"
 # the variables the definitions bind as dg.EnvVar when the environment holds them
 CLIENT_SECRET_ENV = "SYNC_CLIENT_SECRET"
 WAREHOUSE_KEY_ENV = "SYNC_WAREHOUSE_KEY"
+WAREHOUSE_ENV = "SYNC_WAREHOUSE"  # a DuckLake catalog may hold a password
 
 
 class UpstreamResource(dg.ConfigurableResource):
@@ -78,17 +80,32 @@ class UpstreamResource(dg.ConfigurableResource):
 
 
 class WarehouseResource(dg.ConfigurableResource):
-    """The data directory (the receiver's landing log lives under it) and the DuckDB warehouse
-    in it, with the key it is encrypted with (SYNC_WAREHOUSE_KEY as a dg.EnvVar; None:
-    plaintext)."""
+    """The data directory (the receiver's landing log lives under it) and the warehouse: the
+    DuckDB file in it, or the DuckLake SYNC_WAREHOUSE names (a dg.EnvVar: its catalog may hold
+    a password) with its data under `lake_base`; SYNC_WAREHOUSE_KEY (a dg.EnvVar; None:
+    plaintext) encrypts either. `location` is the one `WarehouseLocation` both describe."""
 
     data_dir: str
     path: str
     key: str | None = Field(default=None, repr=False, description="SYNC_WAREHOUSE_KEY")
+    lake: str | None = Field(
+        default=None, repr=False, description="SYNC_WAREHOUSE (ducklake:<catalog>); None: the file"
+    )
+    lake_base: str  # the lake's root (LakeLocation.base): a DuckLake's data is under it
+    endpoint_url: str | None = None
+    # the DuckLake's daily maintenance (SYNC_LAKE_SNAPSHOT_RETENTION_DAYS, _FILE_GRACE_HOURS)
+    lake_snapshot_retention_days: float = 7.0
+    lake_file_grace_hours: float = 1.0
 
     @property
     def location(self) -> WarehouseLocation:
-        return WarehouseLocation(Path(self.path), self.key or None)
+        return locate(
+            self.lake or None,
+            file=Path(self.path),
+            lake_base=self.lake_base,
+            key=self.key or None,
+            endpoint_url=self.endpoint_url,
+        )
 
     @property
     def data_path(self) -> Path:
@@ -98,16 +115,25 @@ class WarehouseResource(dg.ConfigurableResource):
     def connect(
         self, *, read_only: bool = False, writes: Collection[str] | None = None
     ) -> Iterator[duckdb.DuckDBPyConnection]:
-        """`writes`: the tables the calling step owns (tables.registry.written_by); the
-        connection refuses a write to any other (db.connect)."""
-        with db.connect(
-            Path(self.path), read_only=read_only, key=self.key or None, writes=writes
-        ) as con:
+        """The warehouse, file or DuckLake (`db.connect`). `writes`: the tables the calling
+        step owns (tables.registry.written_by); the connection refuses a write to any other."""
+        with db.connect(self.location, read_only=read_only, writes=writes) as con:
             yield con
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, key: str | None) -> WarehouseResource:
-        return cls(data_dir=str(settings.data_dir), path=str(settings.warehouse_path), key=key)
+    def from_settings(
+        cls, settings: Settings, *, key: str | None, lake: str | None = None
+    ) -> WarehouseResource:
+        return cls(
+            data_dir=str(settings.data_dir),
+            path=str(settings.warehouse_path),
+            key=key,
+            lake=settings.warehouse_lake if lake is None else lake,
+            lake_base=settings.lake.base,
+            endpoint_url=settings.lake_endpoint_url,
+            lake_snapshot_retention_days=settings.lake_snapshot_retention_days,
+            lake_file_grace_hours=settings.lake_file_grace_hours,
+        )
 
 
 class LakeResource(dg.ConfigurableResource):
@@ -156,13 +182,15 @@ def build_resources(
     def secret(name: str, value: str) -> str:
         return dg.EnvVar(name) if env is not None and env.get(name) == value else value
 
-    key = settings.warehouse_key
+    key, lake = settings.warehouse_key, settings.warehouse_lake
     return {
         UPSTREAM: UpstreamResource.from_settings(
             settings, client_secret=secret(CLIENT_SECRET_ENV, settings.client_secret)
         ),
         WAREHOUSE: WarehouseResource.from_settings(
-            settings, key=None if key is None else secret(WAREHOUSE_KEY_ENV, key)
+            settings,
+            key=None if key is None else secret(WAREHOUSE_KEY_ENV, key),
+            lake=None if lake is None else secret(WAREHOUSE_ENV, lake),
         ),
         LAKE: LakeResource.from_settings(settings),
         FRESHNESS: FreshnessResource(max_age_hours=settings.freshness_hours),

@@ -15,6 +15,9 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Literal, cast, get_args
 
+from sync_pipeline.warehouse.location import WarehouseLocation, locate
+from sync_pipeline.warehouse.location import parse as parse_warehouse
+
 # Named upstream presets (SYNC_UPSTREAM); explicit SYNC_API_URL / SYNC_AUTH_URL win over them.
 UPSTREAM_PRESETS: dict[str, tuple[str, str]] = {
     # (auth URL, data API URL)
@@ -44,14 +47,6 @@ Automation = Literal["running", "stopped"]
 
 class SettingsError(ValueError):
     """A configuration value is missing or malformed."""
-
-
-@dataclass(frozen=True)
-class WarehouseLocation:
-    """The DuckDB file and the key it is encrypted with (None: plaintext)."""
-
-    path: Path
-    key: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -105,6 +100,9 @@ class Settings:
     # SYNC_WAREHOUSE_KEY: when set, the DuckDB warehouse is encrypted at rest with it (ASCII:
     # DuckDB's key derivation takes it as text). None keeps the file in plaintext.
     warehouse_key: str | None = field(default=None, repr=False)
+    # SYNC_WAREHOUSE (canonical `ducklake:<catalog>`): a DuckLake instead of the single file;
+    # None keeps the file <data_dir>/warehouse.duckdb. The catalog may hold a password: no repr.
+    warehouse_lake: str | None = field(default=None, repr=False)
     # SYNC_FRESHNESS_HOURS: a record table whose last sync is older fails its freshness check
     freshness_hours: float = 26.0
     # SYNC_PARTITIONS_START: the first day of the daily intake partitions
@@ -140,6 +138,12 @@ class Settings:
     # SYNC_STAGED_MAX_AGE_S: staged Parquet of a run that never committed is deleted by a later
     # run once older than this (a run's own staged files go when it fails).
     staged_max_age_s: float = 86_400.0
+    # DuckLake maintenance (assets/maintenance.py; no effect on the single file):
+    # SYNC_LAKE_SNAPSHOT_RETENTION_DAYS: snapshots older than this are expired (time travel
+    # reaches back this far); SYNC_LAKE_FILE_GRACE_HOURS: unreferenced data files are deleted
+    # once unreferenced this long (readers of an expired snapshot may still be scanning them).
+    lake_snapshot_retention_days: float = 7.0
+    lake_file_grace_hours: float = 1.0
     # SYNC_LAKE_URL / SYNC_LAKE_ENDPOINT_URL: the lake on S3-compatible storage (None: local)
     lake_url: str | None = None
     lake_endpoint_url: str | None = None
@@ -150,7 +154,15 @@ class Settings:
 
     @property
     def warehouse(self) -> WarehouseLocation:
-        return WarehouseLocation(self.warehouse_path, self.warehouse_key)
+        """What db.connect opens: the DuckLake named by SYNC_WAREHOUSE (data under the lake),
+        else the file; with SYNC_WAREHOUSE_KEY either is encrypted."""
+        return locate(
+            self.warehouse_lake,
+            file=self.warehouse_path,
+            lake_base=self.lake.base,
+            key=self.warehouse_key,
+            endpoint_url=self.lake_endpoint_url,
+        )
 
     @property
     def lake_dir(self) -> Path:
@@ -239,6 +251,13 @@ def _warehouse_key(env: Mapping[str, str]) -> str | None:
     return raw
 
 
+def _warehouse_lake(env: Mapping[str, str]) -> str | None:
+    try:
+        return parse_warehouse(env.get("SYNC_WAREHOUSE", ""))
+    except ValueError as exc:  # its message masks any password
+        raise SettingsError(str(exc)) from None
+
+
 def _rate_backend(env: Mapping[str, str]) -> str | None:
     raw = (env.get("SYNC_RATE_BACKEND") or "").strip()
     if not raw:
@@ -285,12 +304,13 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     )
     # 500 is the upstream's largest page
     page_size = _int(env, "SYNC_PAGE_SIZE", 500, low=1, high=500)
+    data_dir = Path(env.get("SYNC_DATA_DIR", "data")).resolve()
     return Settings(
         auth_url=auth_url,
         api_url=api_url,
         client_id=env.get("SYNC_CLIENT_ID", DEMO_CLIENT_ID),
         client_secret=env.get("SYNC_CLIENT_SECRET", DEMO_CLIENT_SECRET),
-        data_dir=Path(env.get("SYNC_DATA_DIR", "data")).resolve(),
+        data_dir=data_dir,
         session_public_key=env.get("SYNC_SESSION_PUBLIC_KEY") or None,
         receiver_host=env.get("SYNC_RECEIVER_HOST", "127.0.0.1"),
         receiver_port=_int(env, "SYNC_RECEIVER_PORT", 8701, low=1, high=65535),
@@ -306,6 +326,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         rate_backend=_rate_backend(env),
         uses_embedded_simulator=embedded,
         warehouse_key=_warehouse_key(env),
+        warehouse_lake=_warehouse_lake(env),
         freshness_hours=_float(env, "SYNC_FRESHNESS_HOURS", 26.0, low=0.1, high=24 * 365),
         partitions_start=_partitions_start(env, datetime.now(UTC).date()),
         automation=_automation(env),
@@ -333,6 +354,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         future_tolerance_s=_float(env, "SYNC_FUTURE_TOLERANCE_S", 300.0, low=0, high=365 * 86_400),
         http_max_pause_s=_float(env, "SYNC_HTTP_MAX_PAUSE_S", 60.0, low=0, high=86_400),
         staged_max_age_s=_float(env, "SYNC_STAGED_MAX_AGE_S", 86_400.0, low=0, high=365 * 86_400),
+        lake_snapshot_retention_days=_float(
+            env, "SYNC_LAKE_SNAPSHOT_RETENTION_DAYS", 7.0, low=0, high=36_500
+        ),
+        lake_file_grace_hours=_float(env, "SYNC_LAKE_FILE_GRACE_HOURS", 1.0, low=0, high=8_760),
         lake_url=_lake_url(env),
         lake_endpoint_url=(env.get("SYNC_LAKE_ENDPOINT_URL") or "").strip() or None,
     )

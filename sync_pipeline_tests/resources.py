@@ -38,5 +38,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "SYNC_RATE_BACKEND": settings.rate_backend,
         "SYNC_LAKE_URL": settings.lake_url,
         "SYNC_LAKE_ENDPOINT_URL": settings.lake_endpoint_url,
+        "SYNC_WAREHOUSE": settings.warehouse_lake,
+        "SYNC_WAREHOUSE_KEY": settings.warehouse_key,
     }
     return {**env, **{name: value for name, value in optional.items() if value}}

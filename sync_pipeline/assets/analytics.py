@@ -35,6 +35,7 @@ from sync_pipeline.tables.specs import table_spec
 from sync_pipeline.upstream.endpoints import ENDPOINTS
 from sync_pipeline.warehouse import analytics as sql
 from sync_pipeline.warehouse import db
+from sync_pipeline.warehouse.conflicts import retrying
 
 
 def _key(table: str) -> dg.AssetKey:
@@ -102,11 +103,16 @@ def analytics_build(
 ) -> Iterator[dg.MaterializeResult]:
     mapping = load_mapping()
     now = dt.datetime.now(dt.UTC)
-    with warehouse.connect(writes=written_by(ANALYTICS_BUILD)) as con:
-        db.bound_memory(con)
-        counts = sql.build_analytics(con, mapping, today=now.date(), now=now, full=config.full)
-        tables = {table: table_metadata(con, table, columns) for table, columns in PREVIEWS.items()}
-        codes = sql.distinct_codes(con)
+
+    def build() -> tuple[sql.BuildCounts, dict[str, dict[str, Any]], int]:
+        # one repeatable unit: a DuckLake commit conflict builds again on the newer snapshot
+        with warehouse.connect(writes=written_by(ANALYTICS_BUILD)) as con:
+            db.bound_memory(con)
+            counts = sql.build_analytics(con, mapping, today=now.date(), now=now, full=config.full)
+            tables = {t: table_metadata(con, t, columns) for t, columns in PREVIEWS.items()}
+            return counts, tables, sql.distinct_codes(con)
+
+    counts, tables, codes = retrying(build, what="the analytics build")
     context.log.info(
         "analytics: %d users rebuilt (%s), %d observations, %d unmapped names/units",
         counts.users_rebuilt,

@@ -163,15 +163,15 @@ def _evaluate(
     """Every selected check of `tables`; with `freshness_hours` (record tables) also the load
     ledger and freshness checks."""
     selected = context.selected_asset_check_keys
-    path = warehouse.location.path
-    if not path.exists():
+    location = warehouse.location
+    if not location.exists():
         # nothing written yet: the producing step failed or has not run
         for check in sorted(selected, key=str):
             yield dg.AssetCheckResult(
                 asset_key=check.asset_key,
                 check_name=check.name,
                 passed=False,
-                description=f"no warehouse at {path}",
+                description=f"no warehouse at {location.shown}",
             )
         return
     outcomes: dict[dg.AssetCheckKey, _Outcome] = {}

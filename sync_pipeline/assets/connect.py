@@ -6,7 +6,7 @@ import pandas as pd
 from sync_pipeline import connect as state
 from sync_pipeline.assets.intake import POOL
 from sync_pipeline.resources import WarehouseResource
-from sync_pipeline.sync.connection_state import rebuild_connection_state
+from sync_pipeline.sync.connection_state import ConnectionCounts, rebuild_connection_state
 from sync_pipeline.tables.connect import (
     APP_USERS,
     CONNECTION_EVENTS,
@@ -17,6 +17,7 @@ from sync_pipeline.tables.connect import (
 from sync_pipeline.tables.registry import written_by
 from sync_pipeline.tables.specs import table_spec
 from sync_pipeline.warehouse import db
+from sync_pipeline.warehouse.conflicts import retrying
 
 CONNECTION_SPECS = [
     table_spec(name, group_name="connect", kinds={"duckdb"}, deps=[SESSION_RESPONSES.split(".")])
@@ -26,10 +27,15 @@ CONNECTION_SPECS = [
 
 @dg.multi_asset(specs=CONNECTION_SPECS, pool=POOL, name=CONNECTION_STATE)
 def connection_state(context: dg.AssetExecutionContext, warehouse: WarehouseResource):  # type: ignore[no-untyped-def]
-    with warehouse.connect(writes=written_by(CONNECTION_STATE)) as con:
-        con.execute("BEGIN TRANSACTION")
-        counts = rebuild_connection_state(con)
-        con.execute("COMMIT")
+    def rebuild() -> ConnectionCounts:
+        # one repeatable unit: a DuckLake commit conflict rebuilds again from the sessions
+        with (
+            warehouse.connect(writes=written_by(CONNECTION_STATE)) as con,
+            db.transaction(con),
+        ):
+            return rebuild_connection_state(con)
+
+    counts = retrying(rebuild, what="the connection state")
     context.log.info(
         "connection state: %d users (%d connected by a successful session), %d open connections",
         counts.users,

@@ -24,8 +24,11 @@ from sync_pipeline.tables.ops import (
 from sync_pipeline.tables.registry import table as declared
 from sync_pipeline.tables.registry import written_by
 from sync_pipeline.warehouse import db
+from sync_pipeline.warehouse.conflicts import retrying
 
-POOL = "warehouse"  # one slot: only one step at a time opens the DuckDB file
+# The pool of steps that open the warehouse. Its slots are the instance's (deploy.py): one for a
+# DuckDB file, SYNC_WAREHOUSE_WRITERS for a DuckLake on PostgreSQL (warehouse/location.py).
+POOL = "warehouse"
 # deliveries turned into rows at once (a delivery is at most SYNC_MAX_BODY_BYTES)
 CHUNK_DELIVERIES = 2000
 
@@ -102,25 +105,28 @@ def _land_days(
     re-materialising a day changes nothing); unusable items go to the asset's reject table."""
     days = _days(context)
     rejects = REJECT_TABLES[kind]
-    deliveries = (d for day in days for d in iter_landed(warehouse.data_path, kind, day))
-    counts = {"deliveries": 0, "rows": 0, "inserted": 0, "rejected": 0, "rejected_new": 0}
-    with warehouse.connect(writes=written_by(context.assets_def.node_def.name)) as con:
-        con.execute("BEGIN TRANSACTION")
-        # in chunks: memory follows the chunk, not the partition's days (one transaction still)
-        while chunk := list(itertools.islice(deliveries, CHUNK_DELIVERIES)):
-            rows, rejected = to_rows(chunk)
-            counts["deliveries"] += len(chunk)
-            counts["rows"] += len(rows)
-            counts["rejected"] += len(rejected)
-            counts["inserted"] += db.insert_absent(
-                con, table, pa.Table.from_pandas(rows, preserve_index=False), (key,)
-            )
-            counts["rejected_new"] += db.store_rejects(
-                con, rejects, rejected, context.run.run_id, _now()
-            )
-        con.execute("COMMIT")
-        metadata = table_metadata(con, table)
-        reject_metadata = table_metadata(con, rejects)
+
+    def land() -> tuple[dict[str, int], dict[str, Any], dict[str, Any]]:
+        # one repeatable unit (a DuckLake commit conflict runs it again from the landing log)
+        deliveries = (d for day in days for d in iter_landed(warehouse.data_path, kind, day))
+        counts = {"deliveries": 0, "rows": 0, "inserted": 0, "rejected": 0, "rejected_new": 0}
+        with warehouse.connect(writes=written_by(context.assets_def.node_def.name)) as con:
+            with db.transaction(con):
+                # in chunks: memory follows the chunk, not the partition's days (one transaction)
+                while chunk := list(itertools.islice(deliveries, CHUNK_DELIVERIES)):
+                    rows, rejected = to_rows(chunk)
+                    counts["deliveries"] += len(chunk)
+                    counts["rows"] += len(rows)
+                    counts["rejected"] += len(rejected)
+                    counts["inserted"] += db.insert_absent(
+                        con, table, pa.Table.from_pandas(rows, preserve_index=False), (key,)
+                    )
+                    counts["rejected_new"] += db.store_rejects(
+                        con, rejects, rejected, context.run.run_id, _now()
+                    )
+            return counts, table_metadata(con, table), table_metadata(con, rejects)
+
+    counts, metadata, reject_metadata = retrying(land, what=f"landing {table}")
     window = f"{days[0]} .. {days[-1]}"
     yield dg.MaterializeResult(
         asset_key=declared(table).asset_path, metadata={**metadata, "days": window, **counts}

@@ -43,6 +43,7 @@ from sync_pipeline.assets.schedules import (
 from sync_pipeline.intake.landing import KINDS, day_fingerprint, landed_days
 from sync_pipeline.resources import WarehouseResource
 from sync_pipeline.warehouse import db
+from sync_pipeline.warehouse.location import WarehouseLocation
 
 TRIGGER_TAG = "sync_pipeline/trigger"
 # Sessions inserted into the table later than others received after them (a delivery still being
@@ -185,10 +186,10 @@ def connections_opened(sessions: pd.DataFrame, digests: set[str]) -> dict[str, l
 
 
 def _read_new_sessions(
-    path: Path, key: str | None, cursor: ConnectionCursor
+    location: WarehouseLocation, cursor: ConnectionCursor
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(sessions received since the cursor and not handled, every session of their humans)."""
-    with db.connect(path, read_only=True, key=key) as con:
+    with db.connect(location, read_only=True) as con:
         recent = db.query_arrow(
             con, "connect.session_responses", "received_at > ?", [cursor.since]
         ).to_pandas()
@@ -212,10 +213,10 @@ def new_connection_sensor(
 ) -> dg.SensorResult | dg.SkipReason:
     cursor = ConnectionCursor.parse(context.cursor)
     location = warehouse.location
-    if not location.path.exists():
+    if not location.exists():
         return dg.SkipReason("no warehouse yet")
     try:
-        recent, everything = _read_new_sessions(location.path, location.key, cursor)
+        recent, everything = _read_new_sessions(location, cursor)
     except (duckdb.IOException, duckdb.ConnectionException) as error:
         # a run holds the write lock: this tick is skipped, the next one reads the same rows
         return dg.SkipReason(f"warehouse busy, retrying next tick: {error}")

@@ -73,8 +73,7 @@ def commit_run(
     # into Python memory whole (a first sync of a big account is millions of rows).
     child_files = {child: files for child in CHILD_TABLES if (files := fetched.staged.get(child))}
     db.bound_memory(con)
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with db.transaction(con):
         for endpoint in ENDPOINTS:
             table = endpoint.table
             files = fetched.staged.get(table, [])
@@ -123,10 +122,6 @@ def commit_run(
         if len(fetched.source_status):
             db.append(con, "connect.source_status", pa.Table.from_pandas(fetched.source_status))
         _store_audits(con, fetched, run_id)
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
     summary.failed_items = [
         (r.item.user.human_id, r.item.endpoint.path, r.error or "")
         for r in fetched.items

@@ -24,7 +24,7 @@ from datetime import datetime
 import httpx
 import pandas as pd
 
-from sync_pipeline.settings import LakeLocation, Settings, WarehouseLocation
+from sync_pipeline.settings import LakeLocation, Settings
 from sync_pipeline.sync.commit import CommitSummary, commit_run
 from sync_pipeline.sync.fetch import FetchResult, fetch_plan
 from sync_pipeline.sync.interrupt import StopSignals
@@ -34,6 +34,8 @@ from sync_pipeline.sync.stage import Stager
 from sync_pipeline.upstream.client import RequestAudit, UpstreamClient, UserRef
 from sync_pipeline.upstream.options import SyncLimits
 from sync_pipeline.warehouse import db, lake
+from sync_pipeline.warehouse.conflicts import retrying
+from sync_pipeline.warehouse.location import WarehouseLocation
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +75,7 @@ class SyncReport:
 
 def read_inputs(warehouse: WarehouseLocation) -> SyncInputs:
     # reads only (a writer connection so that a fresh warehouse gets its tables)
-    with db.connect(warehouse.path, key=warehouse.key, writes=()) as con:
+    with db.connect(warehouse, writes=()) as con:
         users = db.query_arrow(con, "connect.users").to_pandas()
         connected = db.query_arrow(con, "connect.current_connections").to_pandas()
         pending = db.query_arrow(con, "ops.notifications", db.PENDING).to_pandas()
@@ -195,11 +197,17 @@ def run_sync(
                 stop.raise_if_received(committed=False)
                 raise
             stop.raise_if_received(committed=False)
-            with db.connect(warehouse.path, key=warehouse.key, writes=writes) as con:
-                # an object-store lake: the commit reads the staged chunks through the store
-                lake.register_filesystems(con, [lake_at.base], stager.store)
-                summary = commit_run(con, run_id=run_id, plan=plan, fetched=fetched)
-                committed = True
+
+            def commit() -> CommitSummary:
+                # the whole unit again on a DuckLake commit conflict: nothing of it committed
+                with db.connect(warehouse, writes=writes) as con:
+                    # an object-store lake: the commit reads the staged chunks through the
+                    # store (a DuckLake's connection reads them with its own httpfs)
+                    lake.register_filesystems(con, [lake_at.base], stager.store)
+                    return commit_run(con, run_id=run_id, plan=plan, fetched=fetched)
+
+            summary = retrying(commit, what=f"the commit of run {run_id}")
+            committed = True
         except BaseException:
             if not committed:
                 removed = stager.discard()

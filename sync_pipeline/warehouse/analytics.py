@@ -17,6 +17,7 @@ today's date). `full=True` rebuilds everything and gives the same tables.
 from __future__ import annotations
 
 import datetime as dt
+from contextlib import suppress
 from dataclasses import dataclass
 
 import duckdb
@@ -418,7 +419,10 @@ def build_analytics(
         users = con.execute("SELECT count(*) FROM scope").fetchall()[0][0]
         con.execute("COMMIT")
     except BaseException:
-        con.execute("ROLLBACK")
+        # a failed COMMIT (a DuckLake conflict) has ended the transaction already: its own
+        # error is the one to raise, so the caller can retry it
+        with suppress(duckdb.TransactionException):
+            con.execute("ROLLBACK")
         raise
     finally:
         for name in registered:

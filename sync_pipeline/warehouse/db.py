@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 from collections.abc import Collection, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -38,6 +38,9 @@ from sync_pipeline.tables.ops import (
 )
 from sync_pipeline.tables.registry import TABLES, VIEW_DESCRIPTIONS, VIEWS
 from sync_pipeline.upstream.errors import NEEDS_RECONNECT, failure_kind
+from sync_pipeline.warehouse import lake
+from sync_pipeline.warehouse.conflicts import retrying
+from sync_pipeline.warehouse.location import WarehouseLocation, mask_secrets
 
 
 def quoted(table: str) -> str:
@@ -78,130 +81,259 @@ def written(con: duckdb.DuckDBPyConnection, table: str) -> str:
     return quoted(table)
 
 
+def extension_directory() -> str | None:
+    """Where the PyPI packages duckdb-ext-httpfs / -ducklake / -postgres put their extensions
+    (`<site-packages>/duckdb_ext/extensions`, one DuckDB version's builds): DuckDB loads them
+    from there, nothing is downloaded (no extension repository is reachable here)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("duckdb_ext")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return str(Path(next(iter(spec.submodule_search_locations))) / "extensions")
+
+
+def _config() -> dict[str, str | bool | int | float | list[str]]:
+    """The configuration of every in-memory host connection that loads an extension (an
+    encrypted file, a DuckLake): the one place the extension directory is set."""
+    config: dict[str, str | bool | int | float | list[str]] = {}
+    directory = extension_directory()
+    if directory is not None:
+        config["extension_directory"] = directory
+    return config
+
+
+def _literal(text: str) -> str:
+    """An SQL string literal: ATTACH options and CREATE SECRET values cannot be bound
+    parameters."""
+    return "'" + text.replace("'", "''") + "'"
+
+
 @contextmanager
 def connect(
-    path: Path,
+    target: Path | WarehouseLocation,
     *,
     read_only: bool = False,
     key: str | None = None,
     writes: Collection[str] | None = None,
 ) -> Iterator[duckdb.DuckDBPyConnection]:
-    """Open the warehouse. Writers are serialised by design (one Dagster pool slot), so this
-    never retries on a lock: a lock error here means that rule was broken and should surface.
+    """Open the warehouse `target`: a WarehouseLocation (settings.warehouse,
+    WarehouseResource.location; it carries its key), the DuckDB file or the DuckLake
+    SYNC_WAREHOUSE names, or a bare DuckDB file Path (with `key` if encrypted). Either way the
+    warehouse is the default catalog, so every other function here works unchanged on both.
 
-    With `key` (settings.warehouse_key, SYNC_WAREHOUSE_KEY) the file is attached encrypted and
-    made the default catalog, so every other function here works unchanged. DuckDB reads
-    encrypted files with its built-in crypto but writes them only through the httpfs extension
-    (OpenSSL); where that cannot be loaded a writer fails here rather than write plaintext.
+    A file has one writing process at a time (one Dagster pool slot), so this never retries on
+    a lock: a lock error means that rule was broken and should surface. A DuckLake on
+    PostgreSQL takes many writers; their commit conflicts are retried by the caller's unit of
+    work (warehouse/conflicts.py).
+
+    With `key` (settings.warehouse_key, SYNC_WAREHOUSE_KEY) a file is attached encrypted, and
+    a DuckLake writes encrypted Parquet (its per-file keys live in the catalog). DuckDB writes
+    encrypted files only through the httpfs extension (OpenSSL); where that cannot be loaded
+    a writer fails here rather than write plaintext.
 
     `writes`: the tables the calling step owns (`tables.registry.written_by(<its node name>)`);
     a write to any other table through this connection raises UndeclaredWrite."""
+    if isinstance(target, Path):
+        target = WarehouseLocation(path=target, key=key)
+    elif key is not None:
+        raise TypeError("a WarehouseLocation carries its own key")
+    key = target.key
     owner_only_files()
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    if key is None:
-        con = duckdb.connect(str(path), read_only=read_only)
+    if target.is_lake:
+        con = _open_lake(target, read_only=read_only, key=key)
     else:
-        import importlib.util
-
-        # duckdb-ext-httpfs (PyPI) ships httpfs for one DuckDB version in duckdb_ext/extensions
-        spec = importlib.util.find_spec("duckdb_ext")
-        config: dict[str, str | bool | int | float | list[str]] = {}
-        if spec is not None and spec.submodule_search_locations:
-            config["extension_directory"] = str(
-                Path(next(iter(spec.submodule_search_locations))) / "extensions"
-            )
-        con = duckdb.connect(":memory:", config=config)
-        try:
-            try:
-                con.execute("LOAD httpfs")
-            except duckdb.Error as exc:
-                if not read_only:
-                    raise WarehouseEncryptionUnavailable(
-                        f"SYNC_WAREHOUSE_KEY is set, but duckdb {duckdb.__version__} cannot write "
-                        "encrypted databases here: it needs the httpfs extension (OpenSSL), "
-                        f"which did not load ({exc}). Install a DuckDB with a matching httpfs "
-                        "(duckdb==1.4.4 with duckdb-ext-httpfs==1.4.4.20260205), or unset "
-                        "SYNC_WAREHOUSE_KEY to keep the warehouse unencrypted."
-                    ) from exc
-
-            # ATTACH options cannot be bound parameters; the key is ASCII (Settings checks)
-            # and quoted as an SQL string literal.
-            def literal(text: str) -> str:
-                return "'" + text.replace("'", "''") + "'"
-
-            mode = ", READ_ONLY" if read_only else ""
-            try:
-                con.execute(
-                    f"ATTACH {literal(str(path))} AS warehouse "
-                    f"(ENCRYPTION_KEY {literal(key)}{mode})"
-                )
-            except duckdb.Error as exc:
-                # a parser error would quote the statement: never let the key into a message
-                message = str(exc).replace(key, "<SYNC_WAREHOUSE_KEY>")
-                raise type(exc)(message) from None
-            con.execute("USE warehouse")
-        except BaseException:
-            con.close()
-            raise
+        assert target.path is not None
+        target.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if key is None:
+            # no extension is loaded here, and DuckDB refuses a second connection to a file
+            # already open in this process with a different configuration: the plain file is
+            # opened with none, as any other DuckDB (tests, an analyst's session) opens it
+            con = duckdb.connect(str(target.path), read_only=read_only)
+        else:
+            con = _open_encrypted_file(target.path, read_only=read_only, key=key)
     if writes is not None:
         _WRITES[id(con)] = frozenset(writes)
     try:
         if not read_only:
-            ensure_tables(con)
+            retrying(lambda: ensure_tables(con), what="creating the warehouse tables")
         yield con
     finally:
         _WRITES.pop(id(con), None)
         con.close()
 
 
+def _load_httpfs(con: duckdb.DuckDBPyConnection, *, read_only: bool) -> None:
+    try:
+        con.execute("LOAD httpfs")
+    except duckdb.Error as exc:
+        if not read_only:
+            raise WarehouseEncryptionUnavailable(
+                f"SYNC_WAREHOUSE_KEY is set, but duckdb {duckdb.__version__} cannot write "
+                "encrypted databases here: it needs the httpfs extension (OpenSSL), "
+                f"which did not load ({exc}). Install the DuckDB this project pins with its "
+                "extension packages (duckdb==1.4.4 with duckdb-ext-httpfs==1.4.4.20260205), or "
+                "unset SYNC_WAREHOUSE_KEY to keep the warehouse unencrypted."
+            ) from exc
+
+
+def _open_encrypted_file(path: Path, *, read_only: bool, key: str) -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect(":memory:", config=_config())
+    try:
+        _load_httpfs(con, read_only=read_only)
+        mode = ", READ_ONLY" if read_only else ""
+        try:
+            # the key is ASCII (Settings checks) and quoted as an SQL string literal
+            con.execute(
+                f"ATTACH {_literal(str(path))} AS warehouse (ENCRYPTION_KEY {_literal(key)}{mode})"
+            )
+        except duckdb.Error as exc:
+            # a parser error would quote the statement: never let the key into a message
+            message = str(exc).replace(key, "<SYNC_WAREHOUSE_KEY>")
+            raise type(exc)(message) from None
+        con.execute("USE warehouse")
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
+def _open_lake(
+    target: WarehouseLocation, *, read_only: bool, key: str | None
+) -> duckdb.DuckDBPyConnection:
+    """ATTACH the DuckLake as `warehouse` and USE it. Its catalog is PostgreSQL (postgres
+    extension) or a local DuckDB file; its data path a folder or s3:// (httpfs, with a secret
+    from the usual AWS_* variables and SYNC_LAKE_ENDPOINT_URL)."""
+    assert target.catalog is not None and target.data_path is not None
+    con = duckdb.connect(":memory:", config=_config())
+    try:
+        con.execute("LOAD ducklake")
+        if target.is_postgres:
+            con.execute("LOAD postgres")
+        else:
+            Path(target.catalog).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if lake.is_remote(target.data_path):
+            con.execute("LOAD httpfs")
+            _create_s3_secret(con, target.endpoint_url)
+        elif not read_only:
+            Path(target.data_path).mkdir(parents=True, exist_ok=True, mode=0o700)
+        if key is not None:
+            _load_httpfs(con, read_only=read_only)
+        options = [f"DATA_PATH {_literal(target.data_path)}"]
+        if read_only:
+            options.append("READ_ONLY")
+        if key is not None:
+            options.append("ENCRYPTED")
+        try:
+            con.execute(
+                f"ATTACH {_literal('ducklake:' + target.catalog)} AS warehouse "
+                f"({', '.join(options)})"
+            )
+        except duckdb.Error as exc:
+            # an error may quote the catalog string, password included
+            raise type(exc)(mask_secrets(str(exc)).replace(target.catalog, target.shown)) from None
+        con.execute("USE warehouse")
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
+def _create_s3_secret(con: duckdb.DuckDBPyConnection, endpoint: str | None) -> None:
+    """httpfs's S3 credentials, from the AWS_* variables the staged lake (s3fs) reads too, and
+    the lake's endpoint (SYNC_LAKE_ENDPOINT_URL, carried by the location)."""
+    import os
+    from urllib.parse import urlsplit
+
+    parts = {
+        "KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID"),
+        "SECRET": os.environ.get("AWS_SECRET_ACCESS_KEY"),
+        "SESSION_TOKEN": os.environ.get("AWS_SESSION_TOKEN"),
+        "REGION": os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"),
+    }
+    if endpoint:
+        url = urlsplit(endpoint)
+        parts["ENDPOINT"] = url.netloc
+        parts["URL_STYLE"] = "path"  # MinIO, moto: buckets are paths, not host names
+        parts["USE_SSL"] = "true" if url.scheme == "https" else "false"
+    options = ", ".join(
+        f"{name} {value if name == 'USE_SSL' else _literal(value)}"
+        for name, value in parts.items()
+        if value
+    )
+    try:
+        con.execute(f"CREATE OR REPLACE TEMPORARY SECRET {lake.S3_SECRET} (TYPE s3, {options})")
+    except duckdb.Error as exc:
+        # an error may quote the statement: never the credentials
+        message = str(exc)
+        for value in (parts["SECRET"], parts["SESSION_TOKEN"]):
+            if value:
+                message = message.replace(value, "***")
+        raise type(exc)(message) from None
+
+
 def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
     """Create every schema, table and view of the registry that does not exist yet; add
     columns a newer declaration gained (never drop: analysts may rely on them); keep the
-    catalog's comments equal to the declared descriptions. Call outside a transaction (the
-    comments commit their own)."""
-    for schema in sorted({t.schema_name for t in TABLES.values()}):
-        con.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
-    existing = {
-        f"{s}.{t}"
-        for s, t in con.execute(
-            "SELECT table_schema, table_name FROM information_schema.tables "
-            "WHERE table_type = 'BASE TABLE'"
-        ).fetchall()
-    }
-    existing -= _split_shared_tables(con, existing)
-    for name, declared in TABLES.items():
-        if name not in existing:
-            empty = declared.schema.empty_table()  # noqa: F841 - read by DuckDB's replacement scan
-            con.execute(f"CREATE TABLE {quoted(name)} AS SELECT * FROM empty LIMIT 0")
-            continue
-        have = {
-            r[0]
+    catalog's comments equal to the declared descriptions. One transaction, and nothing is
+    written when everything is current: in a DuckLake each write is a snapshot, and
+    concurrent writers opening the lake must not conflict over a no-op. Call outside a
+    transaction."""
+    with transaction(con):
+        have_schemas = {
+            str(r[0])
             for r in con.execute(
-                "SELECT column_name FROM information_schema.columns "
-                "WHERE table_schema = ? AND table_name = ?",
-                name.split(".", 1),
+                "SELECT schema_name FROM duckdb_schemas() WHERE database_name = current_database()"
             ).fetchall()
         }
-        for field in declared.schema:
-            if field.name not in have:
-                con.execute(
-                    f"ALTER TABLE {quoted(name)} ADD COLUMN {_col(field.name)} "
-                    f"{_duck_type(con, field)}"
-                )
-    for view, query in VIEWS.items():
-        con.execute(f"CREATE OR REPLACE VIEW {quoted(view)} AS {query}")
-    _comment(con)
+        for schema in sorted({t.schema_name for t in TABLES.values()} - have_schemas):
+            con.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+        base_tables = {
+            f"{s}.{t}"
+            for s, t in con.execute(
+                "SELECT schema_name, table_name FROM duckdb_tables() "
+                "WHERE database_name = current_database()"
+            ).fetchall()
+        }
+        # an older layout's shared tables become views (in this same transaction)
+        _split_shared_tables(con, base_tables)
+        columns: dict[str, set[str]] = {}
+        for s, t, c in con.execute(
+            "SELECT schema_name, table_name, column_name FROM duckdb_columns() "
+            "WHERE database_name = current_database()"
+        ).fetchall():
+            columns.setdefault(f"{s}.{t}", set()).add(str(c))
+        for name, declared in TABLES.items():
+            if name not in columns:
+                empty = declared.schema.empty_table()  # noqa: F841 - read by DuckDB's replacement scan
+                con.execute(f"CREATE TABLE {quoted(name)} AS SELECT * FROM empty LIMIT 0")
+                continue
+            for field in declared.schema:
+                if field.name not in columns[name]:
+                    con.execute(
+                        f"ALTER TABLE {quoted(name)} ADD COLUMN {_col(field.name)} "
+                        f"{_duck_type(con, field)}"
+                    )
+        stored = {
+            f"{s}.{v}": _view_body(str(sql))
+            for s, v, sql in con.execute(
+                "SELECT schema_name, view_name, sql FROM duckdb_views() "
+                "WHERE database_name = current_database() AND NOT internal"
+            ).fetchall()
+        }
+        for view, query in VIEWS.items():
+            if stored.get(view) != _normalised_view(con, query):
+                con.execute(f"CREATE OR REPLACE VIEW {quoted(view)} AS {query}")
+        # in the same transaction: a fresh warehouse takes some 500 comments, and each in its
+        # own would be a catalog write (a DuckLake snapshot) of its own
+        for statement in _comments(con):
+            con.execute(statement)
 
 
-def _literal(text: str) -> str:
-    # COMMENT ON takes no bound parameters; the texts are the registry's constants
-    return "'" + text.replace("'", "''") + "'"
-
-
-def _comment(con: duckdb.DuckDBPyConnection) -> None:
-    """COMMENT ON every table, view and described column whose catalog comment differs from
-    its declaration (one read of the catalog; nothing is written when all agree, so opening a
-    writer stays cheap)."""
+def _comments(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """COMMENT ON for every table, view and described column whose catalog comment differs
+    from its declaration (one read of the catalog; none when all agree, so opening a writer
+    writes nothing)."""
     objects = {
         f"{s}.{n}": c or ""
         for s, n, c in con.execute(
@@ -233,10 +365,42 @@ def _comment(con: duckdb.DuckDBPyConnection) -> None:
             for c in declared.columns
             if c.description and columns.get((name, c.name)) != c.description
         ]
-    if statements:
-        # one round trip and one commit: a fresh warehouse takes some 500 comments, and each
-        # in its own transaction would be a catalog write of its own
-        con.execute("BEGIN TRANSACTION;\n" + ";\n".join(statements) + ";\nCOMMIT")
+    return statements
+
+
+def _view_body(sql: str) -> str:
+    """The query of a stored view's SQL (`CREATE VIEW name AS <query>;`), as DuckDB keeps it."""
+    return sql.split(" AS ", 1)[-1].rstrip(";")
+
+
+def _normalised_view(con: duckdb.DuckDBPyConnection, query: str) -> str:
+    """`query` as DuckDB would store it in a view, via a temporary view (written nowhere)."""
+    con.execute(f"CREATE OR REPLACE TEMP VIEW _view_probe AS {query}")
+    try:
+        row = con.execute(
+            "SELECT sql FROM duckdb_views() WHERE database_name = 'temp' AND view_name = ?",
+            ["_view_probe"],
+        ).fetchone()
+    finally:
+        con.execute("DROP VIEW IF EXISTS temp.main._view_probe")
+    assert row is not None
+    return _view_body(str(row[0]))
+
+
+@contextmanager
+def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """BEGIN … COMMIT, rolled back on any error. A COMMIT that fails (a DuckLake commit
+    conflict) has already ended the transaction; the ROLLBACK then has nothing to undo, and
+    the commit's own error is the one raised."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield
+        con.execute("COMMIT")
+    except BaseException:
+        # no transaction is active any more when a failed COMMIT ended it
+        with suppress(duckdb.TransactionException):
+            con.execute("ROLLBACK")
+        raise
 
 
 def _split_shared_tables(con: duckdb.DuckDBPyConnection, existing: set[str]) -> set[str]:
@@ -455,18 +619,19 @@ def mark_deleted(
     if not record_ids:
         return 0
     ids = pa.table({"record_id": pa.array(record_ids, pa.string())})
+    where = "human_id = ? AND deleted_at IS NULL AND record_id IN (SELECT record_id FROM gone_ids)"
     con.register("gone_ids", ids)
     try:
-        row = con.execute(
-            f"""UPDATE {written(con, table)} SET deleted_at = ?
-            WHERE human_id = ? AND deleted_at IS NULL
-              AND record_id IN (SELECT record_id FROM gone_ids)
-            RETURNING 1""",
-            [at, human_id],
-        ).fetchall()
+        # counted first, then updated (same transaction): DuckLake has no UPDATE … RETURNING
+        row = con.execute(f"SELECT count(*) FROM {quoted(table)} WHERE {where}", [human_id])
+        count = int((row.fetchone() or (0,))[0])
+        if count:
+            con.execute(
+                f"UPDATE {written(con, table)} SET deleted_at = ? WHERE {where}", [at, human_id]
+            )
     finally:
         con.unregister("gone_ids")
-    return len(row)
+    return count
 
 
 def insert_absent(
@@ -481,16 +646,20 @@ def insert_absent(
     join = " AND ".join(f"n.{_col(k)} = t.{_col(k)}" for k in keys)
     con.register("new_rows", rows)
     try:
-        inserted = con.execute(
-            f"""INSERT INTO {written(con, table)} BY NAME
+        # staged, counted, inserted (DuckLake has no INSERT … RETURNING)
+        con.execute(
+            f"""CREATE OR REPLACE TEMP TABLE absent_rows AS
             SELECT * FROM (
                 SELECT * FROM new_rows QUALIFY row_number() OVER (PARTITION BY {key_list}) = 1
-            ) n WHERE NOT EXISTS (SELECT 1 FROM {quoted(table)} t WHERE {join})
-            RETURNING 1"""
-        ).fetchall()
+            ) n WHERE NOT EXISTS (SELECT 1 FROM {quoted(table)} t WHERE {join})"""
+        )
+        inserted = int((con.execute("SELECT count(*) FROM absent_rows").fetchone() or (0,))[0])
+        if inserted:
+            con.execute(f"INSERT INTO {written(con, table)} BY NAME SELECT * FROM absent_rows")
+        con.execute("DROP TABLE temp.main.absent_rows")
     finally:
         con.unregister("new_rows")
-    return len(inserted)
+    return inserted
 
 
 def replace_all(con: duckdb.DuckDBPyConnection, table: str, rows: pa.Table) -> int:

@@ -136,6 +136,10 @@ def _fsync_dir(folder: Path) -> None:
 # --- object storage ------------------------------------------------------------------------------
 
 
+# the S3 secret a DuckLake connection creates for httpfs (warehouse/db.py)
+S3_SECRET = "warehouse_s3"
+
+
 def is_remote(location: str | Path) -> bool:
     return str(location).startswith(REMOTE_SCHEMES)
 
@@ -164,10 +168,16 @@ def write_object_chunk(fs: Any, base_url: str, table: str, data: pa.Table, chunk
 def register_filesystems(
     con: duckdb.DuckDBPyConnection, files: Iterable[str | Path], store: Any = None
 ) -> None:
-    """Let DuckDB read the lake's object-store files through fsspec (no httpfs extension,
-    which cannot be downloaded here). A no-op for local files, and once registered (the sync
-    registers its stager's store before it commits)."""
+    """Let DuckDB read the lake's object-store files through fsspec. A no-op for local files,
+    once registered (the sync registers its stager's store before it commits), and on a
+    connection that reads S3 itself: a DuckLake warehouse on the object store has httpfs
+    loaded with the lake's credentials (`S3_SECRET`, warehouse/db.py), which then reads the
+    staged chunks as it reads its own data."""
     if not any(is_remote(f) for f in files) or "s3" in con.list_filesystems():
+        return
+    if con.execute(
+        "SELECT count(*) FROM duckdb_secrets() WHERE name = ?", [S3_SECRET]
+    ).fetchall() != [(0,)]:
         return
     if store is None:
         raise ValueError("object-store files to read, but no object store registered")

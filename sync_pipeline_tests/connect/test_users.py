@@ -40,7 +40,11 @@ def users_view(app_users: pd.DataFrame, refused: pd.DataFrame | None = None) -> 
             db.append(
                 con, "connect.token_refusals", pa.Table.from_pandas(refused, preserve_index=False)
             )
-        return con.sql("SELECT * FROM connect.users ORDER BY client_user_id").df()
+        return (
+            con.sql("SELECT * FROM connect.users ORDER BY client_user_id")
+            .fetch_arrow_table()
+            .to_pandas()
+        )
 
 
 @pytest.mark.parametrize(

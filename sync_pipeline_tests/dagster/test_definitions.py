@@ -8,6 +8,7 @@ import datetime as dt
 import dagster as dg
 import pytest
 
+from sync_pipeline.assets.maintenance import lake_maintenance_schedule
 from sync_pipeline.assets.schedules import JOBS, SCHEDULES
 from sync_pipeline.assets.sensors import SENSORS
 from sync_pipeline.definitions import defs
@@ -33,7 +34,7 @@ def test_jobs_include_the_checks_of_their_assets(job: str, check_ops: set[str]) 
     assert {n for n in nodes if n.endswith("_checks")} == check_ops
 
 
-@pytest.mark.parametrize("name", [s.name for s in SCHEDULES])
+@pytest.mark.parametrize("name", [s.name for s in [*SCHEDULES, lake_maintenance_schedule]])
 def test_schedule_resolves_and_evaluates(name: str) -> None:
     schedule = defs.resolve_schedule_def(name)
     assert defs.resolve_job_def(schedule.job_name)

@@ -28,10 +28,11 @@ from sync_pipeline.resources import (
     build_resources,
     run_resources,
 )
-from sync_pipeline.settings import Settings, WarehouseLocation
+from sync_pipeline.settings import Settings
 from sync_pipeline.upstream.client import UserRef
 from sync_pipeline.upstream.endpoints import BY_PATH
 from sync_pipeline.warehouse import db
+from sync_pipeline.warehouse.location import WarehouseLocation
 from sync_pipeline_tests.connect.builders import FITBIT, HUMAN, delivery, sessions_frame
 from sync_pipeline_tests.normalize.fixtures import load_records
 from sync_pipeline_tests.resources import settings_for

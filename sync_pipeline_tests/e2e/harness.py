@@ -9,7 +9,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import httpx
 from dagster import DagsterInstance, ExecuteInProcessResult, instance_for_test
 
@@ -19,6 +18,7 @@ from sync_pipeline.demo import demo_session_keys
 from sync_pipeline.intake.server import running_receiver
 from sync_pipeline.launch import run_job, sync_config, today_partition
 from sync_pipeline.settings import Settings, load_settings
+from sync_pipeline.warehouse import db
 
 
 @dataclass
@@ -72,7 +72,7 @@ class Stack:
         return sum(n for path, n in stats["by_path"].items() if path != "connect/token")
 
     def query(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
-        with duckdb.connect(str(self.settings.warehouse_path), read_only=True) as con:
+        with db.connect(self.settings.warehouse, read_only=True) as con:
             return con.execute(sql, params or []).fetchall()
 
 

@@ -2,9 +2,9 @@
 (no PHI findable in the file's bytes, no opening it without the key), and where the running
 DuckDB cannot write encrypted files, connect() refuses instead of writing plaintext.
 
-Which of the two applies is decided by probing DuckDB independently of connect(): DuckDB 2.0 in
-/work/venv cannot load httpfs (the refusal is tested); duckdb 1.4.4 with duckdb-ext-httpfs can
-(the encrypted round trip is tested)."""
+Which of the two applies is decided by probing DuckDB independently of connect(): the project's
+duckdb 1.4.4 with duckdb-ext-httpfs can (the encrypted round trip is tested); a DuckDB without
+a loadable httpfs (2.0 here) cannot (the refusal is tested)."""
 
 from __future__ import annotations
 

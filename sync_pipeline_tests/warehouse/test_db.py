@@ -11,6 +11,8 @@ import pytest
 
 from sync_pipeline.normalize.schemas import TABLE_SCHEMAS
 from sync_pipeline.warehouse import db, lake
+from sync_pipeline.warehouse.location import WarehouseLocation
+from sync_pipeline_tests.resources import settings_for
 
 T0 = dt.datetime(2020, 3, 9, 16, 52, tzinfo=dt.UTC)
 
@@ -37,9 +39,18 @@ def _components(*rows: tuple[str, str, int, str]) -> pa.Table:
     )
 
 
-@pytest.fixture
-def con(tmp_path: Path):  # type: ignore[no-untyped-def]
-    with db.connect(tmp_path / "warehouse.duckdb") as connection:
+def warehouse_at(tmp_path: Path, kind: str) -> Path | WarehouseLocation:
+    """The single file, or a DuckLake with a local catalog (the same code path must hold)."""
+    if kind == "file":
+        return tmp_path / "warehouse.duckdb"
+    return settings_for(
+        tmp_path, SYNC_WAREHOUSE=f"ducklake:{tmp_path / 'catalog.ducklake'}"
+    ).warehouse
+
+
+@pytest.fixture(params=["file", "ducklake"])
+def con(tmp_path: Path, request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
+    with db.connect(warehouse_at(tmp_path, request.param)) as connection:
         yield connection
 
 
@@ -51,7 +62,8 @@ def test_every_contract_table_exists(con) -> None:  # type: ignore[no-untyped-de
     tables = {
         f"{s}.{t}"
         for s, t in con.execute(
-            "SELECT table_schema, table_name FROM information_schema.tables"
+            "SELECT table_schema, table_name FROM information_schema.tables "
+            "WHERE table_catalog = current_database()"
         ).fetchall()
     }
     for required in (
