@@ -1,8 +1,9 @@
 """The one Definitions object of the sync_pipeline code location.
 
-The environment is read here, once, when the code location loads: into `Settings`, and from
-them into the resources every asset, check and sensor receives (sync_pipeline/resources.py;
-secrets bound as dg.EnvVar). Runs never read settings back from the environment.
+The environment is read once, when the code location loads (`location_settings.SETTINGS`);
+the resources every asset, check and sensor receives are built from those settings
+(sync_pipeline/resources.py; secrets bound as dg.EnvVar). Runs never read settings back from
+the environment.
 """
 
 from __future__ import annotations
@@ -22,10 +23,8 @@ from sync_pipeline.assets.records import record_sync
 from sync_pipeline.assets.schedules import JOBS, SCHEDULES
 from sync_pipeline.assets.sensors import SENSORS
 from sync_pipeline.assets.views import VIEW_SPECS
+from sync_pipeline.location_settings import SETTINGS
 from sync_pipeline.resources import build_resources
-from sync_pipeline.settings import load_settings
-
-settings = load_settings()
 
 defs = dg.Definitions(
     # executors are fixed when the code location loads: SYNC_EXECUTOR picks one (deploy.py)
@@ -33,7 +32,7 @@ defs = dg.Definitions(
     # each table is written by exactly one of these assets (its registry owner); the views are
     # external assets (no step writes them) so the graph shows what they read
     assets=[
-        *intake_assets(landing_partitions(settings.partitions_start)),
+        *intake_assets(landing_partitions(SETTINGS.partitions_start)),
         connection_state,
         # freshness the daemon evaluates with no run (assets/automation.py)
         with_record_freshness(record_sync),
@@ -44,5 +43,5 @@ defs = dg.Definitions(
     jobs=[*JOBS, lake_maintenance_job],
     schedules=[*SCHEDULES, lake_maintenance_schedule],
     sensors=SENSORS,
-    resources=build_resources(settings, os.environ),
+    resources=build_resources(SETTINGS, os.environ),
 )

@@ -17,18 +17,17 @@ import datetime as dt
 
 import dagster as dg
 
-from sync_pipeline.settings import load_settings
+from sync_pipeline.location_settings import SETTINGS
 from sync_pipeline.upstream.endpoints import ENDPOINTS
 
-_SETTINGS = load_settings()
-_RUNNING = _SETTINGS.automation == "running"
+_RUNNING = SETTINGS.automation == "running"
 
 SCHEDULE_STATUS = dg.DefaultScheduleStatus.RUNNING if _RUNNING else dg.DefaultScheduleStatus.STOPPED
 SENSOR_STATUS = dg.DefaultSensorStatus.RUNNING if _RUNNING else dg.DefaultSensorStatus.STOPPED
 
 RECORD_TABLE_KEYS = frozenset(dg.AssetKey(e.table.split(".")) for e in ENDPOINTS)
 RECORD_FRESHNESS = dg.FreshnessPolicy.time_window(
-    fail_window=dt.timedelta(hours=_SETTINGS.freshness_hours)
+    fail_window=dt.timedelta(hours=SETTINGS.freshness_hours)
 )
 
 
