@@ -109,7 +109,9 @@ def test_latency_delays_each_request(http: httpx.Client, sim: SimulatorHandle) -
     sim.app_config.faults = SimFaults(latency_ms=200)
     started = time.monotonic()
     assert http.get("/v1/human/sleeps", headers=headers).status_code == 200
-    assert time.monotonic() - started >= 0.2
+    # asyncio's timer may fire up to a clock tick early (CI once measured 0.19990 s), so the
+    # bound proves that the delay happened, not that it is exact to the microsecond.
+    assert time.monotonic() - started >= 0.19
 
 
 def test_faults_change_at_runtime_over_http(http: httpx.Client, sim: SimulatorHandle) -> None:
