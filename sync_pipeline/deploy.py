@@ -15,6 +15,7 @@ executor) and the CLI when a command starts (the instance, `instance.ensure_loca
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -76,8 +77,23 @@ def storage(env: Mapping[str, str]) -> str:
     return _choice(env, "SYNC_DAGSTER_STORAGE", STORAGES)
 
 
-def instance_yaml(env: Mapping[str, str]) -> str:
-    """The dagster.yaml text for the instance the environment selects."""
+def local_storage_yaml(dagster_home: Path) -> str:
+    """The embedded instance's storage: Dagster's SQLite files under `dagster_home`, through
+    the subclasses that keep their connections open (instance_storage.py). The path is
+    absolute because Dagster resolves it from whatever directory a process starts in."""
+    home = json.dumps(str(dagster_home.resolve()))  # a YAML string, whatever the path holds
+    return (
+        "storage:\n"
+        "  custom:\n"
+        "    module: sync_pipeline.instance_storage\n"
+        "    class: SqliteInstanceStorage\n"
+        "    config:\n"
+        f"      base_dir: {home}\n"
+    )
+
+
+def instance_yaml(env: Mapping[str, str], dagster_home: Path) -> str:
+    """The dagster.yaml text for the instance in `dagster_home` that the environment selects."""
     if storage(env) == "postgres":
         missing = [name for name in POSTGRES_ENV if not env.get(name)]
         if missing:
@@ -86,7 +102,7 @@ def instance_yaml(env: Mapping[str, str]) -> str:
             )
         text = (DEPLOY_DIR / "dagster.postgres.yaml").read_text()
     else:
-        text = LOCAL_INSTANCE_YAML
+        text = LOCAL_INSTANCE_YAML + local_storage_yaml(dagster_home)
     # the warehouse pool's slots: one writer for a DuckDB file, several for a DuckLake on
     # PostgreSQL (SYNC_WAREHOUSE, SYNC_WAREHOUSE_WRITERS)
     try:
@@ -100,7 +116,7 @@ def write_instance_yaml(dagster_home: Path, env: Mapping[str, str]) -> Path:
     """Write (or replace, when the selection changed) <dagster_home>/dagster.yaml."""
     dagster_home.mkdir(parents=True, exist_ok=True, mode=0o700)
     path = dagster_home / "dagster.yaml"
-    text = instance_yaml(env)
+    text = instance_yaml(env, dagster_home)
     if not path.exists() or path.read_text() != text:
         path.write_text(text)
     return path

@@ -16,12 +16,14 @@ from sync_pipeline.deploy import LOCAL_INSTANCE_YAML
 from sync_pipeline_tests.dagster.test_backfill import PER_DAY, day_range, land_days, rows_per_day
 from sync_pipeline_tests.distributed.services import PG, fresh_pg_database, postgres_stack
 
+HOME = Path("/srv/dagster home")
+
 
 @pytest.mark.parametrize(
     ("env", "expected"),
     [
-        ({}, LOCAL_INSTANCE_YAML),
-        ({"SYNC_DAGSTER_STORAGE": "sqlite"}, LOCAL_INSTANCE_YAML),
+        ({}, LOCAL_INSTANCE_YAML + deploy.local_storage_yaml(HOME)),
+        ({"SYNC_DAGSTER_STORAGE": "sqlite"}, LOCAL_INSTANCE_YAML + deploy.local_storage_yaml(HOME)),
         (
             {"SYNC_DAGSTER_STORAGE": "postgres", **PG},
             (deploy.DEPLOY_DIR / "dagster.postgres.yaml").read_text(),
@@ -29,7 +31,7 @@ from sync_pipeline_tests.distributed.services import PG, fresh_pg_database, post
     ],
 )
 def test_instance_yaml_follows_the_environment(env: dict[str, str], expected: str) -> None:
-    assert deploy.instance_yaml(env) == expected
+    assert deploy.instance_yaml(env, HOME) == expected
 
 
 @pytest.mark.parametrize(
@@ -41,7 +43,7 @@ def test_instance_yaml_follows_the_environment(env: dict[str, str], expected: st
 )
 def test_instance_yaml_refuses_bad_selections(env: dict[str, str], message: str) -> None:
     with pytest.raises(deploy.DeployError, match=message):
-        deploy.instance_yaml(env)
+        deploy.instance_yaml(env, HOME)
 
 
 @pytest.mark.slow

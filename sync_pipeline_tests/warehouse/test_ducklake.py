@@ -86,17 +86,18 @@ def test_a_postgres_catalog_takes_many_writers_and_hides_its_password(tmp_path: 
 )
 @pytest.mark.parametrize("storage", ["sqlite", "postgres"])
 def test_the_instance_gives_the_warehouse_pool_one_slot_per_allowed_writer(
-    env: dict[str, str], limit: int, storage: str
+    env: dict[str, str], limit: int, storage: str, tmp_path: Path
 ) -> None:
     pg = {name: "x" for name in deploy.POSTGRES_ENV}
-    text = deploy.instance_yaml({**env, **pg, "SYNC_DAGSTER_STORAGE": storage})
+    text = deploy.instance_yaml({**env, **pg, "SYNC_DAGSTER_STORAGE": storage}, tmp_path)
     assert yaml.safe_load(text)["concurrency"]["pools"]["default_limit"] == limit
 
 
-def test_a_bad_writer_count_is_refused() -> None:
+def test_a_bad_writer_count_is_refused(tmp_path: Path) -> None:
     with pytest.raises(deploy.DeployError, match="SYNC_WAREHOUSE_WRITERS"):
         deploy.instance_yaml(
-            {"SYNC_WAREHOUSE": "ducklake:postgres:dbname=l", "SYNC_WAREHOUSE_WRITERS": "0"}
+            {"SYNC_WAREHOUSE": "ducklake:postgres:dbname=l", "SYNC_WAREHOUSE_WRITERS": "0"},
+            tmp_path,
         )
 
 
