@@ -13,6 +13,7 @@ import dagster as dg
 import duckdb
 
 from sync_pipeline.analytics.mapping import ObservationMapping, load_mapping
+from sync_pipeline.assets.checks import contained
 from sync_pipeline.assets.intake import POOL, table_metadata
 from sync_pipeline.resources import WarehouseResource
 from sync_pipeline.tables.analytics import (
@@ -187,7 +188,9 @@ def analytics_build(
             counts = sql.build_analytics(con, mapping, today=now.date(), now=now, full=config.full)
             tables = {t: table_metadata(con, t, columns) for t, columns in PREVIEWS.items()}
             # the checks, read after the commit on the same connection
-            checks = _check_results(con, mapping, selected)
+            checks = contained(
+                sorted(selected, key=str), lambda: _check_results(con, mapping, selected)
+            )
             return counts, tables, sql.distinct_codes(con), checks
 
     counts, tables, codes, checks = retrying(build, what="the analytics build")

@@ -11,7 +11,7 @@ Freshness threshold: SYNC_FRESHNESS_HOURS (default 26: a daily catch-up plus sla
 """
 
 import datetime as dt
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -163,7 +163,7 @@ def _result(check: dg.AssetCheckKey, outcome: _Outcome) -> dg.AssetCheckResult:
     )
 
 
-def _unreadable(error: duckdb.Error, what: str) -> _Outcome:
+def _unreadable(error: Exception, what: str) -> _Outcome:
     # the error's type only: DuckDB messages may quote values, and check descriptions are
     # stored in the Dagster instance, which is not PHI storage
     return _Outcome(
@@ -223,3 +223,15 @@ def record_results(
             max(times) if times else None, now, limit
         )
     return results + [_result(check, outcomes[check]) for check in ledger_or_fresh]
+
+
+def contained(
+    checks: Sequence[dg.AssetCheckKey], evaluate: Callable[[], list[dg.AssetCheckResult]]
+) -> list[dg.AssetCheckResult]:
+    """`evaluate()`, or, when it raises, each of `checks` failed with the error's type. The
+    boundary of a check evaluated in its writing step: a check that cannot be evaluated is a
+    failed check, never a failed step (which its retry policy would run again, commit and all)."""
+    try:
+        return evaluate()
+    except Exception as error:  # the check boundary: see the docstring
+        return [_result(check, _unreadable(error, "the check's tables")) for check in checks]

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import dagster as dg
 
-from sync_pipeline.assets.checks import record_results, record_specs
+from sync_pipeline.assets.checks import contained, record_results, record_specs
 from sync_pipeline.assets.intake import POOL, table_metadata
 from sync_pipeline.assets.sources_check import SOURCES_AGREE_SPEC, sources_agree
 from sync_pipeline.resources import (
@@ -182,7 +182,7 @@ def record_sync(
             )
         checks = record_results(con, selected, freshness.max_age_hours, now=dt.datetime.now(dt.UTC))
         if SOURCES_AGREE_SPEC.key in selected:
-            checks.append(sources_agree(con))
+            checks += contained([SOURCES_AGREE_SPEC.key], lambda: [sources_agree(con)])
     # before a Failure below: a step that committed reports its checks even when items were
     # left behind
     yield from checks
