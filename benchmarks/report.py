@@ -218,14 +218,19 @@ def _print_user_path(runs: dict[str, Any], console: Console) -> None:
         "[dim]bound: requests ÷ limit (the fastest possible); overhead: wall − bound; start: "
         "process start → the first run's first event (interpreter, imports, instance set-up); "
         "run start: → each run's first step (planning: its planned-asset/check events); steps: "
-        "sum of step durations (checks: the check steps, commit: ops.load_log.committed_at → "
+        "sum of step durations (checks: each step's last materialisation → its last check "
+        "evaluation, commit: ops.load_log.committed_at → "
         "record_sync's first materialisation); glue: between steps and runs, run ends; end: "
         "last event → process exit[/dim]"
     )
     for name, run in cli.items():
         console.print(f"[bold]{name}[/bold]: {run['command']}")
         for dagster_run in run["breakdown_s"].get("runs", []):
-            steps = ", ".join(f"{k} {v:.2f}" for k, v in dagster_run["steps_s"].items())
+            checks = dagster_run.get("checks_s", {})
+            steps = ", ".join(
+                f"{k} {v:.2f}" + (f" (checks {checks[k]:.2f})" if k in checks else "")
+                for k, v in dagster_run["steps_s"].items()
+            )
             console.print(
                 f"  {dagster_run['job']} ({dagster_run['status']}, "
                 f"{dagster_run['seconds']:.2f} s): {steps}"

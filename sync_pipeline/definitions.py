@@ -13,10 +13,9 @@ import os
 import dagster as dg
 
 from sync_pipeline import deploy
-from sync_pipeline.assets.analytics import ANALYTICS_CHECKS, analytics_build
+from sync_pipeline.assets.analytics import analytics_build
 from sync_pipeline.assets.automation import with_record_freshness
-from sync_pipeline.assets.checks import CHECKS
-from sync_pipeline.assets.connect import CONNECT_CHECKS, connection_state
+from sync_pipeline.assets.connect import connection_state
 from sync_pipeline.assets.intake import intake_assets, landing_partitions
 from sync_pipeline.assets.maintenance import lake_maintenance_job, lake_maintenance_schedule
 from sync_pipeline.assets.records import record_sync
@@ -29,7 +28,8 @@ from sync_pipeline.resources import build_resources
 defs = dg.Definitions(
     # executors are fixed when the code location loads: SYNC_EXECUTOR picks one (deploy.py)
     executor=deploy.executor_def(os.environ),
-    # each table is written by exactly one of these assets (its registry owner); the views are
+    # each table is written by exactly one of these assets (its registry owner), which also
+    # evaluates the table's asset checks (its check specs) right after its commit; the views are
     # external assets (no step writes them) so the graph shows what they read
     assets=[
         *intake_assets(landing_partitions(SETTINGS.partitions_start)),
@@ -39,7 +39,6 @@ defs = dg.Definitions(
         analytics_build,
         *VIEW_SPECS,
     ],
-    asset_checks=[*CHECKS, *CONNECT_CHECKS, *ANALYTICS_CHECKS],
     jobs=[*JOBS, lake_maintenance_job],
     schedules=[*SCHEDULES, lake_maintenance_schedule],
     sensors=SENSORS,

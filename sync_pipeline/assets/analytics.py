@@ -2,16 +2,18 @@
 
 One step writes the four analytics tables (and its own bookkeeping, ops.analytics_state) in one
 DuckDB transaction, in the single-slot `warehouse` pool like every other writer; its checks run
-right after it in the same pool.
+in the same step, right after its commit, on the same connection.
 """
 
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from typing import Any
 
 import dagster as dg
+import duckdb
 
-from sync_pipeline.analytics.mapping import load_mapping
+from sync_pipeline.analytics.mapping import ObservationMapping, load_mapping
+from sync_pipeline.assets.checks import contained
 from sync_pipeline.assets.intake import POOL, table_metadata
 from sync_pipeline.resources import WarehouseResource
 from sync_pipeline.tables.analytics import (
@@ -92,48 +94,6 @@ PREVIEWS = {
 }
 
 
-class AnalyticsConfig(dg.Config):
-    # rebuild every user's observations, not only those whose record rows changed
-    full: bool = False
-
-
-@dg.multi_asset(specs=ANALYTICS_SPECS, pool=POOL, name=ANALYTICS_BUILD)
-def analytics_build(
-    context: dg.AssetExecutionContext, config: AnalyticsConfig, warehouse: WarehouseResource
-) -> Iterator[dg.MaterializeResult]:
-    mapping = load_mapping()
-    now = dt.datetime.now(dt.UTC)
-
-    def build() -> tuple[sql.BuildCounts, dict[str, dict[str, Any]], int]:
-        # one repeatable unit: a DuckLake commit conflict builds again on the newer snapshot
-        with warehouse.connect(writes=written_by(ANALYTICS_BUILD)) as con:
-            db.bound_memory(con)
-            counts = sql.build_analytics(con, mapping, today=now.date(), now=now, full=config.full)
-            tables = {t: table_metadata(con, t, columns) for t, columns in PREVIEWS.items()}
-            return counts, tables, sql.distinct_codes(con)
-
-    counts, tables, codes = retrying(build, what="the analytics build")
-    context.log.info(
-        "analytics: %d users rebuilt (%s), %d observations, %d unmapped names/units",
-        counts.users_rebuilt,
-        "full" if config.full else "incremental",
-        counts.observations,
-        counts.unmapped,
-    )
-    common: dict[str, Any] = {
-        "users_rebuilt": counts.users_rebuilt,
-        "mapping_version": mapping.version,
-    }
-    yield dg.MaterializeResult(
-        asset_key=_key(OBSERVATIONS),
-        metadata={**common, **tables[OBSERVATIONS], "distinct_codes": codes},
-    )
-    yield dg.MaterializeResult(asset_key=_key(LATEST), metadata={**common, **tables[LATEST]})
-    yield dg.MaterializeResult(asset_key=_key(COVERAGE), metadata=tables[COVERAGE])
-    yield dg.MaterializeResult(asset_key=_key(UNMAPPED), metadata=tables[UNMAPPED])
-    yield dg.MaterializeResult(asset_key=_key(STATE), metadata={**common, **tables[STATE]})
-
-
 TRACEABLE = "traces_to_record"
 UCUM = "coded_values_have_ucum_units"
 PLAUSIBLE = "values_within_plausible_bounds"
@@ -160,15 +120,17 @@ _CHECK_SPECS = [
 ]
 
 
-@dg.multi_asset_check(specs=_CHECK_SPECS, name="analytics_checks", can_subset=True, pool=POOL)
-def analytics_checks(
-    context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource
-) -> Iterator[dg.AssetCheckResult]:
-    mapping = load_mapping()
-    with warehouse.connect(read_only=True) as con:
-        untraceable = sql.untraceable_observations(con)
-        without_ucum = sql.coded_values_without_ucum(con, mapping.ucum_units())
-        outside = sql.out_of_bounds(con, mapping.loinc)
+def _check_results(
+    con: duckdb.DuckDBPyConnection,
+    mapping: ObservationMapping,
+    selected: Collection[dg.AssetCheckKey],
+) -> list[dg.AssetCheckResult]:
+    """The selected checks of analytics.observations, read on the build's connection."""
+    if not selected:
+        return []
+    untraceable = sql.untraceable_observations(con)
+    without_ucum = sql.coded_values_without_ucum(con, mapping.ucum_units())
+    outside = sql.out_of_bounds(con, mapping.loinc)
     error, warn = dg.AssetCheckSeverity.ERROR, dg.AssetCheckSeverity.WARN
     results = {
         TRACEABLE: dg.AssetCheckResult(
@@ -201,8 +163,55 @@ def analytics_checks(
             },
         ),
     }
-    for check in sorted(context.selected_asset_check_keys, key=str):
-        yield results[check.name]
+    return [results[check.name] for check in sorted(selected, key=str)]
 
 
-ANALYTICS_CHECKS = [analytics_checks]
+class AnalyticsConfig(dg.Config):
+    # rebuild every user's observations, not only those whose record rows changed
+    full: bool = False
+
+
+@dg.multi_asset(specs=ANALYTICS_SPECS, check_specs=_CHECK_SPECS, pool=POOL, name=ANALYTICS_BUILD)
+def analytics_build(
+    context: dg.AssetExecutionContext, config: AnalyticsConfig, warehouse: WarehouseResource
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    mapping = load_mapping()
+    now = dt.datetime.now(dt.UTC)
+    selected = context.selected_asset_check_keys
+
+    def build() -> tuple[
+        sql.BuildCounts, dict[str, dict[str, Any]], int, list[dg.AssetCheckResult]
+    ]:
+        # one repeatable unit: a DuckLake commit conflict builds again on the newer snapshot
+        with warehouse.connect(writes=written_by(ANALYTICS_BUILD)) as con:
+            db.bound_memory(con)
+            counts = sql.build_analytics(con, mapping, today=now.date(), now=now, full=config.full)
+            tables = {t: table_metadata(con, t, columns) for t, columns in PREVIEWS.items()}
+            # the checks, read after the commit on the same connection
+            checks = contained(
+                sorted(selected, key=str), lambda: _check_results(con, mapping, selected)
+            )
+            return counts, tables, sql.distinct_codes(con), checks
+
+    counts, tables, codes, checks = retrying(build, what="the analytics build")
+    context.log.info(
+        "analytics: %d users rebuilt (%s), %d observations, %d unmapped names/units",
+        counts.users_rebuilt,
+        "full" if config.full else "incremental",
+        counts.observations,
+        counts.unmapped,
+    )
+    common: dict[str, Any] = {
+        "users_rebuilt": counts.users_rebuilt,
+        "mapping_version": mapping.version,
+    }
+    yield dg.MaterializeResult(
+        asset_key=_key(OBSERVATIONS),
+        metadata={**common, **tables[OBSERVATIONS], "distinct_codes": codes},
+    )
+    yield dg.MaterializeResult(asset_key=_key(LATEST), metadata={**common, **tables[LATEST]})
+    yield dg.MaterializeResult(asset_key=_key(COVERAGE), metadata=tables[COVERAGE])
+    yield dg.MaterializeResult(asset_key=_key(UNMAPPED), metadata=tables[UNMAPPED])
+    yield dg.MaterializeResult(asset_key=_key(STATE), metadata={**common, **tables[STATE]})
+    # after the materialisations: a check evaluation names the latest one of its asset
+    yield from checks

@@ -7,10 +7,10 @@
 - Each record table carries a time-window freshness policy: FAIL once its last materialisation
   (a record sync that committed) is older than SYNC_FRESHNESS_HOURS. The daemon's freshness loop
   re-evaluates it every 30 s from the instance's event log, with no run and no warehouse handle,
-  so a table goes stale in the UI even when no sync runs at all. The `fresh` check of
-  `record_checks` stays: it runs with every sync and judges each endpoint by its last sync
-  without error, which a materialisation alone cannot tell (a run whose endpoint failed for
-  every user still materialises its table).
+  so a table goes stale in the UI even when no sync runs at all. The `fresh` check of each
+  record table stays: record_sync evaluates it with every sync and judges each endpoint by its
+  last sync without error, which a materialisation alone cannot tell (a run whose endpoint
+  failed for every user still materialises its table).
 """
 
 import datetime as dt

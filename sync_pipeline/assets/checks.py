@@ -1,25 +1,24 @@
-"""Asset checks on the warehouse tables, generated from the table lists.
+"""Asset checks on the warehouse tables, as check specs of the asset that writes each table.
 
-One multi-asset check op per producing step (intake, connect, records), so each op runs right
-after the step that wrote its tables, in the same single-slot "warehouse" pool: a check never
-opens the DuckDB file while a writer has it. Key checks are blocking: a table with a duplicated
-or NULL key stops the assets downstream of it in the same run.
+Each writing step evaluates the checks of its own tables right after its commit, from the
+connection it opens anyway to report its tables (no separate check step: no second warehouse
+open, no extra step events). One key-health scan per table answers both key checks. Key
+checks are blocking: a table with a duplicated or NULL key fails its writing step after the
+materialisations, which stops the assets downstream of it in the same run (Dagster raises
+DagsterAssetCheckFailedError once the step's generator is done, outside the retry policy).
 
 Freshness threshold: SYNC_FRESHNESS_HOURS (default 26: a daily catch-up plus slack).
 """
 
 import datetime as dt
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import dagster as dg
 import duckdb
 
-from sync_pipeline.assets.intake import POOL
-from sync_pipeline.resources import FreshnessResource, WarehouseResource
-from sync_pipeline.tables.connect import APP_USERS, CONNECTION_HISTORY, SESSION_RESPONSES
-from sync_pipeline.tables.ops import NOTIFICATION_ITEMS, NOTIFICATION_STATUS
+from sync_pipeline.tables.ops import NOTIFICATION_STATUS
 from sync_pipeline.tables.registry import CHILD_TABLES, RECORD_TABLES, TABLES
 from sync_pipeline.upstream.endpoints import ENDPOINTS
 from sync_pipeline.warehouse import db
@@ -29,8 +28,6 @@ NON_NULL = "non_null_key"
 LEDGER = "received_equals_loaded_plus_rejected"
 FRESH = "fresh"
 
-INTAKE_TABLES = (NOTIFICATION_ITEMS, SESSION_RESPONSES)
-CONNECT_TABLES = (APP_USERS, CONNECTION_HISTORY)
 # record tables, their children and medical.record_codes, and the notification statuses the
 # same commit writes
 RECORD_FAMILY = (*sorted((*RECORD_TABLES, *CHILD_TABLES)), NOTIFICATION_STATUS)
@@ -41,7 +38,8 @@ def _key(table: str) -> dg.AssetKey:
     return dg.AssetKey(table.split("."))
 
 
-def _key_specs(tables: Sequence[str]) -> list[dg.AssetCheckSpec]:
+def key_specs(tables: Sequence[str]) -> list[dg.AssetCheckSpec]:
+    """The two blocking key checks of each table (the table's declared key)."""
     specs = []
     for table in tables:
         keys = ", ".join(KEYS[table])
@@ -64,8 +62,9 @@ def _key_specs(tables: Sequence[str]) -> list[dg.AssetCheckSpec]:
     return specs
 
 
-def _record_specs() -> list[dg.AssetCheckSpec]:
-    specs = _key_specs(RECORD_FAMILY)
+def record_specs() -> list[dg.AssetCheckSpec]:
+    """Key checks of the record family, and the load ledger and freshness of each record table."""
+    specs = key_specs(RECORD_FAMILY)
     for table in RECORD_TABLES:
         specs.append(
             dg.AssetCheckSpec(
@@ -94,8 +93,7 @@ class _Outcome:
     metadata: dict[str, Any]
 
 
-def _key_outcomes(con: duckdb.DuckDBPyConnection, table: str) -> dict[str, _Outcome]:
-    health = db.key_health(con, table, KEYS[table])
+def _key_outcomes(health: db.KeyHealth, table: str) -> dict[str, _Outcome]:
     meta: dict[str, Any] = {
         "rows": health.rows,
         "null_key_rows": health.null_keys,
@@ -154,80 +152,86 @@ def _fresh_outcome(last: dt.datetime | None, now: dt.datetime, limit: dt.timedel
     )
 
 
-def _evaluate(
-    context: dg.AssetCheckExecutionContext,
-    warehouse: WarehouseResource,
-    tables: Sequence[str],
-    freshness_hours: float | None,
-) -> Iterator[dg.AssetCheckResult]:
-    """Every selected check of `tables`; with `freshness_hours` (record tables) also the load
-    ledger and freshness checks."""
-    selected = context.selected_asset_check_keys
-    location = warehouse.location
-    if not location.exists():
-        # nothing written yet: the producing step failed or has not run
-        for check in sorted(selected, key=str):
-            yield dg.AssetCheckResult(
-                asset_key=check.asset_key,
-                check_name=check.name,
-                passed=False,
-                description=f"no warehouse at {location.shown}",
-            )
-        return
-    outcomes: dict[dg.AssetCheckKey, _Outcome] = {}
-    with warehouse.connect(read_only=True) as con:
-        for table in tables:
-            if any(c.asset_key == _key(table) for c in selected):
-                for name, outcome in _key_outcomes(con, table).items():
-                    outcomes[dg.AssetCheckKey(_key(table), name)] = outcome
-        if freshness_hours is not None:
-            loads = db.latest_loads(con)
-            synced = db.last_synced(con)
-            now, limit = dt.datetime.now(dt.UTC), dt.timedelta(hours=freshness_hours)
-            for endpoint in ENDPOINTS:
-                load = loads.get(endpoint.table)
-                times = [t for t in (synced.get(endpoint.path), load and load.committed_at) if t]
-                outcomes[dg.AssetCheckKey(_key(endpoint.table), LEDGER)] = _ledger_outcome(load)
-                outcomes[dg.AssetCheckKey(_key(endpoint.table), FRESH)] = _fresh_outcome(
-                    max(times) if times else None, now, limit
-                )
-    for check in sorted(selected, key=str):
-        outcome = outcomes[check]
-        yield dg.AssetCheckResult(
-            asset_key=check.asset_key,
-            check_name=check.name,
-            passed=outcome.passed,
-            severity=outcome.severity,
-            description=None if outcome.passed else outcome.description,
-            metadata=outcome.metadata,
+def _result(check: dg.AssetCheckKey, outcome: _Outcome) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        asset_key=check.asset_key,
+        check_name=check.name,
+        passed=outcome.passed,
+        severity=outcome.severity,
+        description=None if outcome.passed else outcome.description,
+        metadata=outcome.metadata,
+    )
+
+
+def _unreadable(error: Exception, what: str) -> _Outcome:
+    # the error's type only: DuckDB messages may quote values, and check descriptions are
+    # stored in the Dagster instance, which is not PHI storage
+    return _Outcome(
+        False,
+        dg.AssetCheckSeverity.ERROR,
+        f"could not read {what}: {type(error).__name__}",
+        {"error": type(error).__name__},
+    )
+
+
+def key_results(
+    con: duckdb.DuckDBPyConnection, tables: Iterable[str], selected: Collection[dg.AssetCheckKey]
+) -> list[dg.AssetCheckResult]:
+    """The selected key checks of `tables`: one key-health scan per table with a selected check.
+    A table that cannot be read fails its own checks, not the step."""
+    results = []
+    for table in tables:
+        wanted = sorted(
+            (c for c in selected if c.asset_key == _key(table) and c.name in (UNIQUE, NON_NULL)),
+            key=str,
         )
+        if not wanted:
+            continue
+        try:
+            outcomes = _key_outcomes(db.key_health(con, table, KEYS[table]), table)
+        except duckdb.Error as error:
+            outcomes = dict.fromkeys((UNIQUE, NON_NULL), _unreadable(error, table))
+        results += [_result(check, outcomes[check.name]) for check in wanted]
+    return results
 
 
-@dg.multi_asset_check(
-    specs=_key_specs(INTAKE_TABLES), name="intake_checks", can_subset=True, pool=POOL
-)
-def intake_checks(
-    context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource
-) -> Iterator[dg.AssetCheckResult]:
-    yield from _evaluate(context, warehouse, INTAKE_TABLES, freshness_hours=None)
+def record_results(
+    con: duckdb.DuckDBPyConnection,
+    selected: Collection[dg.AssetCheckKey],
+    freshness_hours: float,
+    now: dt.datetime,
+) -> list[dg.AssetCheckResult]:
+    """The selected checks of `record_specs()`: key health of the record family, then the load
+    ledger and freshness of each record table (one read of ops.load_log and ops.sync_state)."""
+    results = key_results(con, RECORD_FAMILY, selected)
+    ledger_or_fresh = sorted((c for c in selected if c.name in (LEDGER, FRESH)), key=str)
+    if not ledger_or_fresh:
+        return results
+    try:
+        loads = db.latest_loads(con)
+        synced = db.last_synced(con)
+    except duckdb.Error as error:
+        unreadable = _unreadable(error, "ops.load_log and ops.sync_state")
+        return results + [_result(check, unreadable) for check in ledger_or_fresh]
+    limit = dt.timedelta(hours=freshness_hours)
+    outcomes: dict[dg.AssetCheckKey, _Outcome] = {}
+    for endpoint in ENDPOINTS:
+        load = loads.get(endpoint.table)
+        times = [t for t in (synced.get(endpoint.path), load and load.committed_at) if t]
+        outcomes[dg.AssetCheckKey(_key(endpoint.table), LEDGER)] = _ledger_outcome(load)
+        outcomes[dg.AssetCheckKey(_key(endpoint.table), FRESH)] = _fresh_outcome(
+            max(times) if times else None, now, limit
+        )
+    return results + [_result(check, outcomes[check]) for check in ledger_or_fresh]
 
 
-@dg.multi_asset_check(
-    specs=_key_specs(CONNECT_TABLES), name="connect_checks", can_subset=True, pool=POOL
-)
-def connect_checks(
-    context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource
-) -> Iterator[dg.AssetCheckResult]:
-    yield from _evaluate(context, warehouse, CONNECT_TABLES, freshness_hours=None)
-
-
-@dg.multi_asset_check(specs=_record_specs(), name="record_checks", can_subset=True, pool=POOL)
-def record_checks(
-    context: dg.AssetCheckExecutionContext,
-    warehouse: WarehouseResource,
-    freshness: FreshnessResource,
-) -> Iterator[dg.AssetCheckResult]:
-    yield from _evaluate(context, warehouse, RECORD_FAMILY, freshness.max_age_hours)
-
-
-CHECKS: list[dg.AssetChecksDefinition] = [intake_checks, connect_checks, record_checks]
+def contained(
+    checks: Sequence[dg.AssetCheckKey], evaluate: Callable[[], list[dg.AssetCheckResult]]
+) -> list[dg.AssetCheckResult]:
+    """`evaluate()`, or, when it raises, each of `checks` failed with the error's type. The
+    boundary of a check evaluated in its writing step: a check that cannot be evaluated is a
+    failed check, never a failed step (which its retry policy would run again, commit and all)."""
+    try:
+        return evaluate()
+    except Exception as error:  # the check boundary: see the docstring
+        return [_result(check, _unreadable(error, "the check's tables")) for check in checks]

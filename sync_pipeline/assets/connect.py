@@ -1,9 +1,10 @@
 """Connect group: connection state rebuilt from every landed session response."""
 
-import dagster as dg
-import pandas as pd
+from collections.abc import Iterator
 
-from sync_pipeline import connect as state
+import dagster as dg
+
+from sync_pipeline.assets.checks import key_results, key_specs
 from sync_pipeline.assets.intake import POOL
 from sync_pipeline.resources import WarehouseResource
 from sync_pipeline.sync.connection_state import ConnectionCounts, rebuild_connection_state
@@ -25,17 +26,30 @@ CONNECTION_SPECS = [
 ]
 
 
-@dg.multi_asset(specs=CONNECTION_SPECS, pool=POOL, name=CONNECTION_STATE)
-def connection_state(context: dg.AssetExecutionContext, warehouse: WarehouseResource):  # type: ignore[no-untyped-def]
-    def rebuild() -> ConnectionCounts:
-        # one repeatable unit: a DuckLake commit conflict rebuilds again from the sessions
-        with (
-            warehouse.connect(writes=written_by(CONNECTION_STATE)) as con,
-            db.transaction(con),
-        ):
-            return rebuild_connection_state(con)
+# its tables with a declared key (connection_events has none: one row per change a session made)
+CHECKED_TABLES = (APP_USERS, CONNECTION_HISTORY)
 
-    counts = retrying(rebuild, what="the connection state")
+
+@dg.multi_asset(
+    specs=CONNECTION_SPECS,
+    check_specs=key_specs(CHECKED_TABLES),
+    pool=POOL,
+    name=CONNECTION_STATE,
+)
+def connection_state(
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    selected = context.selected_asset_check_keys
+
+    def rebuild() -> tuple[ConnectionCounts, list[dg.AssetCheckResult]]:
+        # one repeatable unit: a DuckLake commit conflict rebuilds again from the sessions
+        with warehouse.connect(writes=written_by(CONNECTION_STATE)) as con:
+            with db.transaction(con):
+                counts = rebuild_connection_state(con)
+            # the key checks, read after the commit on the same connection
+            return counts, key_results(con, CHECKED_TABLES, selected)
+
+    counts, checks = retrying(rebuild, what="the connection state")
     context.log.info(
         "connection state: %d users (%d connected by a successful session), %d open connections",
         counts.users,
@@ -53,55 +67,5 @@ def connection_state(context: dg.AssetExecutionContext, warehouse: WarehouseReso
         asset_key=["connect", "connection_history"],
         metadata={"rows": counts.history_rows, "open_connections": counts.open_connections},
     )
-
-
-@dg.asset_check(
-    asset=["connect", "source_status"],
-    name="sources_agree_with_connections",
-    blocking=False,
-    pool=POOL,
-    description="Users whose latest /sources snapshot disagrees with connect.current_connections "
-    "(connected upstream but not here, or the reverse). Users whose connections changed after "
-    "their latest snapshot are not judged until the next catch-up snapshots them again.",
-)
-def sources_agree_with_connections(warehouse: WarehouseResource) -> dg.AssetCheckResult:
-    with warehouse.connect(read_only=True) as con:
-        history = db.query_arrow(con, "connect.connection_history", "valid_to IS NULL")
-        snapshots = db.query_arrow(con, "connect.source_status")
-        sessions = db.query_arrow(con, "connect.session_responses")
-    snapshots_df = snapshots.to_pandas()
-    fresh = state.fresh_snapshots(snapshots_df, sessions.to_pandas())
-    problems = state.reconcile(history.to_pandas(), fresh)
-    users = sorted(set(problems["human_id"]))
-    return dg.AssetCheckResult(
-        passed=problems.empty,
-        severity=dg.AssetCheckSeverity.WARN,
-        description=None
-        if problems.empty
-        else f"{len(users)} user(s) disagree: {', '.join(users)}",
-        metadata={
-            "users_disagreeing": len(users),
-            "users_checked": fresh["human_id"].nunique() if len(fresh) else 0,
-            "users_with_stale_snapshot": int(snapshots_df["human_id"].nunique())
-            - (fresh["human_id"].nunique() if len(fresh) else 0),
-            "disagreements": dg.MetadataValue.md(_markdown(problems)),
-        },
-    )
-
-
-def _markdown(problems: pd.DataFrame, limit: int = 50) -> str:
-    if problems.empty:
-        return "none"
-    lines = ["| human_id | source | problem |", "|---|---|---|"]
-    lines += [
-        f"| {h} | {s} | {p} |"
-        for h, s, p in problems[["human_id", "source", "problem"]]
-        .head(limit)
-        .itertuples(index=False)
-    ]
-    if len(problems) > limit:
-        lines.append(f"| … | {len(problems) - limit} more | |")
-    return "\n".join(lines)
-
-
-CONNECT_CHECKS = [sources_agree_with_connections]
+    # after the materialisations: a check evaluation names the latest one of its asset
+    yield from checks

@@ -10,6 +10,7 @@ import duckdb
 import pandas as pd
 import pyarrow as pa
 
+from sync_pipeline.assets.checks import key_results, key_specs
 from sync_pipeline.intake.landing import LandedDelivery, iter_landed
 from sync_pipeline.intake.rows import notification_rows, session_rows
 from sync_pipeline.resources import UpstreamResource, WarehouseResource
@@ -100,13 +101,16 @@ def _land_days(
     table: str,
     key: str,
     to_rows: Callable[[list[LandedDelivery]], tuple[pd.DataFrame, pd.DataFrame]],
-) -> Iterator[dg.MaterializeResult]:
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
     """Rows from the partition's days of one landing log, inserted where their key is new (so
-    re-materialising a day changes nothing); unusable items go to the asset's reject table."""
+    re-materialising a day changes nothing); unusable items go to the asset's reject table.
+    The table's key checks are read after the commit on the same connection, and reported
+    after the materialisations they judge."""
     days = _days(context)
     rejects = REJECT_TABLES[kind]
+    selected = context.selected_asset_check_keys
 
-    def land() -> tuple[dict[str, int], dict[str, Any], dict[str, Any]]:
+    def land() -> tuple[dict[str, int], dict[str, Any], dict[str, Any], list[dg.AssetCheckResult]]:
         # one repeatable unit (a DuckLake commit conflict runs it again from the landing log)
         deliveries = (d for day in days for d in iter_landed(warehouse.data_path, kind, day))
         counts = {"deliveries": 0, "rows": 0, "inserted": 0, "rejected": 0, "rejected_new": 0}
@@ -124,9 +128,14 @@ def _land_days(
                     counts["rejected_new"] += db.store_rejects(
                         con, rejects, rejected, context.run.run_id, _now()
                     )
-            return counts, table_metadata(con, table), table_metadata(con, rejects)
+            return (
+                counts,
+                table_metadata(con, table),
+                table_metadata(con, rejects),
+                key_results(con, [table], selected),
+            )
 
-    counts, metadata, reject_metadata = retrying(land, what=f"landing {table}")
+    counts, metadata, reject_metadata, checks = retrying(land, what=f"landing {table}")
     window = f"{days[0]} .. {days[-1]}"
     yield dg.MaterializeResult(
         asset_key=declared(table).asset_path, metadata={**metadata, "days": window, **counts}
@@ -140,6 +149,7 @@ def _land_days(
             "rejected_new": counts["rejected_new"],
         },
     )
+    yield from checks
 
 
 def landing_partitions(start: dt.date) -> dg.DailyPartitionsDefinition:
@@ -159,6 +169,7 @@ def intake_assets(partitions: dg.DailyPartitionsDefinition) -> list[dg.AssetsDef
             specs.table_spec(t, group_name="intake", kinds={"duckdb"})
             for t in (NOTIFICATION_ITEMS, REJECT_TABLES["notifications"])
         ],
+        check_specs=key_specs([NOTIFICATION_ITEMS]),
         name=NOTIFICATION_INTAKE,
         partitions_def=partitions,
         backfill_policy=dg.BackfillPolicy.single_run(),
@@ -166,7 +177,7 @@ def intake_assets(partitions: dg.DailyPartitionsDefinition) -> list[dg.AssetsDef
     )
     def notification_intake(
         context: dg.AssetExecutionContext, warehouse: WarehouseResource, upstream: UpstreamResource
-    ) -> Iterator[dg.MaterializeResult]:
+    ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
         """The notifications landing log → notification items (not the landing log itself);
         a notification naming another host than the configured API is rejected (rows.py)."""
         yield from _land_days(
@@ -183,6 +194,7 @@ def intake_assets(partitions: dg.DailyPartitionsDefinition) -> list[dg.AssetsDef
             specs.table_spec(t, group_name="intake", kinds={"duckdb"})
             for t in (SESSION_RESPONSES, REJECT_TABLES["sessions"])
         ],
+        check_specs=key_specs([SESSION_RESPONSES]),
         name=SESSION_INTAKE,
         partitions_def=partitions,
         backfill_policy=dg.BackfillPolicy.single_run(),
@@ -190,7 +202,7 @@ def intake_assets(partitions: dg.DailyPartitionsDefinition) -> list[dg.AssetsDef
     )
     def session_intake(
         context: dg.AssetExecutionContext, warehouse: WarehouseResource
-    ) -> Iterator[dg.MaterializeResult]:
+    ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
         yield from _land_days(
             context,
             warehouse,

@@ -2,17 +2,28 @@
 
 The step fetches with no database handle open (staging Parquet into the lake), then commits
 everything in one DuckDB transaction; it holds the single warehouse pool slot for its duration
-so no other step opens the file meanwhile.
+so no other step opens the file meanwhile. After the commit it reads its tables once, read-only,
+to report them, and on the same connection evaluates their asset checks (assets/checks.py,
+assets/sources_check.py).
 """
 
+import datetime as dt
 from collections import Counter
 from collections.abc import Iterator
-from typing import Literal
+from typing import Any, Literal
 
 import dagster as dg
 
+from sync_pipeline.assets.checks import contained, record_results, record_specs
 from sync_pipeline.assets.intake import POOL, table_metadata
-from sync_pipeline.resources import LakeResource, UpstreamResource, WarehouseResource
+from sync_pipeline.assets.sources_check import SOURCES_AGREE_SPEC, sources_agree
+from sync_pipeline.resources import (
+    FreshnessResource,
+    LakeResource,
+    UpstreamResource,
+    WarehouseResource,
+)
+from sync_pipeline.sync.commit import CommitSummary
 from sync_pipeline.sync.interrupt import SyncInterrupted
 from sync_pipeline.sync.plan import Shard
 from sync_pipeline.sync.run import SyncTarget, run_sync
@@ -104,6 +115,7 @@ class SyncRunConfig(dg.Config):
 
 @dg.multi_asset(
     specs=ALL_SPECS,
+    check_specs=[*record_specs(), SOURCES_AGREE_SPEC],
     pool=POOL,
     name=RECORD_SYNC,
     retry_policy=dg.RetryPolicy(
@@ -116,7 +128,8 @@ def record_sync(
     upstream: UpstreamResource,
     warehouse: WarehouseResource,
     lake: LakeResource,
-) -> Iterator[dg.MaterializeResult]:
+    freshness: FreshnessResource,
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
     target = SyncTarget(
         upstream=upstream,
         warehouse=warehouse.location,
@@ -154,37 +167,25 @@ def record_sync(
         context.log.warning(
             "token refused (user must reconnect): %s", ", ".join(summary.refused_users)
         )
-    loads = summary.tables
-    paths = {e.table: e.path for e in ENDPOINTS}
-    # one read-only look per table after the commit (the step still holds the pool slot)
+    # one read-only look per table after the commit (the step still holds the pool slot); the
+    # same connection then evaluates the checks, once the materialisations they judge are on
+    # record (a check evaluation names the latest materialisation of its asset)
+    selected = context.selected_asset_check_keys
     with warehouse.connect(read_only=True) as con:
         cursors = db.cursors_by_run(con, context.run.run_id)
         tables = {table: table_metadata(con, table) for table in _ALL_TABLES}
-    for spec in ALL_SPECS:
-        table = ".".join(spec.key.path)
-        load = loads.get(table)
-        metadata: dict[str, object] = {
-            "mode": config.mode,
-            "requests": summary.requests,  # the whole run's requests, every table
-            **tables[table],
-        }
-        if load is not None:
-            metadata.update(
-                received=load.received,
-                loaded=load.loaded,
-                rejected=load.rejected,
-                inserted=load.inserted,
-                updated=load.updated,
-                deleted=load.deleted,
+        for spec in ALL_SPECS:
+            table = ".".join(spec.key.path)
+            yield dg.MaterializeResult(
+                asset_key=spec.key,
+                metadata=_metadata(table, config.mode, summary, tables[table], cursors),
             )
-        if table in paths:
-            advanced, newest = cursors.get(paths[table], (0, None))
-            metadata["cursors_advanced"] = advanced
-            if newest is not None:
-                metadata["newest_cursor"] = newest.isoformat()
-        metadata["failed_items"] = len(summary.failed_items)
-        metadata["users_needing_reconnect"] = len(summary.refused_users)
-        yield dg.MaterializeResult(asset_key=spec.key, metadata=metadata)  # type: ignore[arg-type]
+        checks = record_results(con, selected, freshness.max_age_hours, now=dt.datetime.now(dt.UTC))
+        if SOURCES_AGREE_SPEC.key in selected:
+            checks += contained([SOURCES_AGREE_SPEC.key], lambda: [sources_agree(con)])
+    # before a Failure below: a step that committed reports its checks even when items were
+    # left behind
+    yield from checks
     left_behind = [item for item in summary.failed_items if item[2] != NEEDS_RECONNECT]
     if left_behind:
         # everything that succeeded is committed and materialised above; the step still fails,
@@ -200,3 +201,40 @@ def record_sync(
             },
             allow_retries=False,
         )
+
+
+_PATHS = {e.table: e.path for e in ENDPOINTS}
+
+
+def _metadata(
+    table: str,
+    mode: str,
+    summary: CommitSummary,
+    read: dict[str, Any],
+    cursors: dict[str, tuple[int, dt.datetime]],
+) -> dict[str, Any]:
+    """What one table's materialisation reports: the run's mode, requests and failures, the
+    table's rows and preview (`read` after the commit), its load counts and its cursors."""
+    metadata: dict[str, Any] = {
+        "mode": mode,
+        "requests": summary.requests,  # the whole run's requests, every table
+        **read,
+    }
+    load = summary.tables.get(table)
+    if load is not None:
+        metadata.update(
+            received=load.received,
+            loaded=load.loaded,
+            rejected=load.rejected,
+            inserted=load.inserted,
+            updated=load.updated,
+            deleted=load.deleted,
+        )
+    if table in _PATHS:
+        advanced, newest = cursors.get(_PATHS[table], (0, None))
+        metadata["cursors_advanced"] = advanced
+        if newest is not None:
+            metadata["newest_cursor"] = newest.isoformat()
+    metadata["failed_items"] = len(summary.failed_items)
+    metadata["users_needing_reconnect"] = len(summary.refused_users)
+    return metadata

@@ -104,6 +104,13 @@ def _assert_user_path(runs: dict[str, Any]) -> None:
         else:
             assert parts["dagster_runs"] >= 1 and parts["steps"] > 0
             assert "record_sync" in steps
+            # no check steps: the checks are timed inside the steps that write the tables
+            assert not any("check" in key for key in steps), steps
+            checked = {key for r in parts["runs"] for key in r["checks_s"]}
+            assert {"record_sync", "connection_state", "analytics_build"} <= checked <= steps
+            assert parts["checks"] == pytest.approx(
+                sum(sum(r["checks_s"].values()) for r in parts["runs"])
+            )
     first = runs["cli_first_sync"]
     assert first["users"] == first["sessions_landed"] == 2
     assert first["requests"] > 0 and first["data_requests"] > 0 and first["records"] > 0
@@ -116,15 +123,21 @@ def _assert_user_path(runs: dict[str, Any]) -> None:
 
 def test_breakdown_parts_make_the_wall_time() -> None:
     """Two runs on a made-up clock: every second between process start and exit lands in
-    exactly one part; checks and commit are read off the steps."""
+    exactly one part; checks (each step's last materialisation → its last check evaluation)
+    and commit are read off the steps."""
     intake = RunTimeline("a", "intake_job", "SUCCESS", first_event=10.0, last_event=13.0)
     intake.run_started = 11.0
-    intake.steps = {"notification_intake": (12.0, 12.5), "intake_checks": (12.6, 12.8)}
+    intake.steps = {"notification_intake": (12.0, 12.5), "session_intake": (12.6, 12.8)}
+    intake.last_materialization = {"notification_intake": 12.3, "session_intake": 12.7}
+    intake.last_check = {"notification_intake": 12.4, "session_intake": 12.75}
     sync = RunTimeline("b", "catchup_sync_job", "SUCCESS", first_event=14.0, last_event=30.0)
     sync.run_started = 15.5
-    sync.steps = {"record_sync": (16.0, 25.0), "record_checks": (25.0, 29.0)}
-    sync.first_materialization = {"record_sync": 24.0}
-    parts = breakdown([intake, sync], started=8.0, ended=31.0, committed_at=22.5)
+    sync.steps = {"record_sync": (16.0, 25.0), "analytics_build": (25.0, 29.0)}
+    sync.first_materialization = {"record_sync": 21.0, "analytics_build": 27.0}
+    sync.last_materialization = {"record_sync": 22.0, "analytics_build": 28.0}
+    # record_sync's checks run after its materialisations; analytics_build has no check here
+    sync.last_check = {"record_sync": 24.5}
+    parts = breakdown([intake, sync], started=8.0, ended=31.0, committed_at=20.5)
     assert parts["process_start"] == 2.0
     assert parts["run_start"] == 2.0 + 2.0
     assert parts["planning"] == 1.0 + 1.5
@@ -133,10 +146,15 @@ def test_breakdown_parts_make_the_wall_time() -> None:
     assert parts["run_end"] == pytest.approx(0.2 + 1.0)
     assert parts["between_runs"] == 1.0
     assert parts["exit"] == 1.0
-    assert parts["checks"] == pytest.approx(0.2 + 4.0)
-    assert parts["commit"] == 1.5
+    assert parts["checks"] == pytest.approx(0.1 + 0.05 + 2.5)
+    assert parts["commit"] == 0.5
     assert sum(parts[p] for p in WALL_PARTS) == pytest.approx(31.0 - 8.0)
-    assert [r["steps_s"] for r in parts["runs"]][1] == {"record_sync": 9.0, "record_checks": 4.0}
+    runs = parts["runs"]
+    assert runs[1]["steps_s"] == {"record_sync": 9.0, "analytics_build": 4.0}
+    assert runs[1]["checks_s"] == {"record_sync": 2.5}
+    assert runs[0]["checks_s"] == pytest.approx(
+        {"notification_intake": 0.1, "session_intake": 0.05}
+    )
 
 
 def test_breakdown_of_a_process_that_started_no_run() -> None:

@@ -1,5 +1,6 @@
 """Asset checks: they pass on a warehouse the pipeline wrote, and a bad key inserted by SQL fails
-its check and (blocking checks) stops what is downstream of the table in the same run."""
+its check and (blocking checks) stops what is downstream of the table in the same run. The
+checks are check specs of the step that writes their table, evaluated in that step."""
 
 from __future__ import annotations
 
@@ -10,10 +11,10 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from sync_pipeline.assets.checks import CHECKS, FRESH, LEDGER, NON_NULL, UNIQUE
+from sync_pipeline.assets.checks import FRESH, LEDGER, NON_NULL, UNIQUE
 from sync_pipeline.assets.intake import intake_assets, landing_partitions
 from sync_pipeline.assets.records import record_sync
-from sync_pipeline.tables.registry import CHILD_TABLES, RECORD_TABLES
+from sync_pipeline.tables.registry import CHILD_TABLES, RECORD_TABLES, owner_of
 from sync_pipeline.upstream.endpoints import ENDPOINTS
 from sync_pipeline.warehouse import db
 from sync_pipeline_tests.e2e.harness import running_stack
@@ -102,7 +103,7 @@ def test_bad_load_fails_its_check(data_dir: Path, bad: BadLoad) -> None:
     with dg.instance_for_test() as instance:
         # an incremental sync with nothing pending makes no requests: no upstream needed
         result = dg.materialize(
-            [notification_intake, record_sync, downstream_probe, *CHECKS],
+            [notification_intake, record_sync, downstream_probe],
             selection=dg.AssetSelection.assets(
                 ["ops", "notification_items"], downstream_probe
             ).required_multi_asset_neighbors()
@@ -121,3 +122,24 @@ def test_bad_load_fails_its_check(data_dir: Path, bad: BadLoad) -> None:
     probe_ran = bool(result.asset_materializations_for_node("downstream_probe"))
     assert probe_ran is not bad.blocks
     assert result.success is not bad.blocks
+    # evaluated in the step that writes the table (its registry owner), after that step's
+    # materialisations; a failed blocking check fails that step, nothing else does
+    table = ".".join(bad.check.split(":")[0].split("/"))
+    writer = owner_of(table)
+    events = result.all_node_events
+    steps = {e.step_key for e in events if e.event_type == dg.DagsterEventType.STEP_START}
+    # no check step: the assets' own steps, the writer among them
+    assert writer in steps <= {"notification_intake", "record_sync", "downstream_probe"}
+    (evaluation,) = [
+        e
+        for e in events
+        if e.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION
+        and e.asset_check_evaluation_data.asset_check_key.to_user_string() == bad.check
+    ]
+    assert evaluation.step_key == writer
+    assert result.asset_materializations_for_node(writer)
+    failures = [e for e in events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
+    assert [e.step_key for e in failures] == ([writer] if bad.blocks else [])
+    for failure in failures:
+        assert failure.step_failure_data.error is not None
+        assert failure.step_failure_data.error.cls_name == "DagsterAssetCheckFailedError"

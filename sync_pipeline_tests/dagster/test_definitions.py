@@ -1,5 +1,5 @@
 """The code location loads; every job, schedule and sensor resolves; schedules evaluate; the
-sync jobs carry the asset checks of the tables they write."""
+jobs evaluate the asset checks of the tables they write in the steps that write them."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from sync_pipeline.assets.maintenance import lake_maintenance_schedule
 from sync_pipeline.assets.schedules import JOBS, SCHEDULES
 from sync_pipeline.assets.sensors import SENSORS
 from sync_pipeline.definitions import defs
+from sync_pipeline.tables.registry import owner_of
 
 
 @pytest.mark.parametrize("name", [job.name for job in JOBS])
@@ -20,18 +21,36 @@ def test_job_resolves(name: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("job", "check_ops"),
+    ("job", "steps"),
     [
-        ("intake_job", {"intake_checks"}),
-        ("connection_state_job", {"connect_checks"}),
-        ("incremental_sync_job", {"connect_checks", "record_checks", "analytics_checks"}),
-        ("catchup_sync_job", {"connect_checks", "record_checks", "analytics_checks"}),
-        ("analytics_job", {"analytics_checks"}),
+        ("intake_job", {"notification_intake", "session_intake"}),
+        ("connection_state_job", {"connection_state"}),
+        ("incremental_sync_job", {"connection_state", "record_sync", "analytics_build"}),
+        ("catchup_sync_job", {"connection_state", "record_sync", "analytics_build"}),
+        ("analytics_job", {"analytics_build"}),
     ],
 )
-def test_jobs_include_the_checks_of_their_assets(job: str, check_ops: set[str]) -> None:
-    nodes = set(defs.resolve_job_def(job).graph.node_dict)
-    assert {n for n in nodes if n.endswith("_checks")} == check_ops
+def test_jobs_evaluate_the_checks_of_their_assets_in_their_steps(job: str, steps: set[str]) -> None:
+    """No check step: a job's nodes are the steps writing its tables, and it carries every
+    check of those tables, each a check spec of the step that writes the table."""
+    job_def = defs.resolve_job_def(job)
+    assert set(job_def.graph.node_dict) == steps
+    asset_graph = defs.resolve_asset_graph()
+    expected = {
+        check
+        for step in steps
+        for check in asset_graph.asset_check_keys
+        if asset_graph.assets_def_for_key(check).node_def.name == step
+    }
+    assert expected
+    assert job_def.asset_layer.asset_graph.asset_check_keys == expected
+    for check in expected:
+        table = ".".join(check.asset_key.path)
+        assert owner_of(table) == asset_graph.assets_def_for_key(check).node_def.name
+
+
+def test_no_definition_is_a_separate_check() -> None:
+    assert not list(defs.asset_checks or [])
 
 
 @pytest.mark.parametrize("name", [s.name for s in [*SCHEDULES, lake_maintenance_schedule]])

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from dagster import DagsterEventType
 
 from starfleet import delivery
 from starfleet.config import SimFaults
@@ -48,6 +49,10 @@ class Flow:
     failing_run_messages: list[str]
     failing_run_counts: set[Any]
     failing_run_succeeded: bool
+    # that run's record_sync step: its events' types in order, and its check evaluations
+    # (check key → passed)
+    failing_step_events: list[str]
+    failing_step_checks: dict[str, bool]
     # what the host named by a hostile notification received
     evil_url: str
     evil_seen: list[str]
@@ -107,7 +112,16 @@ def debug_log_file(path: Path) -> Iterator[None]:
         handler.close()
 
 
-def failing_catchup(stack: Stack) -> tuple[list[str], set[Any], bool]:
+@dataclass(frozen=True)
+class FailingRun:
+    messages: list[str]
+    counts: set[Any]
+    succeeded: bool
+    step_events: list[str]
+    step_checks: dict[str, bool]
+
+
+def failing_catchup(stack: Stack) -> FailingRun:
     """A catch-up through Dagster with BROKEN answering 500 to every request."""
     stack.sim.app_config.faults = SimFaults(fail_paths=(BROKEN,))
     impatient = replace(stack.settings, http_max_attempts=2, http_deadline_s=5)
@@ -120,13 +134,26 @@ def failing_catchup(stack: Stack) -> tuple[list[str], set[Any], bool]:
         )
     finally:
         stack.sim.app_config.faults = SimFaults()
-    messages = [e.message for e in stack.instance.all_logs(result.run_id) if e.message]
+    logs = stack.instance.all_logs(result.run_id)
+    messages = [e.message for e in logs if e.message]
     counts = {
         event.materialization.metadata["failed_items"].value
         for event in result.get_asset_materialization_events()
         if "failed_items" in event.materialization.metadata
     }
-    return messages, counts, result.success
+    step = [
+        e.dagster_event
+        for e in logs
+        if e.dagster_event is not None and e.dagster_event.step_key == "record_sync"
+    ]
+    checks = {
+        event.asset_check_evaluation_data.asset_check_key.to_user_string(): (
+            event.asset_check_evaluation_data.passed
+        )
+        for event in step
+        if event.event_type == DagsterEventType.ASSET_CHECK_EVALUATION
+    }
+    return FailingRun(messages, counts, result.success, [e.event_type_value for e in step], checks)
 
 
 def post_hostile(stack: Stack, evil_url: str, record_id: str) -> None:
@@ -176,7 +203,7 @@ def run_flow(data_dir: Path) -> Flow:
     ):
         stack.sim.post_initial_sessions()
         stack.intake()
-        messages, counts, succeeded = failing_catchup(stack)
+        failing = failing_catchup(stack)
         user = stack.sim.world.users[0]
         record_id = str(stack.sim.world.records(user.human_id, "medical/test_results")[0]["id"])
         stack.sim.advance(created=4, updated=3)
@@ -208,9 +235,11 @@ def run_flow(data_dir: Path) -> Flow:
         client_secret=secret,
         phi=phi,
         humans=humans,
-        failing_run_messages=messages,
-        failing_run_counts=counts,
-        failing_run_succeeded=succeeded,
+        failing_run_messages=failing.messages,
+        failing_run_counts=failing.counts,
+        failing_run_succeeded=failing.succeeded,
+        failing_step_events=failing.step_events,
+        failing_step_checks=failing.step_checks,
         evil_url=evil_url,
         evil_seen=list(evil_seen),
         real_record_id=record_id,

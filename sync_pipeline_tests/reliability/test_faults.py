@@ -21,12 +21,14 @@ from typing import Any
 
 import duckdb
 import pytest
+from dagster import DagsterEventType
 from starlette.requests import Request
 from starlette.responses import Response
 
 from starfleet.app import error_response
 from starfleet.config import RetryAfterFormat, SimFaults
 from starfleet.server import SimulatorHandle
+from sync_pipeline.assets.records import record_sync
 from sync_pipeline.settings import Settings
 from sync_pipeline.upstream.endpoints import BY_PATH
 from sync_pipeline.upstream.errors import UpstreamUnreachable
@@ -197,6 +199,25 @@ def test_a_failing_endpoint_is_reported_by_the_dagster_run(flow: Flow) -> None:
             flow.failing_run_messages
         )
     assert flow.failing_run_counts == {len(flow.humans)}
+
+
+def test_a_step_that_left_items_behind_reports_its_checks_before_it_fails(flow: Flow) -> None:
+    """The same run's record_sync step committed, then failed for the items it left behind:
+    every check of its tables was evaluated in the step, after the materialisations they judge
+    and before the step's failure, and the key checks passed (what did commit is sound)."""
+    events = flow.failing_step_events
+    failure = events.index(DagsterEventType.STEP_FAILURE.value)
+    evaluations = [
+        i for i, e in enumerate(events) if e == DagsterEventType.ASSET_CHECK_EVALUATION.value
+    ]
+    materialised = [
+        i for i, e in enumerate(events) if e == DagsterEventType.ASSET_MATERIALIZATION.value
+    ]
+    assert evaluations and materialised
+    assert max(materialised) < min(evaluations) and max(evaluations) < failure
+    assert set(flow.failing_step_checks) == {k.to_user_string() for k in record_sync.check_keys}
+    keys = {k: ok for k, ok in flow.failing_step_checks.items() if k.endswith("_key")}
+    assert keys and all(keys.values()), keys
 
 
 @pytest.mark.parametrize(
