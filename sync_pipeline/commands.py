@@ -9,7 +9,6 @@ import signal
 from typing import Any
 
 from dagster import (
-    AssetKey,
     DagsterInstance,
     DagsterRunStatus,
     ExecuteInProcessResult,
@@ -95,12 +94,16 @@ def sync_outcome(settings: Settings, run_id: str) -> db.RunOutcome:
 # The landing fingerprint (intake.landing.day_fingerprint) of the day an intake run took in:
 # a later command whose day still has that fingerprint has nothing new to take in.
 LANDING_TAG = "sync_pipeline/landing_fingerprint"
+INTAKE_JOB = "intake_job"
+# intake and the sync in one run (assets/schedules.py)
+INTAKE_AND_SYNC_JOB = "intake_and_sync_job"
+SYNC_JOBS = ("incremental_sync_job", "catchup_sync_job")
 
 
 def _intake_is_current(instance: DagsterInstance, day: str, fingerprint: str) -> bool:
+    # only the CLI's intake runs (alone or with the sync) carry the fingerprint
     done = instance.get_run_records(
         filters=RunsFilter(
-            job_name="intake_job",
             statuses=[DagsterRunStatus.SUCCESS],
             tags={"dagster/partition": day, LANDING_TAG: fingerprint},
         ),
@@ -118,35 +121,24 @@ def _last_success(instance: DagsterInstance, job: str) -> RunRecord | None:
 
 def _synced_since_last_intake(instance: DagsterInstance) -> bool:
     """A sync run (which rebuilds connection state first) succeeded after the last intake."""
-    intake = _last_success(instance, "intake_job")
-    if intake is None or intake.end_time is None:
+    last = (_last_success(instance, job) for job in (INTAKE_JOB, INTAKE_AND_SYNC_JOB))
+    intakes = [record for record in last if record is not None]
+    if not intakes:
         return True
-    syncs = [_last_success(instance, job) for job in ("incremental_sync_job", "catchup_sync_job")]
+    intake = max(intakes, key=lambda r: r.end_time or 0)
+    if intake.dagster_run.job_name == INTAKE_AND_SYNC_JOB:
+        return True  # its sync ran after its intake, in the same run
+    if intake.end_time is None:
+        return True
+    syncs = [_last_success(instance, job) for job in SYNC_JOBS]
     return any(r is not None and (r.start_time or 0) >= intake.end_time for r in syncs)
 
 
-def _nothing_to_do(
-    settings: Settings,
-    instance: DagsterInstance,
-    intake: ExecuteInProcessResult | None,
-    users: list[str],
-) -> bool:
-    """True when an incremental run would change nothing: no session arrived that connection
-    state has not taken in (from this intake run, or one before the last sync run), and the
-    planner finds no notified change to fetch."""
-    if intake is None:
-        if not _synced_since_last_intake(instance):
-            return False
-    else:
-        sessions = AssetKey(["connect", "session_responses"])
-        new_sessions = [
-            event.materialization.metadata.get("inserted")
-            for event in intake.get_asset_materialization_events()
-            if event.asset_key == sessions
-        ]
-        if any(inserted is None or inserted.value for inserted in new_sessions):
-            return False
-    if not settings.warehouse.exists():
+def _nothing_to_do(settings: Settings, instance: DagsterInstance, users: list[str]) -> bool:
+    """True when an incremental run would change nothing: every session that landed has been
+    taken in by a sync run's connection state, and the planner finds no notified change to
+    fetch."""
+    if not _synced_since_last_intake(instance) or not settings.warehouse.exists():
         return False
     return not plan_for(settings.warehouse, "incremental", only_users=set(users) or None).items
 
@@ -156,26 +148,24 @@ def run_sync_command(settings: Settings, *, mode: str, users: list[str]) -> int:
     console.print(f"sync ({mode}) against {settings.api_url}, data in {settings.data_dir}")
     day = today_partition()
     fingerprint = day_fingerprint(settings.data_dir, dt.date.fromisoformat(day))
-    intake: ExecuteInProcessResult | None = None
-    if _intake_is_current(instance, day, fingerprint):
+    config = sync_config(mode, users)
+    if not _intake_is_current(instance, day, fingerprint):
+        # something landed: intake of the day and the sync in one run
+        synced = launch(
+            settings, instance, f"Dagster run: intake of today's landing log, {mode} sync",
+            INTAKE_AND_SYNC_JOB, partition_key=day, config=config,
+            tags={LANDING_TAG: fingerprint},
+        )  # fmt: skip
+    else:
         # intake is idempotent: the same landing log gives the same rows, so it need not run
         console.print("[green]✓[/green] intake: nothing has landed since the last intake run")
-    else:
-        intake = launch(
-            settings, instance, "Dagster run: intake of today's landing log", "intake_job",
-            partition_key=day, tags={LANDING_TAG: fingerprint},
-        )  # fmt: skip
-        if not intake.success:
-            return _exit_code(intake)
-    if mode == "incremental" and _nothing_to_do(settings, instance, intake, users):
-        # an incremental run only fetches what pending notifications name and rebuilds
-        # connection state from sessions: with neither, a run would write events and no data
-        console.print("[green]✓[/green] incremental sync: nothing pending, no run needed")
-        return 0
-    job = "incremental_sync_job" if mode == "incremental" else "catchup_sync_job"
-    synced = launch(
-        settings, instance, f"Dagster run: {mode} sync", job, config=sync_config(mode, users)
-    )
+        if mode == "incremental" and _nothing_to_do(settings, instance, users):
+            # an incremental run only fetches what pending notifications name and rebuilds
+            # connection state from sessions: with neither, a run would write events and no data
+            console.print("[green]✓[/green] incremental sync: nothing pending, no run needed")
+            return 0
+        job = "incremental_sync_job" if mode == "incremental" else "catchup_sync_job"
+        synced = launch(settings, instance, f"Dagster run: {mode} sync", job, config=config)
     if synced.success or "failed_items" in _failure_metadata(synced):
         # the run committed: what succeeded is in, what failed is named
         print_outcome(sync_outcome(settings, synced.run_id))

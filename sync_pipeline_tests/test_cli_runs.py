@@ -71,9 +71,14 @@ def wait_for_requests(sim: SimulatorHandle, at_least: int, timeout_s: float = 12
 
 
 def run_statuses(data: Path) -> list[DagsterRunStatus]:
+    return [status for _, status in runs_of(data)]
+
+
+def runs_of(data: Path) -> list[tuple[str, DagsterRunStatus]]:
+    """(job, status) of every run in the data dir's instance, newest first."""
     instance = DagsterInstance.from_ref(InstanceRef.from_dir(str(data / "dagster")))
     try:
-        return [r.dagster_run.status for r in instance.get_run_records()]
+        return [(r.dagster_run.job_name, r.dagster_run.status) for r in instance.get_run_records()]
     finally:
         instance.dispose()
 
@@ -117,11 +122,14 @@ def test_sigterm_stops_a_sync_within_seconds_and_commits_nothing(tmp_path: Path)
     assert took < 10, f"SIGTERM took {took:.1f} s to stop the sync"
     assert "sync stopped by SIGTERM before its commit: nothing was committed" in output
     assert "Traceback" not in output
-    # intake succeeded before; the sync run is marked failed, not left running
-    assert sorted(s.value for s in run_statuses(data)) == ["FAILURE", "SUCCESS"]
+    # intake and the sync are one run: marked failed, not left running; intake's step had
+    # committed the landed sessions before the sync's step was stopped
+    assert runs_of(data) == [("intake_and_sync_job", DagsterRunStatus.FAILURE)]
     warehouse = load_settings({"SYNC_DATA_DIR": str(data)}).warehouse_path
     with duckdb.connect(str(warehouse), read_only=True) as con:
         assert con.execute("SELECT count(*) FROM ops.load_log").fetchone() == (0,)
+        sessions = con.execute("SELECT count(*) FROM connect.session_responses").fetchone()
+        assert sessions is not None and sessions[0] > 0
 
 
 def test_a_sync_against_a_closed_port_fails_fast_and_briefly(tmp_path: Path) -> None:
@@ -189,7 +197,8 @@ def test_an_incremental_sync_with_nothing_new_launches_no_run(tmp_path: Path) ->
             assert done.returncode == 0, done.stdout + done.stderr
             return done.stdout
 
-        sync()  # the first catch-up
+        sync()  # the first catch-up: intake of the landed sessions and the sync, one run
+        assert runs_of(data) == [("intake_and_sync_job", DagsterRunStatus.SUCCESS)]
         runs = len(run_statuses(data))
         output = sync("--mode", "incremental")
         # the landing log is as the last intake run found it, and nothing is pending
@@ -201,5 +210,7 @@ def test_an_incremental_sync_with_nothing_new_launches_no_run(tmp_path: Path) ->
         assert changes
         output = sync("--mode", "incremental")
         assert "nothing has landed" not in output and "nothing pending" not in output
-        assert len(run_statuses(data)) == runs + 2  # intake and the incremental sync
+        # intake and the incremental sync, in one run
+        assert len(run_statuses(data)) == runs + 1
+        assert runs_of(data)[0] == ("intake_and_sync_job", DagsterRunStatus.SUCCESS)
         assert "0 records received" not in output

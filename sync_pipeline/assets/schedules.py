@@ -40,6 +40,16 @@ catchup_sync_job = dg.define_asset_job(
     "guarantees completeness when notifications were lost.",
 )
 
+# what `sync-pipeline sync` runs when the day's landing log changed: one run instead of two
+# saves a run's start and planning; intake's steps come first (the sync's inputs depend on them)
+intake_and_sync_job = dg.define_asset_job(
+    "intake_and_sync_job",
+    selection=dg.AssetSelection.groups("intake") | CONNECT | RECORDS | ANALYTICS,
+    config=sync_config("incremental"),
+    description="Intake of one landing day, then a sync (incremental unless its config says "
+    "otherwise), in one run: what `sync-pipeline sync` runs when the day's landing log changed.",
+)
+
 connection_state_job = dg.define_asset_job(
     "connection_state_job",
     selection=CONNECT,
@@ -55,7 +65,14 @@ analytics_job = dg.define_asset_job(
     "ops.analytics_build.config.full = true.",
 )
 
-JOBS = [intake_job, connection_state_job, incremental_sync_job, catchup_sync_job, analytics_job]
+JOBS = [
+    intake_job,
+    connection_state_job,
+    incremental_sync_job,
+    catchup_sync_job,
+    intake_and_sync_job,
+    analytics_job,
+]
 
 SCHEDULES = [
     dg.build_schedule_from_partitioned_job(

@@ -27,6 +27,16 @@ def test_job_resolves(name: str) -> None:
         ("connection_state_job", {"connection_state"}),
         ("incremental_sync_job", {"connection_state", "record_sync", "analytics_build"}),
         ("catchup_sync_job", {"connection_state", "record_sync", "analytics_build"}),
+        (
+            "intake_and_sync_job",
+            {
+                "notification_intake",
+                "session_intake",
+                "connection_state",
+                "record_sync",
+                "analytics_build",
+            },
+        ),
         ("analytics_job", {"analytics_build"}),
     ],
 )
