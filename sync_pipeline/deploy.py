@@ -37,8 +37,9 @@ DEPLOY_DIR = Path(__file__).resolve().parent / "deployment"
 # One warehouse pool slot: steps that open the DuckDB file run one at a time, across runs
 # (instance_yaml gives a DuckLake on PostgreSQL SYNC_WAREHOUSE_WRITERS slots instead).
 # No network here, so no telemetry. Run monitoring (where the daemon runs) fails runs stuck
-# starting or running past any sane length and frees the slots of ended runs; runs the CLI
-# executes are checked by the CLI itself (reap_dead_runs).
+# starting or running past any sane length and frees the slots of ended runs; runs whose process
+# died (a CLI run, or a launched run's worker) are noticed sooner by instance.reap_dead_runs,
+# which the CLI calls and the daemon's dead_run_sensor runs every minute.
 LOCAL_INSTANCE_YAML = """\
 telemetry:
   enabled: false

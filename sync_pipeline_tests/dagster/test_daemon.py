@@ -160,7 +160,8 @@ def test_sync_automation_stopped_loads_every_schedule_and_sensor_stopped(tmp_pat
         )
         assert done.returncode == 0, done.stderr[-2000:]
         states[setting] = dict(line.split() for line in done.stdout.splitlines())
-    # four schedules (intake, incremental, catch-up, lake maintenance), three sensors
-    assert len(states["stopped"]) == 7 and "lake_maintenance_job_schedule" in states["stopped"]
+    # four schedules (intake, incremental, catch-up, lake maintenance), four sensors (landing,
+    # after intake, new connection, dead runs)
+    assert len(states["stopped"]) == 8 and "lake_maintenance_job_schedule" in states["stopped"]
     assert set(states["stopped"].values()) == {"STOPPED"}
     assert set(states["running"].values()) == {"RUNNING"}
