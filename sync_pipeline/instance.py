@@ -119,7 +119,7 @@ _MAX_STEP_STARTS = 1000
 
 def process_started_at(pid: int) -> float | None:
     """When process `pid` started, in seconds since the epoch; None when there is no such
-    process. Linux /proc only (callers check `_can_see_processes` first)."""
+    process (or only its zombie). Linux /proc only (callers check `_can_see_processes` first)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
         btime = next(
@@ -129,8 +129,12 @@ def process_started_at(pid: int) -> float | None:
         )
     except (OSError, StopIteration, ValueError):
         return None
-    ticks = int(stat.rsplit(")", 1)[1].split()[19])
-    return btime + ticks / os.sysconf("SC_CLK_TCK")
+    fields = stat.rsplit(")", 1)[1].split()
+    # a zombie (killed, not yet waited for by its parent: a run worker's parent is the code
+    # server, which may wait late) is gone for our purposes: it runs nothing
+    if fields[0] in ("Z", "X"):
+        return None
+    return btime + int(fields[19]) / os.sysconf("SC_CLK_TCK")
 
 
 def worker_is_gone(started_at: float | None, run_started_at: float) -> bool:

@@ -50,6 +50,22 @@ def test_process_start_times_read_from_proc() -> None:
     assert process_started_at(ended.pid) is None
 
 
+def test_a_killed_process_not_yet_waited_for_is_gone() -> None:
+    zombie = subprocess.Popen(["sleep", "600"])
+    try:
+        assert process_started_at(zombie.pid) is not None
+        os.kill(zombie.pid, 9)
+        # not waited for: its zombie holds the pid until wait(); the kill lands asynchronously
+        deadline = time.monotonic() + 30  # a bound on waiting, not a timing assertion
+        while process_started_at(zombie.pid) is not None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert Path(f"/proc/{zombie.pid}").exists()
+        assert process_started_at(zombie.pid) is None
+    finally:
+        zombie.kill()
+        zombie.wait()
+
+
 @pytest.fixture
 def sleeper() -> Iterator[subprocess.Popen[bytes]]:
     """A live process standing for a run worker."""
