@@ -119,22 +119,38 @@ _MAX_STEP_STARTS = 1000
 
 def process_started_at(pid: int) -> float | None:
     """When process `pid` started, in seconds since the epoch; None when there is no such
-    process (or only its zombie). Linux /proc only (callers check `_can_see_processes` first)."""
+    process (or only its zombie); 0.0 when it exists but its start cannot be read. Linux /proc
+    only (callers check `_can_see_processes` first)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return _hidden_process(pid)
+    try:
         btime = next(
             int(line.split()[1])
             for line in Path("/proc/stat").read_text().splitlines()
             if line.startswith("btime ")
         )
     except (OSError, StopIteration, ValueError):
-        return None
+        return 0.0  # the process exists but its start cannot be placed: never judged gone
     fields = stat.rsplit(")", 1)[1].split()
     # a zombie (killed, not yet waited for by its parent: a run worker's parent is the code
     # server, which may wait late) is gone for our purposes: it runs nothing
     if fields[0] in ("Z", "X"):
         return None
     return btime + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+
+
+def _hidden_process(pid: int) -> float | None:
+    """A pid /proc does not show: gone, or another user's process behind `hidepid`, which
+    cannot be judged and so counts as started long before any run (alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass  # it exists
+    return 0.0
 
 
 def worker_is_gone(started_at: float | None, run_started_at: float) -> bool:
