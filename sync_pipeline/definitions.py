@@ -26,7 +26,8 @@ from sync_pipeline.location_settings import SETTINGS
 from sync_pipeline.resources import build_resources
 
 defs = dg.Definitions(
-    # executors are fixed when the code location loads: SYNC_EXECUTOR picks one (deploy.py)
+    # executors are fixed when the code location loads: SYNC_EXECUTOR picks one for every job,
+    # or (unset) each run gets the one that fits its job's shape when it starts (deploy.py)
     executor=deploy.executor_def(os.environ),
     # each table is written by exactly one of these assets (its registry owner), which also
     # evaluates the table's asset checks (its check specs) right after its commit; the views are

@@ -3,9 +3,13 @@ executor the code location's runs use.
 
 - SYNC_DAGSTER_STORAGE: `sqlite` (default, the embedded single-machine instance under the data
   directory) or `postgres` (deployment/dagster.postgres.yaml; connection details from DAGSTER_PG_*).
-- SYNC_EXECUTOR: `multiprocess` (default: each step in its own process, Dagster's default for
-  launched runs), `in_process`, or `celery` (deployment/celery.yaml: steps as Celery tasks on a
-  broker such as Redis; workers started with `dagster-celery worker start`), or `k8s`
+- SYNC_EXECUTOR, for runs the daemon or the UI launches: unset (the default), each job gets the
+  executor that fits its shape, decided when a run starts (shape_executor.py): in the run worker
+  when its steps can never run at the same time (they form a chain, or all hold the one-slot
+  warehouse pool: every job today), a process per step otherwise. Set, it applies to every job:
+  `multiprocess` (each step in its own process), `in_process`, `celery` (deployment/celery.yaml:
+  steps as Celery tasks on a broker such as Redis; workers started with
+  `dagster-celery worker start`), or `k8s`
   (deployment/k8s/executor.yaml: each step a Kubernetes Job, dagster-k8s).
 
 Everything here is pure (an environment mapping in, text or config out): the two places that
@@ -23,6 +27,7 @@ from typing import Any
 import dagster as dg
 import yaml
 
+from sync_pipeline import shape_executor
 from sync_pipeline.warehouse.location import pool_limit
 
 # The operator-facing configs ship inside the package (package data), so an install from a wheel
@@ -32,8 +37,9 @@ DEPLOY_DIR = Path(__file__).resolve().parent / "deployment"
 # One warehouse pool slot: steps that open the DuckDB file run one at a time, across runs
 # (instance_yaml gives a DuckLake on PostgreSQL SYNC_WAREHOUSE_WRITERS slots instead).
 # No network here, so no telemetry. Run monitoring (where the daemon runs) fails runs stuck
-# starting or running past any sane length and frees the slots of ended runs; runs the CLI
-# executes are checked by the CLI itself (reap_dead_runs).
+# starting or running past any sane length and frees the slots of ended runs; runs whose process
+# died (a CLI run, or a launched run's worker) are noticed sooner by instance.reap_dead_runs,
+# which the CLI calls and the daemon's dead_run_sensor runs every minute.
 LOCAL_INSTANCE_YAML = """\
 telemetry:
   enabled: false
@@ -51,6 +57,7 @@ run_monitoring:
 
 STORAGES = ("sqlite", "postgres")
 EXECUTORS = ("multiprocess", "in_process", "celery", "k8s")
+BY_SHAPE = shape_executor.NAME  # SYNC_EXECUTOR unset
 
 # Variables the Postgres instance yaml reads; all must be set when SYNC_DAGSTER_STORAGE=postgres.
 POSTGRES_ENV = (
@@ -123,6 +130,9 @@ def write_instance_yaml(dagster_home: Path, env: Mapping[str, str]) -> Path:
 
 
 def executor_name(env: Mapping[str, str]) -> str:
+    """The executor SYNC_EXECUTOR names, or `by_shape` (per job, shape_executor.py) unset."""
+    if not (env.get("SYNC_EXECUTOR") or "").strip():
+        return BY_SHAPE
     return _choice(env, "SYNC_EXECUTOR", EXECUTORS)
 
 
@@ -136,9 +146,11 @@ def executor_config(file: str) -> dict[str, Any]:
 def executor_def(env: Mapping[str, str]) -> dg.ExecutorDefinition:
     """The executor the environment selects, configured, for `Definitions(executor=...)`.
 
-    multiprocess (default) is what runs launched by the daemon, the UI or `dagster job execute`
-    use; `execute_in_process` (tests, `sync-pipeline` commands via runs.run_job) runs every step
-    in the calling process whatever is selected here. celery needs a broker in
+    This is what runs launched by the daemon, the UI or `dagster job execute` use: with
+    SYNC_EXECUTOR unset, the executor that runs each job in its run worker when its steps are
+    serial and a process per step otherwise; `execute_in_process` (tests, `sync-pipeline`
+    commands via runs.run_job) runs every step in the calling process whatever is selected
+    here. celery needs a broker in
     SYNC_CELERY_BROKER and workers started with
     `dagster-celery worker start -A dagster_celery.app -y sync_pipeline/deployment/celery.yaml`."""
     name = executor_name(env)
@@ -158,4 +170,6 @@ def executor_def(env: Mapping[str, str]) -> dg.ExecutorDefinition:
         return k8s
     if name == "in_process":
         return dg.in_process_executor
-    return dg.multiprocess_executor
+    if name == "multiprocess":
+        return dg.multiprocess_executor
+    return shape_executor.by_shape_executor

@@ -7,6 +7,8 @@
   that started before the intake committed would miss the new rows.
 - `new_connection_sensor`: a session response in connect.session_responses opened a connection
   → `catchup_sync_job` for that user only.
+- `dead_run_sensor` (assets/dead_runs.py, every 60 s): starts no run; marks failed the runs
+  whose run worker died and frees their warehouse pool slot.
 
 Why the connection sensor reads connect.session_responses (DuckDB) and not the landing log: the
 catch-up it starts builds its user list from that table, so a connection seen in the landing log
@@ -34,6 +36,7 @@ import pandas as pd
 
 from sync_pipeline import connect as state
 from sync_pipeline.assets.automation import SENSOR_STATUS
+from sync_pipeline.assets.dead_runs import dead_run_sensor
 from sync_pipeline.assets.schedules import (
     catchup_sync_job,
     incremental_sync_job,
@@ -248,4 +251,9 @@ def _digest_key(digests: list[str]) -> str:
     return hashlib.sha256("\n".join(digests).encode()).hexdigest()
 
 
-SENSORS: list[dg.SensorDefinition] = [landing_sensor, sync_after_intake, new_connection_sensor]
+SENSORS: list[dg.SensorDefinition] = [
+    landing_sensor,
+    sync_after_intake,
+    new_connection_sensor,
+    dead_run_sensor,
+]

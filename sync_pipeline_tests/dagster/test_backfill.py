@@ -1,6 +1,6 @@
 """Backfills of the daily intake partitions: one day, a range in one run, overlapping re-runs,
-and a 30-day backfill launched the way the UI launches it (its own process, the default
-multiprocess executor) while other runs write the same DuckDB file."""
+and a 30-day backfill launched the way the UI launches it (its own process; a process per step
+with SYNC_EXECUTOR=multiprocess) while other runs write the same DuckDB file."""
 
 from __future__ import annotations
 
@@ -202,12 +202,14 @@ def _blocked_messages(instance: dg.DagsterInstance) -> list[str]:
 
 
 @pytest.mark.slow
-def test_30_day_backfill_with_default_executor_and_concurrent_writers(
+def test_30_day_backfill_with_multiprocess_executor_and_concurrent_writers(
     data_dir: Path, tmp_path: Path
 ) -> None:
-    """The UI launches a single-run backfill as one run in a new process with the default
-    (multiprocess) executor. Here the CLI does the same while a connection-state rebuild runs
-    alongside in its own process (same executor): every step that opens
+    """The UI launches a single-run backfill as one run in a new process. Here the CLI does the
+    same with SYNC_EXECUTOR=multiprocess (a process per step: the two intake steps are ready
+    together; unset, this serial job would run its steps in the run worker, shape_executor.py)
+    while a connection-state rebuild runs alongside in its own process (same executor): every
+    step that opens
     DuckDB waits for the one warehouse pool slot (sync_pipeline.instance), so no step ever
     meets another's file lock."""
     days = day_range(FIRST_DAY, 30)
@@ -215,7 +217,12 @@ def test_30_day_backfill_with_default_executor_and_concurrent_writers(
     home = tmp_path / "dagster_home"
     home.mkdir()
     (home / "dagster.yaml").write_text(LOCAL_INSTANCE_YAML)
-    env = {**os.environ, "DAGSTER_HOME": str(home), "SYNC_DATA_DIR": str(data_dir)}
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "SYNC_DATA_DIR": str(data_dir),
+        "SYNC_EXECUTOR": "multiprocess",
+    }
     # create the instance's storage first: two processes creating it at once race in alembic
     with dg.DagsterInstance.from_config(str(home)):
         pass

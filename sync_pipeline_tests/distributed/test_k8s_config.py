@@ -55,7 +55,8 @@ def test_the_validation_rejects_broken_k8s_config(mutation: dict[str, Any]) -> N
 @pytest.mark.parametrize(
     ("selected", "expected"),
     [
-        (None, "multiprocess"),
+        (None, "by_shape"),  # per job: in the run worker when its steps are serial
+        ("", "by_shape"),
         ("multiprocess", "multiprocess"),
         ("in_process", "in_process"),
         ("celery", "celery"),
