@@ -517,6 +517,29 @@ def bound_memory(con: duckdb.DuckDBPyConnection, limit: str = COMMIT_MEMORY_LIMI
     con.execute("SET preserve_insertion_order = false")
 
 
+def _one_row_per_key(
+    con: duckdb.DuckDBPyConnection, source: str, target: str, key_list: str, *, order: str = ""
+) -> None:
+    """Temp table `target`: one row of `source` per key (`key_list`), the first by `order`
+    (any of them without one). The window sorts only a row number, the keys and the order
+    columns, never whole rows: over wide rows (a first sync of a million records) DuckDB 1.4's
+    window cannot spill within COMMIT_MEMORY_LIMIT and fails out of memory, where the copies
+    and the semi-join here spill."""
+    by = f" ORDER BY {order}" if order else ""
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE rows_numbered AS "
+        f"SELECT row_number() OVER () AS _row, * FROM {source}"
+    )
+    con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE {target} AS
+        SELECT * EXCLUDE (_row) FROM rows_numbered WHERE _row IN (
+            SELECT _row FROM rows_numbered
+            QUALIFY row_number() OVER (PARTITION BY {key_list}{by}) = 1
+        )"""
+    )
+    con.execute("DROP TABLE temp.main.rows_numbered")
+
+
 def row_count(rows: duckdb.DuckDBPyRelation) -> int:
     return int(rows.aggregate("count(*)").fetchall()[0][0])
 
@@ -537,12 +560,8 @@ def upsert_latest(
     con.register("batch_in", batch)
     try:
         # newest version of each key inside the batch first
-        con.execute(
-            f"""CREATE OR REPLACE TEMP TABLE batch_latest AS
-            SELECT * FROM batch_in
-            QUALIFY row_number() OVER (
-                PARTITION BY {key_list} ORDER BY updated_at DESC NULLS LAST
-            ) = 1"""
+        _one_row_per_key(
+            con, "batch_in", "batch_latest", key_list, order="updated_at DESC NULLS LAST"
         )
         empty = not con.execute(f"SELECT 1 FROM {quoted(table)} LIMIT 1").fetchall()
         if empty:
@@ -647,12 +666,13 @@ def insert_absent(
     con.register("new_rows", rows)
     try:
         # staged, counted, inserted (DuckLake has no INSERT … RETURNING)
+        _one_row_per_key(con, "new_rows", "new_once", key_list)
         con.execute(
             f"""CREATE OR REPLACE TEMP TABLE absent_rows AS
-            SELECT * FROM (
-                SELECT * FROM new_rows QUALIFY row_number() OVER (PARTITION BY {key_list}) = 1
-            ) n WHERE NOT EXISTS (SELECT 1 FROM {quoted(table)} t WHERE {join})"""
+            SELECT * FROM new_once n
+            WHERE NOT EXISTS (SELECT 1 FROM {quoted(table)} t WHERE {join})"""
         )
+        con.execute("DROP TABLE temp.main.new_once")
         inserted = int((con.execute("SELECT count(*) FROM absent_rows").fetchone() or (0,))[0])
         if inserted:
             con.execute(f"INSERT INTO {written(con, table)} BY NAME SELECT * FROM absent_rows")

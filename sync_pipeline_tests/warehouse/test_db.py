@@ -112,6 +112,35 @@ def test_last_updated_at_wins_and_rerun_is_a_no_op(con) -> None:  # type: ignore
     assert _names(con, "medical.test_results") == before
 
 
+def test_a_batch_of_wide_records_far_above_the_memory_bound_commits(tmp_path: Path) -> None:
+    """A first sync of a million records put ~1 GB of record text through one upsert, under
+    COMMIT_MEMORY_LIMIT (256 MB): DuckDB 1.4 failed out of memory where it picked the newest copy
+    per key with a window over whole rows. Scaled down: 160 MB of rows under a 64 MB bound."""
+    wide = "x" * 4000
+    later = T0 + dt.timedelta(hours=1)
+    records = [("h", f"r{i}", T0, wide) for i in range(40_000)]
+    records += [("h", f"r{i}", later, "newest") for i in range(0, 40_000, 1000)]
+    with db.connect(tmp_path / "warehouse.duckdb") as con:
+        db.bound_memory(con, "64MB")
+        counts = db.upsert_latest(
+            con, "medical.test_results", _results(*records), ("human_id", "record_id")
+        )
+        # landed deliveries go in first-write-wins through the same narrow window
+        sessions = pa.Table.from_pylist(
+            [
+                {"delivery_digest": f"d{i % 39_000}", "received_at": T0, "payload": wide}
+                for i in range(40_000)
+            ]
+        )
+        taken = db.insert_absent(con, "connect.session_responses", sessions, ("delivery_digest",))
+        assert taken == 39_000
+        assert (counts.inserted, counts.updated) == (40_000, 0)
+        newest = con.execute(
+            "SELECT count(*) FROM medical.test_results WHERE name = 'newest'"
+        ).fetchone()
+        assert newest == (40,)
+
+
 def test_first_load_into_an_empty_table_keeps_the_newest_copy_and_its_children(con) -> None:  # type: ignore[no-untyped-def]
     # an empty target takes the insert-only path: in-batch duplicates still collapse to the
     # newest copy, and only that copy's children land
