@@ -241,7 +241,13 @@ def test_the_daemon_fails_a_launched_run_whose_worker_was_killed(tmp_path: Path)
                     intake[:] = [
                         r.run_id for r in instance.get_runs(dg.RunsFilter(job_name="intake_job"))
                     ]
-                    return len(intake) == 1 and _worker_pid(instance, intake[0]) is not None
+                    # RUN_START (with the worker's pid) is stored before the run's status turns
+                    # STARTED: wait for both, or the worker may be stopped in between
+                    return (
+                        len(intake) == 1
+                        and _worker_pid(instance, intake[0]) is not None
+                        and _status(instance, intake[0]) == dg.DagsterRunStatus.STARTED
+                    )
 
                 assert _wait_for(intake_worker_started, DEADLINE_S, process, every=0.05), log()
                 (killed,) = intake
