@@ -525,6 +525,11 @@ def _one_row_per_key(
     columns, never whole rows: over wide rows (a first sync of a million records) DuckDB 1.4's
     window cannot spill within COMMIT_MEMORY_LIMIT and fails out of memory, where the copies
     and the semi-join here spill."""
+    row = con.execute(f"SELECT count(*) = count(DISTINCT ({key_list})) FROM {source}").fetchone()
+    if row is not None and row[0]:
+        # every key once (a batch normally is): one copy, no window
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {target} AS SELECT * FROM {source}")
+        return
     by = f" ORDER BY {order}" if order else ""
     con.execute(
         "CREATE OR REPLACE TEMP TABLE rows_numbered AS "
