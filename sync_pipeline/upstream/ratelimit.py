@@ -209,6 +209,11 @@ class RateBudget:
         # a reset years ahead (or a clock years off) is not a window anyone waits out
         reset_in = min(max(reset_in, 0.0), self._max_pause)
         if remaining <= 0:
+            if reset >= _EPOCH_THRESHOLD_S and reset_in <= 0:
+                # the window this answer was counted in has ended: a late answer (its request
+                # left just before the reset, the reply came after it), not a reason to stop
+                # everyone for another second
+                return
             self._pause_for(reset_in if reset_in > 0 else _DEFAULT_PAUSE_S)
             return
         if reset_in > 0:

@@ -75,6 +75,19 @@ def test_exhausted_window_pauses_until_reset() -> None:
     assert budget.paused_until == pytest.approx(clock.now + 7)
 
 
+def test_an_exhausted_window_that_has_already_ended_pauses_no_one() -> None:
+    """`Remaining: 0` of a window whose (absolute) reset is already past arrives late: its
+    request left just before the reset. The next window is open; pausing a second would idle
+    the fetch for a whole window each time (what the bench's request timeline showed)."""
+    clock = FakeClock()
+    budget = RateBudget(None, clock=clock, wall_clock=lambda: 1_700_000_000.2)
+    budget.observe(200, {"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "1700000000"})
+    assert budget.paused_until <= clock.now
+    # one still to come pauses until it
+    budget.observe(200, {"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "1700000001"})
+    assert budget.paused_until == pytest.approx(clock.now + 0.8)
+
+
 def test_429_halves_the_pace_once_per_pause_then_recovers_slowly() -> None:
     clock = FakeClock()
     budget = RateBudget(10, clock=clock)
