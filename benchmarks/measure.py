@@ -93,9 +93,9 @@ def patched(target: Any, name: str, replacement: Any) -> Iterator[None]:
 
 @contextmanager
 def sync_stage_clock() -> Iterator[StageClock]:
-    """Time read_inputs, fetch_plan, normalize_records, Stager.add/finish and commit_run."""
-    from sync_pipeline.normalize import normalize_records
-    from sync_pipeline.sync import fetch, run
+    """Time read_inputs, fetch_plan, Stager.add/finish and commit_run (typing is timed where
+    it runs, often the worker process: FetchResult.typing_s)."""
+    from sync_pipeline.sync import run
     from sync_pipeline.sync.commit import commit_run
     from sync_pipeline.sync.fetch import fetch_plan
     from sync_pipeline.sync.stage import Stager
@@ -104,7 +104,6 @@ def sync_stage_clock() -> Iterator[StageClock]:
     with (
         patched(run, "read_inputs", clock.wrap("plan", run.read_inputs)),
         patched(run, "fetch_plan", clock.wrap_async("fetch_phase", fetch_plan)),
-        patched(fetch, "normalize_records", clock.wrap("normalise", normalize_records)),
         patched(Stager, "add", clock.wrap("stage", Stager.add)),
         patched(Stager, "finish", clock.wrap("stage", Stager.finish)),
         patched(run, "commit_run", clock.wrap("commit", commit_run)),

@@ -116,10 +116,12 @@ def our_sync(
         profiler.stop()
         profile_to.write_text(profiler.output_text(unicode=True, color=False, show_all=False))
         profile_to.with_suffix(".html").write_text(profiler.output_html())
-    peak = peak_rss_mib()
+    # the typing worker's peak adds to this process's: both are resident at once
+    worker_peak = report.fetched.worker_peak_rss_mib
+    peak = peak_rss_mib() + worker_peak
     s = clock.seconds
     fetch_phase = s.get("fetch_phase", 0.0)
-    normalise, stage, commit = s.get("normalise", 0.0), s.get("stage", 0.0), s.get("commit", 0.0)
+    normalise, stage, commit = report.fetched.typing_s, s.get("stage", 0.0), s.get("commit", 0.0)
     records = sum(report.fetched.received.values())
     latencies = _latencies_ms(settings, run_id)
     load = stage + commit
@@ -131,8 +133,11 @@ def our_sync(
         "records_per_s": records / wall if wall > 0 else None,
         "stages_s": {
             "plan": s.get("plan", 0.0),
-            "fetch": max(0.0, fetch_phase - normalise - stage),
+            # the phase's wall time: typing (in the worker process) and staging overlap it
+            "fetch": fetch_phase,
             "normalise": normalise,
+            # the typing worker decoding raw pages again (the fetch decoded them once already)
+            "decode_again": report.fetched.decode_s,
             "load": load,
             "load_stage_parquet": stage,
             "load_commit": commit,
@@ -140,10 +145,15 @@ def our_sync(
         "normalise_load_records_per_s": records / (normalise + load)
         if normalise + load > 0
         else None,
+        "decode_normalise_load_records_per_s": records
+        / (report.fetched.decode_s + normalise + load)
+        if normalise + load > 0
+        else None,
         **_request_figures(sim, fetch_phase, limit),
         "p95_request_ms": percentile(latencies, 0.95),
         "p50_request_ms": percentile(latencies, 0.50),
         "peak_rss_mib": peak,
+        "worker_peak_rss_mib": worker_peak,
         "failed_items": len(report.summary.failed_items),
         "profiled": profile_to is not None,
     }

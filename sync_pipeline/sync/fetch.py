@@ -23,9 +23,10 @@ from typing import Any
 import pandas as pd
 
 from sync_pipeline.connect import source_status_rows
-from sync_pipeline.normalize import Limits, NormalizedBatch, normalize_records
+from sync_pipeline.normalize import Limits
 from sync_pipeline.sync.plan import SyncPlan, WorkItem
 from sync_pipeline.sync.stage import Stager
+from sync_pipeline.sync.typing_worker import Chunk, TypedBatch, TypingProcess, type_chunks
 from sync_pipeline.tables.registry import children_of
 from sync_pipeline.upstream.client import (
     ClientCredentialsRejected,
@@ -69,6 +70,12 @@ class FetchResult:
     # SYNC_CURSOR_LAG_S: no cursor moves past upstream_now - cursor_lag
     upstream_now: datetime | None = None
     cursor_lag: timedelta = timedelta(0)
+    # seconds spent typing records (in the worker process or a thread), decoding raw pages a
+    # second time for it, and the worker's peak resident memory (0 when no batch was big
+    # enough to need it)
+    typing_s: float = 0.0
+    decode_s: float = 0.0
+    worker_peak_rss_mib: float = 0.0
 
     def next_cursor(self, result: ItemResult) -> datetime | None:
         """The cursor a finished catch-up item leaves: the newest updatedAt it saw, held to the
@@ -105,45 +112,68 @@ NORMALISE_BATCH = 2_000
 # SYNC_MAX_RECORD_BYTES) is typed soon instead of waiting for 2,000 of its kind; and across
 # tables, the largest buffer is typed whenever all of them together pass twice that.
 NORMALISE_BATCH_BYTES = 32 * 2**20
+# A batch of at least this many records is typed in the worker process (typing_worker.py);
+# a smaller one in a thread: starting the worker costs about half a second of CPU, more than
+# typing a few hundred records, and a catch-up of a few users never needs it.
+WORKER_MIN_RECORDS = 500
+
+
+@dataclass
+class _Pending:
+    endpoint: Endpoint
+    chunks: list[Chunk] = field(default_factory=list)
+    records: int = 0
+    body_bytes: int = 0
 
 
 class _Batcher:
     """Buffers fetched pages per table across users and types them in batches, off the event
-    loop (one worker thread, so the loop keeps requests flowing while pandas works)."""
+    loop: a big batch in the worker process, a small one in a thread (one thread, which also
+    stages every typed batch, so a table's chunks reach the stager in order)."""
 
     def __init__(
         self,
         stager: Stager,
         results: dict[tuple[str, str], ItemResult],
         limits: Callable[[], Limits] = Limits,
+        worker_min_records: int = WORKER_MIN_RECORDS,
     ) -> None:
         self._stager = stager
         self._results = results  # (human_id, table) -> the one item of that pair
         self._limits = limits  # read per batch: the upstream's clock moves on
-        self._pending: dict[str, tuple[Endpoint, list[str], list[Any]]] = {}
-        self._pending_bytes: dict[str, int] = defaultdict(int)
+        self._worker_min_records = worker_min_records
+        self._pending: dict[str, _Pending] = {}
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="normalise")
+        self._worker = TypingProcess()
         self.received: dict[str, int] = defaultdict(int)
         self.rejected: list[pd.DataFrame] = []
         self.flagged: list[pd.DataFrame] = []
+        self.typing_s = 0.0
+        self.decode_s = 0.0
+        self.worker_peak_rss_mib = 0.0
 
     async def add(
-        self, endpoint: Endpoint, human_id: str, records: list[Any], body_bytes: int = 0
+        self,
+        endpoint: Endpoint,
+        human_id: str,
+        records: list[Any],
+        body_bytes: int = 0,
+        plain_body: bytes | None = None,
     ) -> None:
+        """Buffer one page (or record) of `human_id`; `plain_body` is the page's raw body when
+        it decodes to `records` with orjson alone (Page.plain_body): sent on instead of them."""
         if not records:
             return
-        _, owners, buffered = self._pending.setdefault(endpoint.table, (endpoint, [], []))
-        owners.extend([human_id] * len(records))
-        buffered.extend(records)
-        self._pending_bytes[endpoint.table] += body_bytes
+        pending = self._pending.setdefault(endpoint.table, _Pending(endpoint))
+        pending.chunks.append((human_id, plain_body if plain_body is not None else records))
+        pending.records += len(records)
+        pending.body_bytes += body_bytes
         self._results[(human_id, endpoint.table)].received += len(records)
-        if (
-            len(buffered) >= NORMALISE_BATCH
-            or self._pending_bytes[endpoint.table] >= NORMALISE_BATCH_BYTES
-        ):
+        if pending.records >= NORMALISE_BATCH or pending.body_bytes >= NORMALISE_BATCH_BYTES:
             await self._flush(endpoint.table)
-        while sum(self._pending_bytes.values()) > 2 * NORMALISE_BATCH_BYTES:
-            await self._flush(max(self._pending_bytes, key=self._pending_bytes.__getitem__))
+        while sum(p.body_bytes for p in self._pending.values()) > 2 * NORMALISE_BATCH_BYTES:
+            largest = max(self._pending.values(), key=lambda p: p.body_bytes)
+            await self._flush(largest.endpoint.table)
 
     async def table_done(self, table: str) -> None:
         """No more records will come for `table`: type what is buffered now, while other
@@ -164,41 +194,45 @@ class _Batcher:
                 self._stager.flush_table(child.name)
 
     async def finish(self) -> None:
-        for table in list(self._pending):
-            await self._flush(table)
-        self._pool.shutdown()
+        try:
+            for table in list(self._pending):
+                await self._flush(table)
+        finally:
+            self._worker.close()
+            self._pool.shutdown()
 
     async def _flush(self, table: str) -> None:
-        endpoint, owners, records = self._pending.pop(table)
-        self._pending_bytes.pop(table, None)
+        pending = self._pending.pop(table)
         loop = asyncio.get_running_loop()
         try:
-            batch = await loop.run_in_executor(
-                self._pool, self._type_and_stage, endpoint, owners, records, self._limits()
-            )
-        except Exception as exc:
+            if pending.records >= self._worker_min_records:
+                batch = await self._worker.type_chunks(
+                    pending.endpoint, pending.chunks, self._limits()
+                )
+            else:
+                batch = await loop.run_in_executor(
+                    self._pool, type_chunks, pending.endpoint, pending.chunks, self._limits()
+                )
+            await loop.run_in_executor(self._pool, self._stage, batch)
+        except Exception as exc:  # BrokenProcessPool too: the worker died
             raise StagingFailed(f"staging {table} failed: {type(exc).__name__}") from exc
+        self.typing_s += batch.seconds
+        self.decode_s += batch.decode_s
+        if pending.records >= self._worker_min_records:
+            self.worker_peak_rss_mib = max(self.worker_peak_rss_mib, batch.peak_rss_mib)
         self.received[table] += batch.received
         if len(batch.rejected):
             self.rejected.append(batch.rejected)
-        if batch.flagged is not None and len(batch.flagged):
+        if len(batch.flagged):
             self.flagged.append(batch.flagged)
-        main = batch.tables[table]
-        if len(main):
-            newest = main.groupby("human_id", observed=True)["updated_at"].max()
-            for human_id, seen in newest.items():
-                result = self._results[(str(human_id), table)]
-                moment = pd.Timestamp(seen).to_pydatetime()
-                if result.newest_updated_at is None or moment > result.newest_updated_at:
-                    result.newest_updated_at = moment
+        for human_id, moment in batch.newest.items():
+            result = self._results[(human_id, table)]
+            if result.newest_updated_at is None or moment > result.newest_updated_at:
+                result.newest_updated_at = moment
 
-    def _type_and_stage(
-        self, endpoint: Endpoint, owners: list[str], records: list[Any], limits: Limits
-    ) -> NormalizedBatch:
-        batch = normalize_records(endpoint, owners, records, limits)
-        for name, frame in batch.tables.items():
-            self._stager.add(name, frame)
-        return batch
+    def _stage(self, batch: TypedBatch) -> None:
+        for name, data in batch.tables.items():
+            self._stager.add(name, data)
 
 
 async def fetch_plan(
@@ -213,6 +247,7 @@ async def fetch_plan(
     max_record_bytes: int = Limits.max_record_bytes,
     future_tolerance_s: float = Limits.future_tolerance_s,
     cursor_lag_s: float = 0.0,
+    worker_min_records: int = WORKER_MIN_RECORDS,
 ) -> FetchResult:
     """Fetch every item with at most `workers` items in flight (a bounded queue, not one task
     per item: thousands of waiting tasks would spend their request deadlines queueing)."""
@@ -221,7 +256,7 @@ async def fetch_plan(
     def limits() -> Limits:
         return Limits(max_record_bytes, client.upstream_now(), future_tolerance_s)
 
-    batcher = _Batcher(stager, results, limits)
+    batcher = _Batcher(stager, results, limits, worker_min_records)
     # Endpoint by endpoint (every user's item of one endpoint, then the next): a table's items
     # finish close together, so its records are typed and staged while later endpoints are
     # still fetched, rather than every table's last partial batch after the last request.
@@ -264,7 +299,9 @@ async def fetch_plan(
                     user, endpoint, updated_since=item.updated_since
                 ):
                     seen.update(str(r.get("id")) for r in page.records if isinstance(r, dict))
-                    await batcher.add(endpoint, user.human_id, page.records, page.body_bytes)
+                    await batcher.add(
+                        endpoint, user.human_id, page.records, page.body_bytes, page.plain_body
+                    )
                 # a notified object the list did not return is gone (or older than the
                 # cursor): only a GET by id can tell, and a 404 must set deleted_at
                 await fetch_by_id(item, (r for r in item.record_ids if r not in seen), result)
@@ -336,4 +373,7 @@ async def fetch_plan(
         else pd.DataFrame(),
         upstream_now=client.upstream_now(),
         cursor_lag=timedelta(seconds=cursor_lag_s),
+        typing_s=batcher.typing_s,
+        decode_s=batcher.decode_s,
+        worker_peak_rss_mib=batcher.worker_peak_rss_mib,
     )

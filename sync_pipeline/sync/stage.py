@@ -13,10 +13,8 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
-import pandas as pd
 import pyarrow as pa
 
-from sync_pipeline.normalize import to_arrow
 from sync_pipeline.settings import LakeLocation
 from sync_pipeline.warehouse import lake
 
@@ -51,12 +49,12 @@ class Stager:
         self._chunks: dict[str, int] = defaultdict(int)
         self.files: dict[str, list[Path | str]] = defaultdict(list)
 
-    def add(self, table: str, frame: pd.DataFrame) -> None:
-        if frame.empty:
+    def add(self, table: str, data: pa.Table) -> None:
+        """Buffer typed rows of `table` (exactly its declared schema, normalize.to_arrow)."""
+        if not data.num_rows:
             return
-        data = to_arrow(table, frame)
         self._buffers[table].append(data)
-        self._buffered_rows[table] += len(frame)
+        self._buffered_rows[table] += data.num_rows
         self._buffered_bytes[table] += data.nbytes
         if self._buffered_rows[table] >= self._flush_rows:
             self._flush(table)

@@ -95,6 +95,16 @@ def _inflate(inflater: Any, chunk: bytes, room: int) -> list[bytes]:
     return out
 
 
+def decode_plain(body: bytes) -> tuple[Any, bool]:
+    """`decode_json`, and whether orjson alone read the body: then any process that reads the
+    same bytes with orjson gets the same value, so a raw page can be handed on and decoded
+    again elsewhere (the json module's fallbacks depend on the stack depth they run at)."""
+    try:
+        return orjson.loads(body), True
+    except orjson.JSONDecodeError:
+        return decode_json(body), False
+
+
 def decode_json(body: bytes) -> Any:
     """A body as JSON. orjson parses several times faster than the json module (every page
     passes here); the json module still decides what orjson refuses (NaN/Infinity literals,

@@ -39,7 +39,7 @@ from typing import Any, Self
 import httpx
 import stamina
 
-from sync_pipeline.upstream.body import ACCEPT_ENCODING, BodyRefused, decode_json, read_capped
+from sync_pipeline.upstream.body import ACCEPT_ENCODING, BodyRefused, decode_plain, read_capped
 from sync_pipeline.upstream.endpoints import SOURCES_PATH, Endpoint
 from sync_pipeline.upstream.errors import (
     ClientCredentialsRejected,
@@ -141,6 +141,7 @@ class _Answer:
     response: httpx.Response  # streamed and closed: its body is read once, bounded, in _send
     payload: Any  # decoded JSON for 2xx answers, None otherwise
     body_bytes: int = 0  # decompressed size of the body
+    plain_body: bytes | None = None  # the body, when orjson alone decoded it (see Page)
 
 
 def _header_int(response: httpx.Response, name: str) -> int | None:
@@ -276,7 +277,10 @@ class UpstreamClient:
             total = _header_int(answer.response, "x-total-count")
             pages += 1
             received += len(records)
-            yield Page(records, total, request_id, body_bytes=answer.body_bytes)
+            yield Page(
+                records, total, request_id,
+                body_bytes=answer.body_bytes, plain_body=answer.plain_body,
+            )  # fmt: skip
             next_link = answer.response.links.get("next", {}).get("url")
             if not next_link:
                 return
@@ -597,7 +601,7 @@ class UpstreamClient:
             self._finish(state, started_at, started, response, f"HTTP {status}", body)
             return _Answer(response, None, len(body))
         try:
-            payload = decode_json(body)
+            payload, plain = decode_plain(body)
         except BodyRefused as exc:
             self._finish(state, started_at, started, response, str(exc), body)
             raise _Refused(status, str(exc)) from None
@@ -606,7 +610,7 @@ class UpstreamClient:
             self._finish(state, started_at, started, response, "invalid JSON body", body)
             raise _Transient(status, "invalid JSON body", None) from None
         self._finish(state, started_at, started, response, None, body)
-        return _Answer(response, payload, len(body))
+        return _Answer(response, payload, len(body), body if plain else None)
 
     def _finish(
         self,

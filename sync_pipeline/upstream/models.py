@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -32,6 +32,9 @@ class Page:
     total_count: int | None  # X-Total-Count, when the upstream sent one
     request_id: str  # our X-Request-Id for the request that returned this page
     body_bytes: int = 0  # decompressed size of the response body
+    # the body itself when orjson alone decodes it to `records` (the normaliser's worker
+    # process reads that instead of pickled records); None when decoding took a fallback
+    plain_body: bytes | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)

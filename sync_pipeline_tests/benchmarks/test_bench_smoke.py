@@ -23,6 +23,7 @@ RATIOS = (
     "fetch_share_429",
     "ours_over_dlt_records_per_s",
     "normalise_load_over_read_json",
+    "decode_normalise_load_over_read_json",
     "nothing_new_data_requests",
     "incremental_data_requests_per_notification",
     "peak_rss_mib",

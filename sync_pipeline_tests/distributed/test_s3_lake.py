@@ -86,7 +86,7 @@ def test_sync_with_the_lake_on_s3(tmp_path: Path, s3_endpoint: str) -> None:
 
 def test_a_run_that_does_not_commit_deletes_its_objects(tmp_path: Path, s3_endpoint: str) -> None:
     """Staged objects hold PHI and no manifest names them: a failed run deletes its own."""
-    from sync_pipeline.normalize import normalize_records
+    from sync_pipeline.normalize import normalize_records, to_arrow
     from sync_pipeline.sync.stage import Stager
     from sync_pipeline.upstream.endpoints import BY_PATH
 
@@ -97,7 +97,7 @@ def test_a_run_that_does_not_commit_deletes_its_objects(tmp_path: Path, s3_endpo
     ]
     location = LakeLocation(tmp_path / "lake", url=f"s3://{bucket}/lake", endpoint_url=s3_endpoint)
     stager = Stager(location, "run-that-fails")
-    stager.add("wellness.weight", frame)
+    stager.add("wellness.weight", to_arrow("wellness.weight", frame))
     [url] = stager.finish()["wellness.weight"]
     assert fs.exists(str(url))
     assert stager.discard() == 1

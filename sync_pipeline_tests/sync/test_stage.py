@@ -6,9 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 import pytest
 
-from sync_pipeline.normalize import normalize_records
+from sync_pipeline.normalize import normalize_records, to_arrow
 from sync_pipeline.sync.stage import Stager
 from sync_pipeline.upstream.endpoints import BY_PATH
 
@@ -17,7 +18,7 @@ WEIGHT = BY_PATH["weight/readings"]
 HEIGHT = BY_PATH["height/readings"]
 
 
-def _frame(endpoint_path: str, count: int, start: int = 0):  # type: ignore[no-untyped-def]
+def _frame(endpoint_path: str, count: int, start: int = 0) -> pa.Table:
     records = [
         {
             "id": f"{i:024x}",
@@ -30,7 +31,9 @@ def _frame(endpoint_path: str, count: int, start: int = 0):  # type: ignore[no-u
         for i in range(start, start + count)
     ]
     endpoint = BY_PATH[endpoint_path]
-    return normalize_records(endpoint, HUMAN_ID, records).tables[endpoint.table]
+    return to_arrow(
+        endpoint.table, normalize_records(endpoint, HUMAN_ID, records).tables[endpoint.table]
+    )
 
 
 def _staged_ids(files: list[Path | str]) -> list[str]:
