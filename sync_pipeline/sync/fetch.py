@@ -110,8 +110,9 @@ class StagingFailed(Exception):
 NORMALISE_BATCH = 2_000
 # ... or fewer, once their response bodies add up to this: a page of big records (each up to
 # SYNC_MAX_RECORD_BYTES) is typed soon instead of waiting for 2,000 of its kind; and across
-# tables, the largest buffer is typed whenever all of them together pass twice that.
-NORMALISE_BATCH_BYTES = 32 * 2**20
+# tables, the largest buffer is typed whenever all of them together pass twice that. Decoded,
+# typed and converted, a batch takes several times its JSON size in the worker's memory.
+NORMALISE_BATCH_BYTES = 8 * 2**20
 # A batch of at least this many records is typed in the worker process (typing_worker.py);
 # a smaller one in a thread: starting the worker costs about half a second of CPU, more than
 # typing a few hundred records, and a catch-up of a few users never needs it.
@@ -120,10 +121,36 @@ WORKER_MIN_RECORDS = 500
 
 @dataclass
 class _Pending:
+    """One table's buffered pages. Each keeps its decoded records while the batch may still
+    be typed in the thread (fewer than the worker's minimum so far), and its raw body, which
+    the worker reads instead when the batch grows past that."""
+
     endpoint: Endpoint
-    chunks: list[Chunk] = field(default_factory=list)
-    records: int = 0
+    owners: list[str] = field(default_factory=list)
+    records: list[list[Any] | None] = field(default_factory=list)
+    bodies: list[bytes | None] = field(default_factory=list)
+    count: int = 0
     body_bytes: int = 0
+
+    def add(
+        self, human_id: str, records: list[Any], body: bytes | None, body_bytes: int, keep: bool
+    ) -> None:
+        self.owners.append(human_id)
+        self.records.append(records if keep or body is None else None)
+        self.bodies.append(body)
+        self.count += len(records)
+        self.body_bytes += body_bytes
+
+    def chunks(self, raw: bool) -> list[Chunk]:
+        """Each page as the worker takes it (`raw`: its body where there is one) or as the
+        thread does (its records, all kept while the batch was below the worker's minimum)."""
+        chunks: list[Chunk] = []
+        for owner, records, body in zip(self.owners, self.records, self.bodies, strict=True):
+            content = body if raw and body is not None else records
+            if content is None:
+                raise RuntimeError("a page's records were dropped before a typing in the thread")
+            chunks.append((owner, content))
+        return chunks
 
 
 class _Batcher:
@@ -165,11 +192,10 @@ class _Batcher:
         if not records:
             return
         pending = self._pending.setdefault(endpoint.table, _Pending(endpoint))
-        pending.chunks.append((human_id, plain_body if plain_body is not None else records))
-        pending.records += len(records)
-        pending.body_bytes += body_bytes
+        keep = pending.count + len(records) < self._worker_min_records
+        pending.add(human_id, records, plain_body, body_bytes, keep=keep)
         self._results[(human_id, endpoint.table)].received += len(records)
-        if pending.records >= NORMALISE_BATCH or pending.body_bytes >= NORMALISE_BATCH_BYTES:
+        if pending.count >= NORMALISE_BATCH or pending.body_bytes >= NORMALISE_BATCH_BYTES:
             await self._flush(endpoint.table)
         while sum(p.body_bytes for p in self._pending.values()) > 2 * NORMALISE_BATCH_BYTES:
             largest = max(self._pending.values(), key=lambda p: p.body_bytes)
@@ -205,20 +231,25 @@ class _Batcher:
         pending = self._pending.pop(table)
         loop = asyncio.get_running_loop()
         try:
-            if pending.records >= self._worker_min_records:
+            in_worker = pending.count >= self._worker_min_records
+            if in_worker:
                 batch = await self._worker.type_chunks(
-                    pending.endpoint, pending.chunks, self._limits()
+                    pending.endpoint, pending.chunks(raw=True), self._limits()
                 )
             else:
                 batch = await loop.run_in_executor(
-                    self._pool, type_chunks, pending.endpoint, pending.chunks, self._limits()
+                    self._pool,
+                    type_chunks,
+                    pending.endpoint,
+                    pending.chunks(raw=False),
+                    self._limits(),
                 )
             await loop.run_in_executor(self._pool, self._stage, batch)
         except Exception as exc:  # BrokenProcessPool too: the worker died
             raise StagingFailed(f"staging {table} failed: {type(exc).__name__}") from exc
         self.typing_s += batch.seconds
         self.decode_s += batch.decode_s
-        if pending.records >= self._worker_min_records:
+        if in_worker:
             self.worker_peak_rss_mib = max(self.worker_peak_rss_mib, batch.peak_rss_mib)
         self.received[table] += batch.received
         if len(batch.rejected):
