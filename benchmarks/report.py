@@ -163,7 +163,8 @@ def print_report(result: dict[str, Any], console: Console | None = None) -> None
     console.print(
         "[dim]fetch s: the fetch phase's wall time, which typing (in a worker process) and "
         "staging overlap; normalise s: typing time where it ran; load s: staging Parquet + "
-        "commit; peak RSS: the sync's process plus its typing worker's[/dim]"
+        "commit; peak RSS: the larger of the fetch (the sync's process plus its typing "
+        "worker, which exits with the fetch) and the commit[/dim]"
     )
     for name, run in result["runs"].items():
         if run.get("failed_items"):

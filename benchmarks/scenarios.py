@@ -116,9 +116,11 @@ def our_sync(
         profiler.stop()
         profile_to.write_text(profiler.output_text(unicode=True, color=False, show_all=False))
         profile_to.with_suffix(".html").write_text(profiler.output_html())
-    # the typing worker's peak adds to this process's: both are resident at once
+    # the typing worker's peak adds to this process's during the fetch (both resident at
+    # once; summing two peaks may overstate it); the commit runs after the worker exited
     worker_peak = report.fetched.worker_peak_rss_mib
-    peak = peak_rss_mib() + worker_peak
+    fetch_peak = clock.fetch_peak_rss_mib or 0.0
+    peak = max(fetch_peak + worker_peak, peak_rss_mib())
     s = clock.seconds
     fetch_phase = s.get("fetch_phase", 0.0)
     normalise, stage, commit = report.fetched.typing_s, s.get("stage", 0.0), s.get("commit", 0.0)
@@ -153,6 +155,7 @@ def our_sync(
         "p95_request_ms": percentile(latencies, 0.95),
         "p50_request_ms": percentile(latencies, 0.50),
         "peak_rss_mib": peak,
+        "fetch_peak_rss_mib": fetch_peak,
         "worker_peak_rss_mib": worker_peak,
         "failed_items": len(report.summary.failed_items),
         "profiled": profile_to is not None,

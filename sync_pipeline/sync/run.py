@@ -25,6 +25,7 @@ import httpx
 import pandas as pd
 
 from sync_pipeline.settings import LakeLocation, Settings
+from sync_pipeline.sync import heap
 from sync_pipeline.sync.commit import CommitSummary, commit_run
 from sync_pipeline.sync.fetch import FetchResult, fetch_plan
 from sync_pipeline.sync.interrupt import StopSignals
@@ -144,6 +145,7 @@ def run_sync(
     staged files are gone."""
     if isinstance(target, Settings):
         target = SyncTarget.of(target)
+    heap.return_large_blocks_promptly()
     limits, warehouse, lake_at = target.upstream, target.warehouse, target.lake
     with StopSignals() as stop:
         inputs = read_inputs(warehouse)

@@ -32,6 +32,7 @@ import pyarrow as pa
 
 from sync_pipeline.normalize import Limits, normalize_records, to_arrow
 from sync_pipeline.normalize.schemas import FLAGGED_SCHEMA
+from sync_pipeline.sync import heap
 from sync_pipeline.upstream.endpoints import Endpoint
 
 # (human_id, records): a page's raw body when orjson alone decoded it (Page.plain_body), else
@@ -54,6 +55,7 @@ class TypedBatch:
 def type_chunks(endpoint: Endpoint, chunks: Sequence[Chunk], limits: Limits) -> TypedBatch:
     """Type one batch of `endpoint`'s pages, of one or many users. Never raises on what the
     records hold (normalize_records is the containment boundary)."""
+    heap.return_large_blocks_promptly()
     started = time.perf_counter()
     owners: list[str] = []
     records: list[Any] = []
