@@ -14,6 +14,7 @@ from sync_pipeline.normalize.schemas import TABLE_SCHEMAS
 from sync_pipeline.sync.commit import commit_run
 from sync_pipeline.sync.fetch import FetchResult
 from sync_pipeline.sync.plan import SyncPlan
+from sync_pipeline.tables.registry import TABLES
 from sync_pipeline.warehouse import db, lake
 from sync_pipeline.warehouse.location import WarehouseLocation
 from sync_pipeline_tests.resources import settings_for
@@ -234,6 +235,83 @@ def test_an_equal_row_is_told_apart_by_any_column_nulls_included(con) -> None:  
         )
         assert (changed.updated, changed.unchanged) == (1, 0), column
         db.upsert_latest(con, RESULTS, pa.Table.from_pylist([row]), keys)  # back as it was
+
+
+class _Statements:
+    """A connection that counts the statements run through it."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self.con, self.executed = con, 0
+
+    def execute(self, *args: object) -> duckdb.DuckDBPyConnection:
+        self.executed += 1
+        return self.con.execute(*args)  # type: ignore[arg-type]
+
+    def sql(self, *args: object, **kwargs: object) -> duckdb.DuckDBPyRelation:
+        self.executed += 1
+        return self.con.sql(*args, **kwargs)  # type: ignore[arg-type]
+
+
+def test_row_counts_of_many_tables_in_one_statement_match_each_count(con) -> None:  # type: ignore[no-untyped-def]
+    db.upsert_latest(
+        con,
+        RESULTS,
+        _results(("h", "a", T0, "x"), ("h", "b", T0, "y")),
+        ("human_id", "record_id"),
+        children={COMPONENTS: _components(("h", "a", 0, "a0"), ("h", "a", 1, "a1"))},
+    )
+    db.insert_absent(
+        con,
+        "connect.session_responses",
+        pa.table({"delivery_digest": ["d1"]}),
+        ("delivery_digest",),
+    )
+    tables = sorted(TABLES)
+    counting = _Statements(con)
+    counts = db.row_counts(counting, tables)  # type: ignore[arg-type]
+    assert counting.executed == 1
+    assert counts == {
+        t: con.execute(f"SELECT count(*) FROM {db.quoted(t)}").fetchone()[0] for t in tables
+    }
+    assert (counts[RESULTS], counts[COMPONENTS], counts["connect.session_responses"]) == (2, 2, 1)
+    assert db.row_counts(con, []) == {}
+
+
+def test_heads_of_many_tables_in_one_statement_match_each_head(con) -> None:  # type: ignore[no-untyped-def]
+    """Newest first, the columns asked for that each table has, their own types (`status` is
+    text in ops.notification_status and an integer in ops.http_requests)."""
+    db.upsert_latest(
+        con,
+        RESULTS,
+        _results(*((f"h{i % 2}", f"r{i}", T0 + dt.timedelta(hours=i), f"n{i}") for i in range(8))),
+        ("human_id", "record_id"),
+    )
+    db.append(
+        con,
+        "ops.http_requests",
+        pa.table({"request_id": ["q1", "q2"], "status": [200, 429], "attempt": [0, 1]}),
+    )
+    db.append(
+        con,
+        "ops.notification_status",
+        pa.table({"notification_id": ["n1"], "status": ["synced"], "synced_at": [T0]}),
+    )
+    tables = [RESULTS, "ops.http_requests", "ops.notification_status", COMPONENTS]
+    columns = ["record_id", "status", "updated_at", "notification_id", "attempt", "position"]
+    counting = _Statements(con)
+    heads = db.table_heads(counting, tables, columns, limit=5)  # type: ignore[arg-type]
+    assert counting.executed == 1
+    assert heads[RESULTS].column_names == ["record_id", "status", "updated_at"]
+    assert heads[RESULTS].column("record_id").to_pylist() == ["r7", "r6", "r5", "r4", "r3"]
+    requests = heads["ops.http_requests"]
+    assert requests.schema.field("status").type == pa.int32()
+    assert sorted(requests.column("status").to_pylist()) == [200, 429]
+    assert heads["ops.notification_status"].to_pylist() == [
+        {"notification_id": "n1", "status": "synced"}
+    ]
+    assert heads[COMPONENTS].num_rows == 0
+    assert heads[COMPONENTS].column_names == ["record_id", "position"]
+    assert db.table_heads(con, [], columns) == {}
 
 
 def test_a_batch_of_wide_records_far_above_the_memory_bound_commits(tmp_path: Path) -> None:
