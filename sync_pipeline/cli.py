@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
 import signal
 import sys
+import threading
 import warnings
 from collections.abc import Callable, Sequence
+from contextlib import suppress
 from dataclasses import replace
 from pathlib import Path
 from types import FrameType
@@ -179,5 +182,51 @@ def _run(args: argparse.Namespace) -> int:
     raise AssertionError(args.command)
 
 
+def entry() -> None:
+    """The `sync-pipeline` console script (and `python -m sync_pipeline.cli`): main, then the
+    process ends at once with its exit code, without the interpreter's teardown.
+
+    That teardown (freeing every module and object of an interpreter that imported Dagster and
+    ran jobs in it; C extensions' finalizers) took 0.6-1 s after a small sync had printed its
+    outcome, for nothing the command needs: by the time main returns, its context managers
+    have closed every DuckDB connection and landing file and disposed the Dagster instance
+    (commands.open_instance), and the run's events are in the instance (written as they
+    happen). What atexit holds (logging's flush, multiprocessing's children) still runs, and
+    stdout and stderr are flushed. A thread still working at that point (none is, in any
+    command today) keeps the ordinary exit, which waits for it.
+
+    main itself returns (tests call it in process)."""
+    try:
+        code = main()
+    except SystemExit as stop:  # argparse's usage errors and --help
+        code = _status(stop.code)
+    except KeyboardInterrupt:  # before main's own handler (at start-up)
+        code = 130
+    except BaseException:
+        sys.excepthook(*sys.exc_info())  # the traceback Python would print
+        code = 1
+    if any(
+        t.is_alive() and not t.daemon
+        for t in threading.enumerate()
+        if t is not threading.main_thread()
+    ):
+        sys.exit(code)
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with suppress(Exception):  # a closed pipe: nothing more can be said there
+            stream.flush()
+    os._exit(code)
+
+
+def _status(code: object) -> int:
+    """A SystemExit's code as a process exit status (None: 0; text: printed, 1)."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)
+    return 1
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    entry()

@@ -6,6 +6,8 @@ from __future__ import annotations
 import datetime as dt
 import os
 import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from dagster import (
@@ -26,14 +28,21 @@ from sync_pipeline.upstream.endpoints import ENDPOINTS
 from sync_pipeline.warehouse import db
 
 
-def open_instance(settings: Settings) -> DagsterInstance:
+@contextmanager
+def open_instance(settings: Settings) -> Iterator[DagsterInstance]:
     """The local instance, after failing the runs of dead CLI processes and freeing the pool
-    slots they held (otherwise every later run would wait for those slots forever)."""
+    slots they held (otherwise every later run would wait for those slots forever). Disposed on
+    the way out: its storage keeps SQLite connections open (instance_storage.py), closed here
+    rather than left to the process's end (the CLI ends without the interpreter's teardown,
+    cli.entry)."""
     instance = ensure_local_instance(settings.dagster_home, os.environ)
-    cleaned = reap_dead_runs(instance)
-    if cleaned.dead_runs or cleaned.freed_runs:
-        console.print(f"[yellow]cleaned up[/yellow]: {cleaned.describe()}")
-    return instance
+    try:
+        cleaned = reap_dead_runs(instance)
+        if cleaned.dead_runs or cleaned.freed_runs:
+            console.print(f"[yellow]cleaned up[/yellow]: {cleaned.describe()}")
+        yield instance
+    finally:
+        instance.dispose()
 
 
 def _failure_metadata(result: ExecuteInProcessResult) -> dict[str, Any]:
@@ -144,7 +153,11 @@ def _nothing_to_do(settings: Settings, instance: DagsterInstance, users: list[st
 
 
 def run_sync_command(settings: Settings, *, mode: str, users: list[str]) -> int:
-    instance = open_instance(settings)
+    with open_instance(settings) as instance:
+        return _sync(settings, instance, mode=mode, users=users)
+
+
+def _sync(settings: Settings, instance: DagsterInstance, *, mode: str, users: list[str]) -> int:
     console.print(f"sync ({mode}) against {settings.api_url}, data in {settings.data_dir}")
     day = today_partition()
     fingerprint = day_fingerprint(settings.data_dir, dt.date.fromisoformat(day))

@@ -134,9 +134,8 @@ def run_demo(settings: Settings, *, users: int, seed: int) -> int:
     _replace(found, settings)
     private_pem, public_pem = demo_session_keys(settings.data_dir / "keys")
     settings = replace(settings, session_public_key=public_pem)
-    instance = open_instance(settings)
-
     with (
+        open_instance(settings) as instance,
         running_receiver(settings) as receiver,
         running_simulator(
             users=users,

@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -186,6 +187,41 @@ def test_bad_arguments_exit_2_before_anything_changes(
     assert "Traceback" not in done.stderr
     assert warehouse.read_bytes() == b"somebody's warehouse"
     assert sorted(p.name for p in data.iterdir()) == ["warehouse.duckdb"]
+
+
+def test_the_console_entry_ends_with_mains_code_its_output_flushed_and_atexit_run(
+    tmp_path: Path,
+) -> None:
+    """cli.entry (the console script) skips the interpreter's teardown: what main printed
+    without a newline, and what atexit holds, must not be lost with it."""
+    marker = tmp_path / "atexit-ran"
+    script = f"""
+import atexit, sys
+from pathlib import Path
+from sync_pipeline import cli
+atexit.register(Path({str(marker)!r}).write_text, "ran")
+def main():
+    print("printed, no newline", end="")
+    sys.stderr.write("warned")
+    return 3
+cli.main = main
+cli.entry()
+raise AssertionError("entry returned")
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        env=cli_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert (done.returncode, done.stdout, done.stderr) == (3, "printed, no newline", "warned")
+    assert marker.read_text() == "ran"
+
+
+def test_the_console_script_is_the_entry() -> None:
+    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    assert pyproject["project"]["scripts"] == {"sync-pipeline": "sync_pipeline.cli:entry"}
 
 
 def test_demo_never_replaces_a_warehouse_it_did_not_create(tmp_path: Path) -> None:

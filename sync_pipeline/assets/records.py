@@ -15,7 +15,7 @@ from typing import Any, Literal
 import dagster as dg
 
 from sync_pipeline.assets.checks import contained, record_results, record_specs
-from sync_pipeline.assets.intake import POOL, table_metadata
+from sync_pipeline.assets.intake import POOL, tables_metadata
 from sync_pipeline.assets.sources_check import SOURCES_AGREE_SPEC, sources_agree
 from sync_pipeline.resources import (
     FreshnessResource,
@@ -173,7 +173,7 @@ def record_sync(
     selected = context.selected_asset_check_keys
     with warehouse.connect(read_only=True) as con:
         cursors = db.cursors_by_run(con, context.run.run_id)
-        tables = {table: table_metadata(con, table) for table in _ALL_TABLES}
+        tables = tables_metadata(con, _ALL_TABLES)
         for spec in ALL_SPECS:
             table = ".".join(spec.key.path)
             yield dg.MaterializeResult(

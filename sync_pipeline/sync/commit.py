@@ -60,7 +60,11 @@ def commit_run(
     plan: SyncPlan,
     fetched: FetchResult,
     now: datetime | None = None,
+    rewrite_identical: bool = False,
 ) -> CommitSummary:
+    """`rewrite_identical`: a full re-pull rewrites every record it read, also one equal to the
+    stored row, and so re-derives its children (db.upsert_latest); other modes leave such a
+    record, and its children, as they are."""
     now = now or datetime.now(UTC)
     summary = CommitSummary(run_id=run_id, requests=fetched.requests)
     rejected_by_table = _rejects_per_table(fetched.rejected)
@@ -73,6 +77,8 @@ def commit_run(
     # into Python memory whole (a first sync of a big account is millions of rows).
     child_files = {child: files for child in CHILD_TABLES if (files := fetched.staged.get(child))}
     db.bound_memory(con)
+    # (table's load, its lake files): ops.load_log's rows, written in one statement at the end
+    loads: list[tuple[TableLoad, list[Path | str]]] = []
     with db.transaction(con):
         for endpoint in ENDPOINTS:
             table = endpoint.table
@@ -90,7 +96,12 @@ def commit_run(
                     if child.name in child_files
                 }
                 counts = db.upsert_latest(
-                    con, table, _scan(con, files), key_of(table), children=children
+                    con,
+                    table,
+                    _scan(con, files),
+                    key_of(table),
+                    children=children,
+                    rewrite_identical=rewrite_identical,
                 )
             deleted = sum(
                 db.mark_deleted(con, table, human_id, ids, now)
@@ -108,11 +119,12 @@ def commit_run(
                     updated=counts.updated,
                     deleted=deleted,
                 )
-                _log_load(con, run_id, now, summary.tables[table], files)
+                loads.append((summary.tables[table], files))
         for child, files in child_files.items():
             # manifest rows for the child chunks, loaded with their parents above
             rows = db.row_count(_scan(con, files))
-            _log_load(con, run_id, now, TableLoad(child, rows, rows), files)
+            loads.append((TableLoad(child, rows, rows), files))
+        _log_loads(con, run_id, now, loads)
         db.store_rejects(con, REJECTED_UPSTREAM_RECORDS, fetched.rejected, run_id, now)
         summary.flagged = db.store_flags(con, fetched.flagged, run_id, now)
         summary.cursors_advanced = _advance_cursors(con, fetched, run_id, now)
@@ -131,28 +143,33 @@ def commit_run(
     return summary
 
 
-def _log_load(
+def _log_loads(
     con: duckdb.DuckDBPyConnection,
     run_id: str,
     now: datetime,
-    load: TableLoad,
-    files: list[Path | str],
+    loads: list[tuple[TableLoad, list[Path | str]]],
 ) -> None:
-    """One ops.load_log row: the table's counts and the lake files this run loaded into it (the
-    manifest: an object-store lake has no rename, so readers list committed files here)."""
-    row = {
-        "run_id": run_id,
-        "table_name": load.table,
-        "received": load.received,
-        "loaded": load.loaded,
-        "rejected": load.rejected,
-        "inserted": load.inserted,
-        "updated": load.updated,
-        "deleted": load.deleted,
-        "lake_files": "\n".join(str(p) for p in files),
-        "committed_at": now,
-    }
-    db.append(con, "ops.load_log", pa.Table.from_pylist([row]))
+    """One ops.load_log row per table: its counts (`updated`: stored rows this run changed; a
+    re-read equal to the stored row is neither inserted nor updated) and the lake files this
+    run loaded into it (the manifest: an object-store lake has no rename, so readers list
+    committed files here)."""
+    rows = [
+        {
+            "run_id": run_id,
+            "table_name": load.table,
+            "received": load.received,
+            "loaded": load.loaded,
+            "rejected": load.rejected,
+            "inserted": load.inserted,
+            "updated": load.updated,
+            "deleted": load.deleted,
+            "lake_files": "\n".join(str(p) for p in files),
+            "committed_at": now,
+        }
+        for load, files in loads
+    ]
+    if rows:
+        db.append(con, "ops.load_log", pa.Table.from_pylist(rows))
 
 
 def _scan(

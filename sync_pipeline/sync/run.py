@@ -206,7 +206,13 @@ def run_sync(
                     # an object-store lake: the commit reads the staged chunks through the
                     # store (a DuckLake's connection reads them with its own httpfs)
                     lake.register_filesystems(con, [lake_at.base], stager.store)
-                    return commit_run(con, run_id=run_id, plan=plan, fetched=fetched)
+                    return commit_run(
+                        con,
+                        run_id=run_id,
+                        plan=plan,
+                        fetched=fetched,
+                        rewrite_identical=mode == "full",
+                    )
 
             summary = retrying(commit, what=f"the commit of run {run_id}")
             committed = True

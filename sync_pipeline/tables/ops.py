@@ -183,8 +183,13 @@ OPS_TABLES: tuple[Table, ...] = (
             Column("received", INT),
             Column("loaded", INT),
             Column("rejected", INT),
-            Column("inserted", INT),
-            Column("updated", INT),
+            Column("inserted", INT, "records whose key the table did not hold"),
+            Column(
+                "updated",
+                INT,
+                "stored rows the run changed (a record re-read equal to its stored row in every "
+                "column is left in place and counted in neither)",
+            ),
             Column("deleted", INT),
             Column(
                 "lake_files",

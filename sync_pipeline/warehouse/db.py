@@ -25,6 +25,7 @@ from typing import TypeAlias
 import duckdb
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from sync_pipeline.private import owner_only_files
 from sync_pipeline.tables import frames
@@ -519,17 +520,19 @@ def bound_memory(con: duckdb.DuckDBPyConnection, limit: str = COMMIT_MEMORY_LIMI
 
 def _one_row_per_key(
     con: duckdb.DuckDBPyConnection, source: str, target: str, key_list: str, *, order: str = ""
-) -> None:
-    """Temp table `target`: one row of `source` per key (`key_list`), the first by `order`
-    (any of them without one). The window sorts only a row number, the keys and the order
-    columns, never whole rows: over wide rows (a first sync of a million records) DuckDB 1.4's
-    window cannot spill within COMMIT_MEMORY_LIMIT and fails out of memory, where the copies
-    and the semi-join here spill."""
-    row = con.execute(f"SELECT count(*) = count(DISTINCT ({key_list})) FROM {source}").fetchone()
-    if row is not None and row[0]:
-        # every key once (a batch normally is): one copy, no window
-        con.execute(f"CREATE OR REPLACE TEMP TABLE {target} AS SELECT * FROM {source}")
-        return
+) -> tuple[str, int]:
+    """One row of `source` per key (`key_list`), the first by `order` (any of them without
+    one): the relation to read them from, and how many keys there are. A source whose keys are
+    all distinct (a batch normally is) is that relation itself, read again where it is used
+    rather than copied; otherwise temp table `target`. The window sorts only a row number, the
+    keys and the order columns, never whole rows: over wide rows (a first sync of a million
+    records) DuckDB 1.4's window cannot spill within COMMIT_MEMORY_LIMIT and fails out of
+    memory, where the copies and the semi-join here spill."""
+    row = con.execute(f"SELECT count(*), count(DISTINCT ({key_list})) FROM {source}").fetchone()
+    assert row is not None
+    rows, keys = int(row[0]), int(row[1])
+    if rows == keys:
+        return source, keys
     by = f" ORDER BY {order}" if order else ""
     con.execute(
         "CREATE OR REPLACE TEMP TABLE rows_numbered AS "
@@ -543,6 +546,7 @@ def _one_row_per_key(
         )"""
     )
     con.execute("DROP TABLE temp.main.rows_numbered")
+    return target, keys
 
 
 def row_count(rows: duckdb.DuckDBPyRelation) -> int:
@@ -555,56 +559,121 @@ def upsert_latest(
     batch: Rows,
     keys: Sequence[str],
     children: Mapping[str, Rows] | None = None,
+    *,
+    rewrite_identical: bool = False,
 ) -> UpsertCounts:
     """Upsert record rows where the batch's `updated_at` is at least the stored one (last
-    updatedAt wins; ties replace, so re-running a batch is a no-op in effect). Child rows of
-    every winning parent are replaced wholesale. Call inside a transaction."""
+    updatedAt wins; a tie replaces a stored row it differs from, so re-running a batch is a
+    no-op in effect). Child rows of every replaced parent are replaced wholesale. Call inside a
+    transaction.
+
+    A row equal to the stored one in every column (a catch-up re-reading its trailing window
+    gets mostly these) is left as it is, children included: deleting and re-inserting it would
+    change nothing but cost the write (and a DuckLake snapshot). Its children are derived from
+    its `raw`, which is equal, so they differ only after a change of the normaliser; a full
+    re-pull (`rewrite_identical`, `sync --full`) rewrites every row it reads, and so re-derives
+    them. Either way an equal row counts as unchanged, not updated."""
     batch = _conformed(table, batch)
     key_list = ", ".join(_col(k) for k in keys)
     join = " AND ".join(f"s.{_col(k)} = t.{_col(k)}" for k in keys)
     con.register("batch_in", batch)
     try:
         # newest version of each key inside the batch first
-        _one_row_per_key(
+        latest, batch_keys = _one_row_per_key(
             con, "batch_in", "batch_latest", key_list, order="updated_at DESC NULLS LAST"
         )
         empty = not con.execute(f"SELECT 1 FROM {quoted(table)} LIMIT 1").fetchall()
         if empty:
             # first load of a table (a full sync into a fresh warehouse): every row wins and
             # nothing is replaced, so skip the join against the (empty) table
-            con.execute(
-                "CREATE OR REPLACE TEMP TABLE winners AS "
-                "SELECT *, false AS _existed FROM batch_latest"
+            staged = _created(
+                con.execute(
+                    "CREATE OR REPLACE TEMP TABLE winners AS "
+                    f"SELECT *, false AS _existed, false AS _same FROM {latest}"
+                )
             )
         else:
-            con.execute(
-                f"""CREATE OR REPLACE TEMP TABLE winners AS
-                SELECT s.*, t.{_col(keys[0])} IS NOT NULL AS _existed
-                FROM batch_latest s LEFT JOIN {quoted(table)} t ON {join}
-                WHERE t.{_col(keys[0])} IS NULL
-                   OR s.updated_at >= t.updated_at OR t.updated_at IS NULL"""
+            staged = _stage_winners(
+                con, table, latest, keys, join, rewrite_identical=rewrite_identical
             )
-        counts = con.execute(
-            "SELECT count(*) FILTER (WHERE NOT _existed), count(*) FILTER (WHERE _existed) "
-            "FROM winners"
-        ).fetchone()
-        assert counts is not None
-        total = con.execute("SELECT count(*) FROM batch_latest").fetchone()
-        assert total is not None
-        if not empty:
-            winner_keys = f"SELECT {key_list} FROM winners"
-            con.execute(f"DELETE FROM {written(con, table)} WHERE ({key_list}) IN ({winner_keys})")
-        con.execute(
-            f"INSERT INTO {written(con, table)} BY NAME SELECT * EXCLUDE (_existed) FROM winners"
-        )
-        for child_table, child_rows in (children or {}).items():
-            _replace_children(con, table, child_table, _conformed(child_table, child_rows))
+        inserted = updated = 0
+        if staged:
+            row = con.execute(
+                "SELECT count(*) FILTER (WHERE NOT _existed), "
+                "count(*) FILTER (WHERE _existed AND NOT _same) FROM winners"
+            ).fetchone()
+            assert row is not None
+            inserted, updated = int(row[0]), int(row[1])
+            _write_winners(con, table, key_list, replace=not empty)
+            for child_table, child_rows in (children or {}).items():
+                _replace_children(con, table, child_table, _conformed(child_table, child_rows))
     finally:
         con.unregister("batch_in")
     return UpsertCounts(
-        inserted=int(counts[0]),
-        updated=int(counts[1]),
-        unchanged=int(total[0]) - int(counts[0]) - int(counts[1]),
+        inserted=inserted, updated=updated, unchanged=batch_keys - inserted - updated
+    )
+
+
+def _stage_winners(
+    con: duckdb.DuckDBPyConnection,
+    table: str,
+    latest: str,
+    keys: Sequence[str],
+    join: str,
+    *,
+    rewrite_identical: bool,
+) -> int:
+    """Temp table `winners`, and how many rows it has: the rows of `latest` to write (new keys,
+    and stored keys whose updated_at they reach), each with `_existed` (its key is stored) and
+    `_same` (equal to the stored row in every column, NULLs equal); `_same` rows only with
+    `rewrite_identical`.
+
+    The join on the keys reads only the stored keys, updated_at and rowid; the stored rows to
+    compare are then fetched by rowid, which DuckDB reads as a lookup. Joining on the keys with
+    every stored column read instead scans the whole table's columns, `raw` included: 0.4 s
+    for five re-reads against a million rows, where this takes 0.05 s."""
+    first_key = f"t.{_col(keys[0])}"
+    same = " AND ".join(
+        f"s.{_col(c)} IS NOT DISTINCT FROM st.{_col(c)}" for c in TABLES[table].column_names
+    )
+    keep = "" if rewrite_identical else "WHERE NOT _same"
+    created = con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE winners AS
+        WITH candidates AS (
+            SELECT s.*, t.rowid AS _rowid
+            FROM {latest} s LEFT JOIN {quoted(table)} t ON {join}
+            WHERE {first_key} IS NULL OR s.updated_at >= t.updated_at OR t.updated_at IS NULL
+        ), stored AS (
+            SELECT rowid AS _rowid, * FROM {quoted(table)}
+            WHERE rowid IN (SELECT _rowid FROM candidates)
+        )
+        SELECT * FROM (
+            SELECT s.* EXCLUDE (_rowid), s._rowid IS NOT NULL AS _existed,
+                   st._rowid IS NOT NULL AND {same} AS _same
+            FROM candidates s LEFT JOIN stored st ON s._rowid = st._rowid
+        ) {keep}"""
+    )
+    return _created(created)
+
+
+def _created(result: duckdb.DuckDBPyConnection) -> int:
+    """The rows a CREATE TABLE … AS statement wrote (DuckDB answers it with their count)."""
+    row = result.fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def _write_winners(
+    con: duckdb.DuckDBPyConnection, table: str, key_list: str, *, replace: bool
+) -> None:
+    """The rows in `winners` into `table`, replacing the stored rows of their keys."""
+    if replace:
+        con.execute(
+            f"DELETE FROM {written(con, table)} WHERE ({key_list}) IN "
+            f"(SELECT {key_list} FROM winners WHERE _existed)"
+        )
+    con.execute(
+        f"INSERT INTO {written(con, table)} BY NAME SELECT * EXCLUDE (_existed, _same) FROM winners"
     )
 
 
@@ -671,13 +740,13 @@ def insert_absent(
     con.register("new_rows", rows)
     try:
         # staged, counted, inserted (DuckLake has no INSERT … RETURNING)
-        _one_row_per_key(con, "new_rows", "new_once", key_list)
+        once, _ = _one_row_per_key(con, "new_rows", "new_once", key_list)
         con.execute(
             f"""CREATE OR REPLACE TEMP TABLE absent_rows AS
-            SELECT * FROM new_once n
+            SELECT * FROM {once} n
             WHERE NOT EXISTS (SELECT 1 FROM {quoted(table)} t WHERE {join})"""
         )
-        con.execute("DROP TABLE temp.main.new_once")
+        con.execute("DROP TABLE IF EXISTS temp.main.new_once")
         inserted = int((con.execute("SELECT count(*) FROM absent_rows").fetchone() or (0,))[0])
         if inserted:
             con.execute(f"INSERT INTO {written(con, table)} BY NAME SELECT * FROM absent_rows")
@@ -872,20 +941,57 @@ def last_synced(con: duckdb.DuckDBPyConnection) -> dict[str, datetime]:
     return {str(e): t for e, t in rows if t is not None}
 
 
-def table_head(
-    con: duckdb.DuckDBPyConnection, table: str, columns: Sequence[str], limit: int = 5
-) -> tuple[int, pa.Table]:
-    """Row count and the first `limit` rows of `columns` (newest updated_at first when the
-    table has one), in one read of the table."""
-    names = TABLES[table].column_names
-    wanted = [c for c in columns if c in names]
-    order = " ORDER BY updated_at DESC NULLS LAST" if "updated_at" in names else ""
-    count = con.execute(f"SELECT count(*) FROM {quoted(table)}").fetchall()[0]
-    head = con.sql(
-        f"SELECT {', '.join(_col(c) for c in wanted)} FROM {quoted(table)}{order} LIMIT ?",
-        params=[limit],
+def row_counts(con: duckdb.DuckDBPyConnection, tables: Sequence[str]) -> dict[str, int]:
+    """The row count of each of `tables`, in one statement (their counts in a UNION ALL): a
+    step reporting some forty tables pays one query, not forty."""
+    if not tables:
+        return {}
+    counts = " UNION ALL ".join(
+        f"SELECT ? AS table_name, count(*) AS n FROM {quoted(t)}" for t in tables
+    )
+    return {str(t): int(n) for t, n in con.execute(counts, list(tables)).fetchall()}
+
+
+def table_heads(
+    con: duckdb.DuckDBPyConnection, tables: Sequence[str], columns: Sequence[str], limit: int = 5
+) -> dict[str, pa.Table]:
+    """The first `limit` rows of each of `tables`, newest updated_at first where the table has
+    one, in one statement (a UNION ALL BY NAME of each table's head): of `columns`, those the
+    table has. In the union a column is named with its declared type (`status/int32`), so
+    columns of one name and different types in two tables are never cast to one type."""
+    if not tables:
+        return {}
+    typed = {
+        t: {
+            c: f"{c}/{TABLES[t].schema.field(c).type}"
+            for c in columns
+            if c in TABLES[t].column_names
+        }
+        for t in tables
+    }
+    heads = []
+    for table in tables:
+        newest = "updated_at" in TABLES[table].column_names
+        selected = [
+            "? AS _table",
+            f"{'updated_at' if newest else 'NULL::TIMESTAMPTZ'} AS _order",
+            *(f"{_col(c)} AS {_col(name)}" for c, name in typed[table].items()),
+        ]
+        order = " ORDER BY updated_at DESC NULLS LAST" if newest else ""
+        heads.append(
+            f"(SELECT {', '.join(selected)} FROM {quoted(table)}{order} LIMIT {int(limit)})"
+        )
+    # the heads in a FROM: DuckDB's parser refuses an ORDER BY after a parenthesised one
+    union = " UNION ALL BY NAME ".join(heads)
+    rows = con.sql(
+        f"SELECT * FROM ({union}) ORDER BY _table, _order DESC NULLS LAST", params=list(tables)
     ).to_arrow_table()
-    return int(count[0]), head
+    return {
+        table: rows.filter(pc.equal(rows.column("_table"), table))
+        .select(list(typed[table].values()))
+        .rename_columns(list(typed[table]))
+        for table in tables
+    }
 
 
 def cursors_by_run(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, tuple[int, datetime]]:

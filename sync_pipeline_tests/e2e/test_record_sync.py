@@ -149,6 +149,15 @@ def checksums(stack: Stack) -> dict[str, tuple[int, int]]:
     return out
 
 
+def rowids(stack: Stack) -> dict[str, list[tuple[Any, ...]]]:
+    """Where each row of every record and child table sits (DuckDB's rowid): a row deleted and
+    inserted again, even unchanged, moves."""
+    return {
+        table: stack.query(f"SELECT rowid FROM {table} ORDER BY rowid")
+        for table in (*RECORD_TABLES, *CHILD_TABLES)
+    }
+
+
 def cursors(stack: Stack) -> dict[tuple[str, str], datetime]:
     rows = stack.query("SELECT human_id, endpoint, cursor_updated_since FROM ops.sync_state")
     return {(str(h), str(e)): c for h, e, c in rows}
@@ -408,13 +417,17 @@ def test_full_repull_of_one_user_fetches_only_them_and_changes_nothing(shared: S
     (client_user_id, human_id), (_, other) = user_ids(stack)
     before = checksums(stack)
     stack.reset_stats()
-    stack.sync("full", users=[client_user_id])
+    run = stack.sync("full", users=[client_user_id])
     stats = stack.sim_stats()
     assert set(stats["by_human_id"]) == {human_id}
     assert other not in stats["by_human_id"]
     # the whole history: every endpoint asked from the beginning (no updated_since)
     assert {e.path for e in ENDPOINTS} <= set(stats["by_path"])
     assert checksums(stack) == before
+    # every record was rewritten (a full re-pull re-derives rows and children), none changed
+    assert stack.query(
+        "SELECT sum(inserted), sum(updated) FROM ops.load_log WHERE run_id = ?", [run.run_id]
+    ) == [(0, 0)]
 
 
 # --- 9. catch-up twice is a no-op; the CLI ----------------------------------------------------
@@ -422,12 +435,20 @@ def test_full_repull_of_one_user_fetches_only_them_and_changes_nothing(shared: S
 
 def test_catchup_again_leaves_identical_tables(shared: Shared) -> None:
     """The tables are level (the previous test ended on a run); a catch-up re-fetches what sits
-    at each cursor's second and must change nothing."""
+    at each cursor's second and must change nothing: those records, equal to the stored rows,
+    are not even rewritten, and ops.load_log counts none of them inserted or updated."""
     stack = shared.stack
-    first = checksums(stack)
-    stack.sync("catchup")
+    first, placed = checksums(stack), rowids(stack)
+    run = stack.sync("catchup")
     assert checksums(stack) == first
+    assert rowids(stack) == placed
     assert_no_duplicate_keys(stack)
+    received, inserted, updated = stack.query(
+        "SELECT sum(received), sum(inserted), sum(updated) FROM ops.load_log WHERE run_id = ?",
+        [run.run_id],
+    )[0]
+    assert received > 0
+    assert (inserted, updated) == (0, 0)
 
 
 # --- 6. unknown fields and wrong types --------------------------------------------------------

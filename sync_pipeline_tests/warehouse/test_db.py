@@ -6,10 +6,15 @@ import datetime as dt
 from pathlib import Path
 
 import duckdb
+import pandas as pd
 import pyarrow as pa
 import pytest
 
 from sync_pipeline.normalize.schemas import TABLE_SCHEMAS
+from sync_pipeline.sync.commit import commit_run
+from sync_pipeline.sync.fetch import FetchResult
+from sync_pipeline.sync.plan import SyncPlan
+from sync_pipeline.tables.registry import TABLES
 from sync_pipeline.warehouse import db, lake
 from sync_pipeline.warehouse.location import WarehouseLocation
 from sync_pipeline_tests.resources import settings_for
@@ -110,6 +115,203 @@ def test_last_updated_at_wins_and_rerun_is_a_no_op(con) -> None:  # type: ignore
         ("human_id", "record_id"),
     )
     assert _names(con, "medical.test_results") == before
+
+
+RESULTS = "medical.test_results"
+COMPONENTS = "medical.test_result_components"
+
+
+def _commit(
+    con: duckdb.DuckDBPyConnection,
+    lake_dir: Path,
+    run_id: str,
+    results: pa.Table,
+    components: pa.Table,
+    *,
+    rewrite_identical: bool = False,
+) -> dict[str, int]:
+    """A sync run's commit of staged test results and their components (as the fetch stages
+    them: Parquet chunks in the lake); returns its ops.load_log row of the results table."""
+    staged = {
+        table: [lake.write_chunk(lake_dir, table, db.conform(table, rows), f"run={run_id}/p0")]
+        for table, rows in ((RESULTS, results), (COMPONENTS, components))
+    }
+    fetched = FetchResult(
+        staged=staged,
+        items=[],
+        received={RESULTS: results.num_rows},
+        rejected=pd.DataFrame(),
+        refused={},
+        source_status=pd.DataFrame(),
+        audits=[],
+        requests=0,
+    )
+    commit_run(
+        con,
+        run_id=run_id,
+        plan=SyncPlan(items=()),
+        fetched=fetched,
+        rewrite_identical=rewrite_identical,
+    )
+    row = con.execute(
+        "SELECT received, inserted, updated FROM ops.load_log WHERE run_id = ? AND table_name = ?",
+        [run_id, RESULTS],
+    ).fetchone()
+    assert row is not None
+    return dict(zip(("received", "inserted", "updated"), row, strict=True))
+
+
+def _stored(con: duckdb.DuckDBPyConnection, table: str) -> dict[tuple[str, ...], tuple]:  # type: ignore[type-arg]
+    """Each row's DuckDB rowid and a value, by key: a row deleted and inserted again (even
+    equal) gets a new rowid."""
+    position = ", position" if table == COMPONENTS else ""
+    rows = con.execute(
+        f"SELECT record_id{position}, rowid, name FROM {db.quoted(table)} ORDER BY ALL"
+    ).fetchall()
+    return {tuple(str(k) for k in r[:-2]): tuple(r[-2:]) for r in rows}
+
+
+def test_a_reread_equal_to_the_stored_row_writes_nothing(con, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A catch-up re-reads the records at its cursor's second: equal to what is stored, they
+    (and their children) are left in place, and ops.load_log counts no update."""
+    results = _results(("h", "a", T0, "x"), ("h", "b", T0, "y"))
+    components = _components(("h", "a", 0, "a0"), ("h", "b", 0, "b0"), ("h", "b", 1, "b1"))
+    first = _commit(con, tmp_path / "lake", "run-1", results, components)
+    assert (first["inserted"], first["updated"]) == (2, 0)
+    parents, children = _stored(con, RESULTS), _stored(con, COMPONENTS)
+    again = _commit(con, tmp_path / "lake", "run-2", results, components)
+    assert again == {"received": 2, "inserted": 0, "updated": 0}
+    assert _stored(con, RESULTS) == parents
+    assert _stored(con, COMPONENTS) == children
+
+
+def test_a_changed_record_in_a_batch_of_equal_ones_is_still_updated(con, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    results = _results(("h", "a", T0, "x"), ("h", "b", T0, "y"))
+    components = _components(("h", "a", 0, "a0"), ("h", "b", 0, "b0"), ("h", "b", 1, "b1"))
+    _commit(con, tmp_path / "lake", "run-1", results, components)
+    parents, children = _stored(con, RESULTS), _stored(con, COMPONENTS)
+    # b changed upstream (a later updatedAt, one component fewer); a is re-read as it was, and a
+    # tie that differs in any column (c's name) replaces the stored row as well
+    later = T0 + dt.timedelta(minutes=1)
+    changed = _results(("h", "a", T0, "x"), ("h", "b", later, "y2"))
+    fewer = _components(("h", "a", 0, "a0"), ("h", "b", 0, "b0-new"))
+    assert _commit(con, tmp_path / "lake", "run-2", changed, fewer)["updated"] == 1
+    after = _stored(con, RESULTS)
+    assert after[("a",)] == parents[("a",)]
+    assert after[("b",)][1] == "y2"
+    components_after = _stored(con, COMPONENTS)
+    assert sorted(components_after) == [("a", "0"), ("b", "0")]
+    assert components_after[("a", "0")] == children[("a", "0")]  # a's left in place
+    assert components_after[("b", "0")][1] == "b0-new"  # b's replaced wholesale
+    tie = _results(("h", "a", T0, "x-renamed"), ("h", "b", later, "y2"))
+    assert _commit(con, tmp_path / "lake", "run-3", tie, fewer)["updated"] == 1
+    assert _stored(con, RESULTS)[("a",)][1] == "x-renamed"
+
+
+def test_a_full_repull_rewrites_equal_rows_and_counts_them_unchanged(con, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """`sync --full` rewrites every record it reads (re-deriving its children from raw), and
+    an equal one is still not an update."""
+    results = _results(("h", "a", T0, "x"))
+    components = _components(("h", "a", 0, "a0"))
+    _commit(con, tmp_path / "lake", "run-1", results, components)
+    parents, children = _stored(con, RESULTS), _stored(con, COMPONENTS)
+    full = _commit(con, tmp_path / "lake", "run-2", results, components, rewrite_identical=True)
+    assert (full["inserted"], full["updated"]) == (0, 0)
+    assert _stored(con, RESULTS)[("a",)] != parents[("a",)]  # a new rowid, the same name
+    assert _stored(con, RESULTS)[("a",)][1] == "x"
+    assert _stored(con, COMPONENTS)[("a", "0")] != children[("a", "0")]
+
+
+def test_an_equal_row_is_told_apart_by_any_column_nulls_included(con) -> None:  # type: ignore[no-untyped-def]
+    """Equality is over every stored column, NULL equal to NULL and unequal to a value."""
+    keys = ("human_id", "record_id")
+    row = {"human_id": "h", "record_id": "a", "updated_at": T0, "raw": "{}", "status": None}
+    db.upsert_latest(con, RESULTS, pa.Table.from_pylist([row]), keys)
+    same = db.upsert_latest(con, RESULTS, pa.Table.from_pylist([row]), keys)
+    assert (same.updated, same.unchanged) == (0, 1)
+    for column, value in (("status", "final"), ("deleted_at", T0), ("raw", '{"a": 1}')):
+        changed = db.upsert_latest(
+            con, RESULTS, pa.Table.from_pylist([{**row, column: value}]), keys
+        )
+        assert (changed.updated, changed.unchanged) == (1, 0), column
+        db.upsert_latest(con, RESULTS, pa.Table.from_pylist([row]), keys)  # back as it was
+
+
+class _Statements:
+    """A connection that counts the statements run through it."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self.con, self.executed = con, 0
+
+    def execute(self, *args: object) -> duckdb.DuckDBPyConnection:
+        self.executed += 1
+        return self.con.execute(*args)  # type: ignore[arg-type]
+
+    def sql(self, *args: object, **kwargs: object) -> duckdb.DuckDBPyRelation:
+        self.executed += 1
+        return self.con.sql(*args, **kwargs)  # type: ignore[arg-type]
+
+
+def test_row_counts_of_many_tables_in_one_statement_match_each_count(con) -> None:  # type: ignore[no-untyped-def]
+    db.upsert_latest(
+        con,
+        RESULTS,
+        _results(("h", "a", T0, "x"), ("h", "b", T0, "y")),
+        ("human_id", "record_id"),
+        children={COMPONENTS: _components(("h", "a", 0, "a0"), ("h", "a", 1, "a1"))},
+    )
+    db.insert_absent(
+        con,
+        "connect.session_responses",
+        pa.table({"delivery_digest": ["d1"]}),
+        ("delivery_digest",),
+    )
+    tables = sorted(TABLES)
+    counting = _Statements(con)
+    counts = db.row_counts(counting, tables)  # type: ignore[arg-type]
+    assert counting.executed == 1
+    assert counts == {
+        t: con.execute(f"SELECT count(*) FROM {db.quoted(t)}").fetchone()[0] for t in tables
+    }
+    assert (counts[RESULTS], counts[COMPONENTS], counts["connect.session_responses"]) == (2, 2, 1)
+    assert db.row_counts(con, []) == {}
+
+
+def test_heads_of_many_tables_in_one_statement_match_each_head(con) -> None:  # type: ignore[no-untyped-def]
+    """Newest first, the columns asked for that each table has, their own types (`status` is
+    text in ops.notification_status and an integer in ops.http_requests)."""
+    db.upsert_latest(
+        con,
+        RESULTS,
+        _results(*((f"h{i % 2}", f"r{i}", T0 + dt.timedelta(hours=i), f"n{i}") for i in range(8))),
+        ("human_id", "record_id"),
+    )
+    db.append(
+        con,
+        "ops.http_requests",
+        pa.table({"request_id": ["q1", "q2"], "status": [200, 429], "attempt": [0, 1]}),
+    )
+    db.append(
+        con,
+        "ops.notification_status",
+        pa.table({"notification_id": ["n1"], "status": ["synced"], "synced_at": [T0]}),
+    )
+    tables = [RESULTS, "ops.http_requests", "ops.notification_status", COMPONENTS]
+    columns = ["record_id", "status", "updated_at", "notification_id", "attempt", "position"]
+    counting = _Statements(con)
+    heads = db.table_heads(counting, tables, columns, limit=5)  # type: ignore[arg-type]
+    assert counting.executed == 1
+    assert heads[RESULTS].column_names == ["record_id", "status", "updated_at"]
+    assert heads[RESULTS].column("record_id").to_pylist() == ["r7", "r6", "r5", "r4", "r3"]
+    requests = heads["ops.http_requests"]
+    assert requests.schema.field("status").type == pa.int32()
+    assert sorted(requests.column("status").to_pylist()) == [200, 429]
+    assert heads["ops.notification_status"].to_pylist() == [
+        {"notification_id": "n1", "status": "synced"}
+    ]
+    assert heads[COMPONENTS].num_rows == 0
+    assert heads[COMPONENTS].column_names == ["record_id", "position"]
+    assert db.table_heads(con, [], columns) == {}
 
 
 def test_a_batch_of_wide_records_far_above_the_memory_bound_commits(tmp_path: Path) -> None:
