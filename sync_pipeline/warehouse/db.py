@@ -582,20 +582,22 @@ def upsert_latest(
         latest, batch_keys = _one_row_per_key(
             con, "batch_in", "batch_latest", key_list, order="updated_at DESC NULLS LAST"
         )
-        empty = not con.execute(f"SELECT 1 FROM {quoted(table)} LIMIT 1").fetchall()
-        if empty:
+        if not con.execute(f"SELECT 1 FROM {quoted(table)} LIMIT 1").fetchall():
             # first load of a table (a full sync into a fresh warehouse): every row wins and
-            # nothing is replaced, so skip the join against the (empty) table
-            staged = _created(
+            # nothing is replaced, so the rows go in straight from the batch, not through a
+            # copy of whole rows in `winners`, which holds just the keys the children need
+            inserted = _created(
+                con.execute(f"INSERT INTO {written(con, table)} BY NAME SELECT * FROM {latest}")
+            )
+            if children:
                 con.execute(
                     "CREATE OR REPLACE TEMP TABLE winners AS "
-                    f"SELECT *, false AS _existed, false AS _same FROM {latest}"
+                    f"SELECT human_id, record_id FROM {latest}"
                 )
-            )
-        else:
-            staged = _stage_winners(
-                con, table, latest, keys, join, rewrite_identical=rewrite_identical
-            )
+                for child_table, child_rows in children.items():
+                    _replace_children(con, table, child_table, _conformed(child_table, child_rows))
+            return UpsertCounts(inserted=inserted, updated=0, unchanged=batch_keys - inserted)
+        staged = _stage_winners(con, table, latest, keys, join, rewrite_identical=rewrite_identical)
         inserted = updated = 0
         if staged:
             row = con.execute(
@@ -604,7 +606,7 @@ def upsert_latest(
             ).fetchone()
             assert row is not None
             inserted, updated = int(row[0]), int(row[1])
-            _write_winners(con, table, key_list, replace=not empty)
+            _write_winners(con, table, key_list)
             for child_table, child_rows in (children or {}).items():
                 _replace_children(con, table, child_table, _conformed(child_table, child_rows))
     finally:
@@ -663,15 +665,12 @@ def _created(result: duckdb.DuckDBPyConnection) -> int:
     return int(row[0])
 
 
-def _write_winners(
-    con: duckdb.DuckDBPyConnection, table: str, key_list: str, *, replace: bool
-) -> None:
+def _write_winners(con: duckdb.DuckDBPyConnection, table: str, key_list: str) -> None:
     """The rows in `winners` into `table`, replacing the stored rows of their keys."""
-    if replace:
-        con.execute(
-            f"DELETE FROM {written(con, table)} WHERE ({key_list}) IN "
-            f"(SELECT {key_list} FROM winners WHERE _existed)"
-        )
+    con.execute(
+        f"DELETE FROM {written(con, table)} WHERE ({key_list}) IN "
+        f"(SELECT {key_list} FROM winners WHERE _existed)"
+    )
     con.execute(
         f"INSERT INTO {written(con, table)} BY NAME SELECT * EXCLUDE (_existed, _same) FROM winners"
     )
