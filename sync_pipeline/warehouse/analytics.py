@@ -220,7 +220,8 @@ WITH problems AS (
 )
 SELECT kind, record_table, value, count(*) AS observations,
        count(DISTINCT human_id) AS users,
-       arg_min(human_id, (record_id, position)) AS example_human_id,
+       -- human_id breaks ties: the example must not depend on the order rows were written
+       arg_min(human_id, (record_id, position, human_id)) AS example_human_id,
        min(record_id) AS example_record_id,
        min(observed_at) AS first_observed_at, max(observed_at) AS last_observed_at
 FROM problems GROUP BY kind, record_table, value
@@ -243,11 +244,12 @@ def _landed_sql() -> str:
 # The upstream's /sources snapshots as coverage reads them (temp table `upstream_since`): a
 # Connect session only tells us about a connection from the day it landed; the snapshot's
 # `connectedSince` says since when it has really been connected, which explains the history a
-# new connection brings with it. json_extract_string, not ->>: DuckDB 1.4 binds ->> looser
-# than AND.
+# new connection brings with it. The name is the newest snapshot's (deterministic: a per-user
+# rebuild must give the rows a full one does). json_extract_string, not ->>: DuckDB 1.4 binds
+# ->> looser than AND.
 _UPSTREAM_SINCE = """
 SELECT human_id, json_extract_string(raw, '$.id') AS source_id,
-       any_value(json_extract_string(raw, '$.name')) AS source_name,
+       arg_max(json_extract_string(raw, '$.name'), snapshot_at) AS source_name,
        min(connected_since) AS since
 FROM connect.source_status
 WHERE connected_since IS NOT NULL AND json_extract_string(raw, '$.id') IS NOT NULL
