@@ -279,10 +279,16 @@ ANALYTICS_TABLES: tuple[Table, ...] = (
                 "day created), as analytics.coverage counts them",
             ),
             Column(
+                "connection_fingerprint",
+                TEXT,
+                "row count and a hash of the user's connection periods and the upstream's "
+                "connectedSince per source",
+            ),
+            Column(
                 "status_fingerprint",
                 TEXT,
-                "row count and a hash of the user's connection periods, the upstream's "
-                "connectedSince, needs_reconnect, token refusals, syncs and sync failures",
+                "row count and a hash of the user's needs_reconnect, token refusals, syncs and "
+                "sync failures",
             ),
             Column(
                 "types_fingerprint",

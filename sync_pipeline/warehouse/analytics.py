@@ -325,7 +325,30 @@ grid AS (
     SELECT s.human_id, s.source_id, s.data_type, d.day
     FROM starts s JOIN calendar d ON d.day >= s.start_day
 ),
-paths AS (SELECT * FROM endpoint_paths),
+days AS (
+    SELECT g.*, coalesce(l.records, 0) AS records,
+           EXISTS (
+               SELECT 1 FROM periods h
+               WHERE h.human_id = g.human_id AND h.source_id = g.source_id
+                 AND h.from_day <= g.day
+                 AND (h.valid_to IS NULL OR h.valid_to > (g.day::TIMESTAMP AT TIME ZONE 'UTC'))
+           ) AS connected
+    FROM grid g LEFT JOIN landed_here l USING (human_id, source_id, data_type, day)
+),
+status AS ({_sync_status_sql("SELECT DISTINCT human_id, data_type FROM starts")})
+SELECT d.human_id, d.source_id, c.source_name, d.data_type, d.day, d.connected, d.records,
+       x.last_synced_at, x.last_failed_at, x.needs_reconnect, {_REASON} AS reason
+FROM days d
+LEFT JOIN conn c USING (human_id, source_id)
+JOIN status x USING (human_id, data_type)
+"""
+
+
+def _sync_status_sql(keys: str) -> str:
+    """Per (human_id, data_type) of the query `keys`: what a coverage row says of the user's
+    syncs of that data type and their token (the columns _STATUS_COLUMNS update)."""
+    return f"""
+WITH paths AS (SELECT * FROM endpoint_paths),
 synced AS (
     SELECT p.data_type, s.human_id, max(s.last_synced_at) AS last_synced_at
     FROM ops.sync_state s JOIN paths p ON p.path = s.endpoint GROUP BY ALL
@@ -352,31 +375,10 @@ reconnect AS (
            ) AS since
     FROM human_users u LEFT JOIN connect.token_refusals r USING (human_id)
     WHERE u.needs_reconnect GROUP BY u.human_id
-),
-days AS (
-    SELECT g.*, coalesce(l.records, 0) AS records,
-           EXISTS (
-               SELECT 1 FROM periods h
-               WHERE h.human_id = g.human_id AND h.source_id = g.source_id
-                 AND h.from_day <= g.day
-                 AND (h.valid_to IS NULL OR h.valid_to > (g.day::TIMESTAMP AT TIME ZONE 'UTC'))
-           ) AS connected
-    FROM grid g LEFT JOIN landed_here l USING (human_id, source_id, data_type, day)
 )
-SELECT d.human_id, d.source_id, c.source_name, d.data_type, d.day, d.connected, d.records,
-       sy.last_synced_at, fl.last_failed_at,
-       coalesce(u.needs_reconnect, false) AS needs_reconnect,
-       CASE WHEN d.records > 0 THEN NULL
-            WHEN NOT d.connected THEN 'not_connected'
-            WHEN rc.since IS NOT NULL AND d.day >= (rc.since AT TIME ZONE 'UTC')::DATE
-                THEN 'needs_reconnect'
-            WHEN fl.failing_since IS NOT NULL
-                 AND fl.last_failed_at > coalesce(sy.last_synced_at, '-infinity'::TIMESTAMPTZ)
-                 AND d.day >= (fl.failing_since AT TIME ZONE 'UTC')::DATE
-                THEN 'sync_failing'
-            ELSE 'no_data' END AS reason
-FROM days d
-LEFT JOIN conn c USING (human_id, source_id)
+SELECT k.human_id, k.data_type, sy.last_synced_at, fl.last_failed_at, fl.failing_since,
+       coalesce(u.needs_reconnect, false) AS needs_reconnect, rc.since AS reconnect_since
+FROM ({keys}) k
 LEFT JOIN synced sy USING (data_type, human_id)
 LEFT JOIN failed fl USING (data_type, human_id)
 LEFT JOIN human_users u USING (human_id)
@@ -384,21 +386,41 @@ LEFT JOIN reconnect rc USING (human_id)
 """
 
 
+# A coverage row's reason, from the row (`d`) and its user's sync status (`x`, _sync_status_sql):
+# the one expression both the rows and the status-only update use.
+_REASON = """CASE WHEN d.records > 0 THEN NULL
+     WHEN NOT d.connected THEN 'not_connected'
+     WHEN x.reconnect_since IS NOT NULL AND d.day >= (x.reconnect_since AT TIME ZONE 'UTC')::DATE
+         THEN 'needs_reconnect'
+     WHEN x.failing_since IS NOT NULL
+          AND x.last_failed_at > coalesce(x.last_synced_at, '-infinity'::TIMESTAMPTZ)
+          AND d.day >= (x.failing_since AT TIME ZONE 'UTC')::DATE
+         THEN 'sync_failing'
+     ELSE 'no_data' END"""
+
+
 # --- change detection -------------------------------------------------------------------------
 
-# Per user, what the user's coverage rows are made of besides `landed` and today: connection
-# periods, the upstream's connectedSince, needs_reconnect, token refusals, syncs and failures.
-# Raw rows where coverage aggregates them (a superset: a change that leaves coverage as it was
-# only costs a rebuild of that user's rows).
-_STATUS_FINGERPRINTS = """
-SELECT human_id, count(*)::VARCHAR || ':' || sum(h::HUGEINT)::VARCHAR AS status_fingerprint
+# Per user, what the user's coverage rows are made of besides `landed` and today, in two parts:
+# the connection (periods, the upstream's connectedSince: which rows exist, `connected`, the
+# source name) and the sync status (syncs, failures, needs_reconnect, token refusals: only
+# last_synced_at, last_failed_at, needs_reconnect and reason). Raw rows where coverage
+# aggregates them (a superset: a change that leaves coverage as it was only costs a rebuild).
+_CONNECTION_FINGERPRINTS = """
+SELECT human_id, count(*)::VARCHAR || ':' || sum(h::HUGEINT)::VARCHAR AS connection_fingerprint
 FROM (
     SELECT human_id, hash('history', source_id, source_name, valid_from, valid_to) AS h
     FROM connect.connection_history
     UNION ALL
     SELECT human_id, hash('upstream', source_id, source_name, since) FROM upstream_since
-    UNION ALL
-    SELECT human_id, hash('user', needs_reconnect, last_seen_at) FROM human_users
+)
+WHERE human_id IS NOT NULL GROUP BY human_id
+"""
+
+_STATUS_FINGERPRINTS = """
+SELECT human_id, count(*)::VARCHAR || ':' || sum(h::HUGEINT)::VARCHAR AS status_fingerprint
+FROM (
+    SELECT human_id, hash('user', needs_reconnect, last_seen_at) AS h FROM human_users
     UNION ALL
     SELECT human_id, hash('refused', refused_at) FROM connect.token_refusals
     UNION ALL
@@ -422,26 +444,34 @@ SELECT count(*)::VARCHAR || ':' || coalesce(sum(hash(source_id, data_type)::HUGE
 FROM (SELECT DISTINCT source_id, data_type FROM landed)
 """
 
+# Per user: the fingerprints of the user's inputs now
+_CURRENT = """
+SELECT human_id, r.fingerprint, l.landed_fingerprint, n.connection_fingerprint,
+       t.status_fingerprint
+FROM fingerprints r
+FULL JOIN landed_fingerprints l USING (human_id)
+FULL JOIN connection_fingerprints n USING (human_id)
+FULL JOIN status_fingerprints t USING (human_id)
+"""
+
 # Per user in the warehouse now or at the last build: whether the user's observations (records
-# or mapping changed) and coverage (landed records, connection status, the data types, or the
-# day) must be rebuilt; only users with either. `full` puts everyone in both.
+# or mapping changed), coverage rows (landed records, connections, the data types, or the day)
+# or only coverage's sync status must be rebuilt; only users with any. `full`: everyone's all.
 _CHANGES = f"""
-SELECT * FROM (
-SELECT human_id,
-       $full OR c.fingerprint IS DISTINCT FROM s.fingerprint
-           OR s.mapping_version IS DISTINCT FROM $version AS observations,
-       $full OR c.landed_fingerprint IS DISTINCT FROM s.landed_fingerprint
-           OR c.status_fingerprint IS DISTINCT FROM s.status_fingerprint
-           OR s.types_fingerprint IS DISTINCT FROM $types
-           OR s.coverage_through IS DISTINCT FROM $today AS coverage
+SELECT human_id, observations, coverage, status AND NOT coverage AS status
 FROM (
-    SELECT human_id, r.fingerprint, l.landed_fingerprint, t.status_fingerprint
-    FROM fingerprints r
-    FULL JOIN landed_fingerprints l USING (human_id)
-    FULL JOIN status_fingerprints t USING (human_id)
-) c
-FULL JOIN {quoted(STATE)} s USING (human_id)
-) WHERE observations OR coverage
+    SELECT human_id,
+           $full OR c.fingerprint IS DISTINCT FROM s.fingerprint
+               OR s.mapping_version IS DISTINCT FROM $version AS observations,
+           $full OR c.landed_fingerprint IS DISTINCT FROM s.landed_fingerprint
+               OR c.connection_fingerprint IS DISTINCT FROM s.connection_fingerprint
+               OR s.types_fingerprint IS DISTINCT FROM $types
+               OR s.coverage_through IS DISTINCT FROM $today AS coverage,
+           c.status_fingerprint IS DISTINCT FROM s.status_fingerprint AS status
+    FROM ({_CURRENT}) c
+    FULL JOIN {quoted(STATE)} s USING (human_id)
+)
+WHERE observations OR coverage OR status
 """
 
 
@@ -451,7 +481,9 @@ class _Changes:
     observations: int
     # users whose coverage rows are rebuilt
     coverage: int
-    # users whose state row is rewritten (either of the above)
+    # users whose coverage rows only take their new sync status
+    status: int
+    # users whose state row is rewritten (any of the above)
     users: int
 
 
@@ -459,14 +491,15 @@ def _detect_changes(
     con: duckdb.DuckDBPyConnection, mapping: ObservationMapping, today: dt.date, full: bool
 ) -> tuple[_Changes, str]:
     """Fill the temp tables the build reads (`landed`, `upstream_since`, `human_users`,
-    the fingerprints, `changes`, `scope`, `coverage_scope`); the counts and the types'
-    fingerprint."""
+    the fingerprints, `changes`, `scope`, `coverage_scope`, `status_scope`); the counts and
+    the types' fingerprint."""
     for name, query in (
         ("landed", _landed_sql()),
         ("upstream_since", _UPSTREAM_SINCE),
         ("human_users", _HUMAN_USERS),
         ("fingerprints", _fingerprint_sql()),
         ("landed_fingerprints", _LANDED_FINGERPRINTS),
+        ("connection_fingerprints", _CONNECTION_FINGERPRINTS),
         ("status_fingerprints", _STATUS_FINGERPRINTS),
     ):
         con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS {query}")
@@ -482,9 +515,13 @@ def _detect_changes(
     con.execute(
         "CREATE OR REPLACE TEMP TABLE coverage_scope AS SELECT human_id FROM changes WHERE coverage"
     )
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE status_scope AS SELECT human_id FROM changes WHERE status"
+    )
     counts = _Changes(
         observations=int(_one(con, "SELECT count(*) FROM scope")),
         coverage=int(_one(con, "SELECT count(*) FROM coverage_scope")),
+        status=int(_one(con, "SELECT count(*) FROM status_scope")),
         users=int(_one(con, "SELECT count(*) FROM changes")),
     )
     return counts, types
@@ -540,6 +577,24 @@ def _write_coverage(con: duckdb.DuckDBPyConnection, today: dt.date, *, whole: bo
     )
 
 
+# the columns of COVERAGE the sync status alone decides
+_STATUS_COLUMNS = ("last_synced_at", "last_failed_at", "needs_reconnect")
+
+
+def _write_sync_status(con: duckdb.DuckDBPyConnection) -> None:
+    """The sync status columns and reason of the coverage rows of the users in `status_scope`
+    (whose rows are otherwise as built): an update of four columns, not new rows (a catch-up
+    moves every synced user's last_synced_at, and so every row of theirs)."""
+    keys = f"""SELECT DISTINCT human_id, data_type FROM {quoted(COVERAGE)}
+        WHERE human_id IN (SELECT human_id FROM status_scope)"""
+    con.execute(f"CREATE OR REPLACE TEMP TABLE sync_status AS {_sync_status_sql(keys)}")
+    assignments = ", ".join(f"{c} = x.{c}" for c in _STATUS_COLUMNS)
+    con.execute(
+        f"""UPDATE {written(con, COVERAGE)} AS d SET {assignments}, reason = {_REASON}
+        FROM sync_status x WHERE d.human_id = x.human_id AND d.data_type = x.data_type"""
+    )
+
+
 def _write_state(
     con: duckdb.DuckDBPyConnection,
     mapping: ObservationMapping,
@@ -555,14 +610,9 @@ def _write_state(
     )
     con.execute(
         f"""INSERT INTO {written(con, STATE)} BY NAME
-        SELECT human_id, r.fingerprint, $version AS mapping_version, $now AS built_at,
-               l.landed_fingerprint, t.status_fingerprint, $types AS types_fingerprint,
-               $today AS coverage_through
-        FROM changes
-        LEFT JOIN fingerprints r USING (human_id)
-        LEFT JOIN landed_fingerprints l USING (human_id)
-        LEFT JOIN status_fingerprints t USING (human_id)
-        WHERE r.human_id IS NOT NULL OR l.human_id IS NOT NULL OR t.human_id IS NOT NULL""",
+        SELECT c.*, $version AS mapping_version, $now AS built_at,
+               $types AS types_fingerprint, $today AS coverage_through
+        FROM ({_CURRENT}) c WHERE human_id IN (SELECT human_id FROM changes)""",
         {"version": mapping.version, "now": now, "types": types, "today": today},
     )
 
@@ -583,10 +633,13 @@ def build_analytics(
         changes, types = _detect_changes(con, mapping, today, full)
         if full or changes.observations:
             _write_observations(con, full=full)
+        whole = full or changes.coverage > LANDED_FILTER_USERS
         if full or changes.coverage:
             # a user's rows are found by a filter on every input; past a few dozen users one
             # pass over everyone is cheaper (and the first build of a day changes everyone)
-            _write_coverage(con, today, whole=full or changes.coverage > LANDED_FILTER_USERS)
+            _write_coverage(con, today, whole=whole)
+        if changes.status and not whole:
+            _write_sync_status(con)
         if changes.users:
             _write_state(con, mapping, types=types, today=today, now=now)
         con.execute("COMMIT")
@@ -605,7 +658,7 @@ def build_analytics(
     }
     return BuildCounts(
         users_rebuilt=changes.observations,
-        coverage_users_rebuilt=changes.coverage,
+        coverage_users_rebuilt=changes.coverage + changes.status,
         observations=counts[OBSERVATIONS],
         latest=counts[LATEST],
         coverage=counts[COVERAGE],

@@ -34,6 +34,14 @@ SOURCE = "5d41b6c8e2f04a7b9c3d1e32"
 TODAY = dt.date(2026, 11, 30)
 NOW = dt.datetime(2026, 11, 30, 12, tzinfo=dt.UTC)
 TABLES = (OBSERVATIONS, LATEST, COVERAGE, UNMAPPED)
+# the columns of ops.analytics_state that coverage's change detection added
+COVERAGE_STATE = (
+    "landed_fingerprint",
+    "connection_fingerprint",
+    "status_fingerprint",
+    "types_fingerprint",
+    "coverage_through",
+)
 
 
 def _at(days: int) -> dt.datetime:
@@ -290,9 +298,8 @@ def test_an_existing_warehouse_gains_the_state_columns_and_rebuilds_coverage_onc
     with db.connect(path) as con:
         _connect_state(con)
         analytics.build_analytics(con, mapping, today=TODAY, now=NOW)
-        for column in ("landed_fingerprint", "status_fingerprint", "types_fingerprint"):
+        for column in COVERAGE_STATE:
             con.execute(f"ALTER TABLE {db.quoted(STATE)} DROP COLUMN {column}")
-        con.execute(f"ALTER TABLE {db.quoted(STATE)} DROP COLUMN coverage_through")
     with db.connect(path) as con:  # ensure_tables adds the columns back, empty
         counts = analytics.build_analytics(con, mapping, today=TODAY, now=NOW)
         assert (counts.users_rebuilt, counts.coverage_users_rebuilt) == (0, 2)

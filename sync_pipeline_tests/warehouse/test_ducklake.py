@@ -306,17 +306,10 @@ def test_the_maintenance_job_runs_on_a_lake_and_on_the_file(tmp_path: Path) -> N
     assert not (tmp_path / "warehouse.duckdb").exists()  # nothing to maintain: not even opened
 
 
-COVERAGE_STATE = (
-    "landed_fingerprint",
-    "status_fingerprint",
-    "types_fingerprint",
-    "coverage_through",
-)
-
-
 def test_the_analytics_build_gives_the_same_tables_in_a_lake(tmp_path: Path) -> None:
     """The analyst layer on the same code path: built in a lake, equal to the file's build."""
     from sync_pipeline_tests.analytics.test_build import NOW, OTHER, _build, _snapshot
+    from sync_pipeline_tests.analytics.test_incremental import COVERAGE_STATE
     from sync_pipeline_tests.analytics.warehouse import HUMAN_ID, fixture_warehouse
 
     users = (HUMAN_ID, OTHER)
