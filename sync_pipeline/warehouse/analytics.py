@@ -505,6 +505,17 @@ class _Changes:
     status: int
     # users whose state row is rewritten (any of the above)
     users: int
+    # users with any input now
+    everyone: int
+
+    @property
+    def whole_coverage(self) -> bool:
+        """Rebuild coverage whole rather than through a filter on the users: past a few dozen
+        users one pass over everyone is cheaper, and so it is when the filter would match
+        everyone anyway (a first build; the day's first build of a small warehouse)."""
+        return self.coverage > 0 and (
+            self.coverage > LANDED_FILTER_USERS or self.coverage >= self.everyone
+        )
 
 
 def _detect_changes(
@@ -543,6 +554,7 @@ def _detect_changes(
         coverage=int(_one(con, "SELECT count(*) FROM coverage_scope")),
         status=int(_one(con, "SELECT count(*) FROM status_scope")),
         users=int(_one(con, "SELECT count(*) FROM changes")),
+        everyone=int(_one(con, f"SELECT count(*) FROM ({_CURRENT})")),
     )
     return counts, types
 
@@ -656,10 +668,8 @@ def build_analytics(
         changes, types = _detect_changes(con, mapping, today, full)
         if full or changes.observations:
             _write_observations(con, full=full)
-        whole = full or changes.coverage > LANDED_FILTER_USERS
+        whole = full or changes.whole_coverage
         if full or changes.coverage:
-            # a user's rows are found by a filter on every input; past a few dozen users one
-            # pass over everyone is cheaper (and the first build of a day changes everyone)
             _write_coverage(con, today, whole=whole)
         if changes.status and not whole:
             _write_sync_status(con)
