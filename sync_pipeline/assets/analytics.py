@@ -45,6 +45,17 @@ def _key(table: str) -> dg.AssetKey:
 
 
 _OBSERVATION_INPUTS = [*sql.VITALS, *sql.LABS, *sql.READINGS]
+# what the coverage SQL reads (warehouse/analytics.py _coverage_sql and its change detection)
+_COVERAGE_INPUTS = [
+    USERS,
+    APP_USERS,
+    TOKEN_REFUSALS,
+    CONNECTION_HISTORY,
+    SOURCE_STATUS,
+    SYNC_STATE,
+    SYNC_FAILURES,
+    *(e.table for e in ENDPOINTS),
+]
 
 ANALYTICS_SPECS = [
     table_spec(
@@ -55,30 +66,15 @@ ANALYTICS_SPECS = [
     ),
     table_spec(LATEST, group_name="analytics", kinds={"duckdb"}, deps=[_key(OBSERVATIONS)]),
     table_spec(
-        COVERAGE,
-        group_name="analytics",
-        kinds={"duckdb"},
-        # what the coverage SQL reads (warehouse/analytics.py _coverage_sql)
-        deps=[
-            _key(t)
-            for t in (
-                USERS,
-                APP_USERS,
-                TOKEN_REFUSALS,
-                CONNECTION_HISTORY,
-                SOURCE_STATUS,
-                SYNC_STATE,
-                SYNC_FAILURES,
-                *(e.table for e in ENDPOINTS),
-            )
-        ],
+        COVERAGE, group_name="analytics", kinds={"duckdb"}, deps=[_key(t) for t in _COVERAGE_INPUTS]
     ),
     table_spec(UNMAPPED, group_name="analytics", kinds={"duckdb"}, deps=[_key(OBSERVATIONS)]),
     table_spec(
         STATE,
         group_name="analytics",
         kinds={"duckdb"},
-        deps=[_key(t) for t in sql.FINGERPRINT_TABLES],
+        # what the fingerprints compared by the incremental build are made of
+        deps=[_key(t) for t in dict.fromkeys((*sql.FINGERPRINT_TABLES, *_COVERAGE_INPUTS))],
     ),
 ]
 
@@ -195,8 +191,10 @@ def analytics_build(
 
     counts, tables, codes, checks = retrying(build, what="the analytics build")
     context.log.info(
-        "analytics: %d users rebuilt (%s), %d observations, %d unmapped names/units",
+        "analytics: observations of %d users and coverage of %d rebuilt (%s), %d observations, "
+        "%d unmapped names/units",
         counts.users_rebuilt,
+        counts.coverage_users_rebuilt,
         "full" if config.full else "incremental",
         counts.observations,
         counts.unmapped,
@@ -210,8 +208,15 @@ def analytics_build(
         metadata={**common, **tables[OBSERVATIONS], "distinct_codes": codes},
     )
     yield dg.MaterializeResult(asset_key=_key(LATEST), metadata={**common, **tables[LATEST]})
-    yield dg.MaterializeResult(asset_key=_key(COVERAGE), metadata=tables[COVERAGE])
-    yield dg.MaterializeResult(asset_key=_key(UNMAPPED), metadata=tables[UNMAPPED])
+    # `changed`: the users whose rows were rebuilt (0: the table was not written)
+    yield dg.MaterializeResult(
+        asset_key=_key(COVERAGE),
+        metadata={"changed": counts.coverage_users_rebuilt, **tables[COVERAGE]},
+    )
+    yield dg.MaterializeResult(
+        asset_key=_key(UNMAPPED),
+        metadata={"changed": counts.users_rebuilt, **tables[UNMAPPED]},
+    )
     yield dg.MaterializeResult(asset_key=_key(STATE), metadata={**common, **tables[STATE]})
     # after the materialisations: a check evaluation names the latest one of its asset
     yield from checks

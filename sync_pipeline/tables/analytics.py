@@ -37,7 +37,9 @@ _DESCRIPTIONS: dict[str, str] = {
     "code; kind 'unit': a unit with no UCUM spelling in the mapping), per record table, with how "
     "often it occurs and an example record, so the mapping can grow from real traffic.",
     STATE: "One row per user: the fingerprint of the user's record rows and the mapping version "
-    "the user's observations were last built from (what the incremental build compares).",
+    "the user's observations were last built from, and the fingerprints of what the user's "
+    "coverage was last built from and the day it was built through (what the incremental "
+    "build compares).",
 }
 
 ANALYTICS_TABLES: tuple[Table, ...] = (
@@ -270,6 +272,35 @@ ANALYTICS_TABLES: tuple[Table, ...] = (
             ),
             Column("mapping_version", TEXT),
             Column("built_at", INSTANT),
+            Column(
+                "landed_fingerprint",
+                TEXT,
+                "row count and a hash of the user's records per (source, record table, UTC "
+                "day created), as analytics.coverage counts them",
+            ),
+            Column(
+                "connection_fingerprint",
+                TEXT,
+                "row count and a hash of the user's connection periods and the upstream's "
+                "connectedSince per source",
+            ),
+            Column(
+                "status_fingerprint",
+                TEXT,
+                "row count and a hash of the user's needs_reconnect, token refusals, syncs and "
+                "sync failures",
+            ),
+            Column(
+                "types_fingerprint",
+                TEXT,
+                "count and hash of the (source, record table) pairs any user has landed (every "
+                "user's coverage spans those of their sources)",
+            ),
+            Column(
+                "coverage_through",
+                DATE,
+                "the (UTC) day the user's coverage rows were built through",
+            ),
         ),
         key=("human_id",),
         owner=ANALYTICS_BUILD,

@@ -10,8 +10,12 @@ Incremental: a user's observations are rebuilt only when the fingerprint of thei
 version differs from what `ops.analytics_state` holds from the last build. A deletion changes
 `deleted_at` and so the fingerprint; child rows are replaced only together with their parent's
 `updated_at`, so the parents are enough. latest_observations follows the same users;
-unmapped_codes and coverage are rebuilt whole (small aggregates, and coverage depends on
-today's date). `full=True` rebuilds everything and gives the same tables.
+unmapped_codes (an aggregate over every user) is rebuilt whole when any user's observations were.
+A user's coverage rows are rebuilt only when the fingerprint of the user's landed records, of
+their connection status (periods, connectedSince, refusals, syncs, failures), the set of data
+types landed by anyone, or the day differs from the last build's; the day's first build so
+rebuilds everyone's. When nothing differs nothing is written. `full=True` rebuilds everything;
+either way the tables are the same.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import datetime as dt
 from contextlib import suppress
 from dataclasses import dataclass
+from typing import Any
 
 import duckdb
 import pyarrow as pa
@@ -30,6 +35,9 @@ from sync_pipeline.warehouse.db import quoted, written
 
 # Coverage goes back at most this far: enough for trends, bounded for sources with decades.
 COVERAGE_MAX_DAYS = 3 * 365
+# Up to this many users whose coverage changed, their rows are rebuilt through a filter on
+# the users; beyond it the whole table is (cheaper than a filter matching most of it).
+LANDED_FILTER_USERS = 64
 # Drops binary floating-point noise after a conversion (1727 mm × 0.1 → 172.7, not
 # 172.70000000000002); far below any instrument's precision.
 CONVERTED_DECIMALS = 9
@@ -62,7 +70,10 @@ _INLINE_UNIT = r"^\s*[-+]?(?:\d+(?:\.\d*)?|\.\d+)\s*(.*?)\s*$"
 
 @dataclass(frozen=True)
 class BuildCounts:
+    # users whose observations were rebuilt
     users_rebuilt: int
+    # users whose coverage rows were rebuilt
+    coverage_users_rebuilt: int
     observations: int
     latest: int
     coverage: int
@@ -209,7 +220,8 @@ WITH problems AS (
 )
 SELECT kind, record_table, value, count(*) AS observations,
        count(DISTINCT human_id) AS users,
-       arg_min(human_id, (record_id, position)) AS example_human_id,
+       -- human_id breaks ties: the example must not depend on the order rows were written
+       arg_min(human_id, (record_id, position, human_id)) AS example_human_id,
        min(record_id) AS example_record_id,
        min(observed_at) AS first_observed_at, max(observed_at) AS last_observed_at
 FROM problems GROUP BY kind, record_table, value
@@ -217,6 +229,8 @@ FROM problems GROUP BY kind, record_table, value
 
 
 def _landed_sql() -> str:
+    """Per user, source, record table and UTC day: the records created upstream that day (the
+    temp table `landed`, read by coverage and by its change detection)."""
     return " UNION ALL ".join(
         f"""SELECT human_id, source_id, '{e.table}' AS data_type,
                    (created_at AT TIME ZONE 'UTC')::DATE AS day, count(*) AS records
@@ -227,27 +241,47 @@ def _landed_sql() -> str:
     )
 
 
-def _coverage_sql() -> str:
-    """The rows of COVERAGE."""
+# The upstream's /sources snapshots as coverage reads them (temp table `upstream_since`): a
+# Connect session only tells us about a connection from the day it landed; the snapshot's
+# `connectedSince` says since when it has really been connected, which explains the history a
+# new connection brings with it. The name is the newest snapshot's (deterministic: a per-user
+# rebuild must give the rows a full one does). json_extract_string, not ->>: DuckDB 1.4 binds
+# ->> looser than AND.
+_UPSTREAM_SINCE = """
+SELECT human_id, json_extract_string(raw, '$.id') AS source_id,
+       arg_max(json_extract_string(raw, '$.name'), snapshot_at) AS source_name,
+       min(connected_since) AS since
+FROM connect.source_status
+WHERE connected_since IS NOT NULL AND json_extract_string(raw, '$.id') IS NOT NULL
+GROUP BY ALL
+"""
+
+# connect.users reduced to one row per human_id (temp table `human_users`): it has one row per
+# app user (client_user_id), and two app users may share a human_id; joined as it is, each would
+# repeat that human's coverage rows. The human must reconnect only while every app user of
+# theirs must (one that reconnected after the refusal renewed the human's token).
+_HUMAN_USERS = """
+SELECT human_id, bool_and(needs_reconnect) AS needs_reconnect, max(last_seen_at) AS last_seen_at
+FROM connect.users WHERE human_id IS NOT NULL GROUP BY human_id
+"""
+
+
+def _coverage_sql(*, per_user: bool) -> str:
+    """The rows of COVERAGE: of every user, or (`per_user`) of the users in `coverage_scope`.
+    A user's rows depend on no other user's but through `types`, which is read whole either
+    way, so the per-user rows are exactly the full build's rows of those users. Their sync
+    status comes from the temp table `coverage_status` (_write_coverage). The whole table reads
+    the record tables again rather than the temp table `landed` (the same rows): built on
+    that one small table, the query took twice as long."""
+    only = "WHERE human_id IN (SELECT human_id FROM coverage_scope)" if per_user else ""
     return f"""
-WITH landed AS ({_landed_sql()}),
-types AS (SELECT DISTINCT source_id, data_type FROM landed),
+WITH landed_here AS (SELECT * FROM ({_landed_sql()}) {only}),
+types AS (SELECT DISTINCT source_id, data_type FROM {"landed" if per_user else "landed_here"}),
 history AS (
     SELECT human_id, source_id, source_name, valid_from, valid_to
-    FROM connect.connection_history
+    FROM connect.connection_history {only}
 ),
--- Connect sessions only tell us about a connection from the day the session landed; the
--- upstream's /sources snapshot says since when it has really been connected (`connectedSince`),
--- which is what explains the history a new connection brings with it
-upstream AS (
-    -- json_extract_string, not ->>: DuckDB 1.4 binds ->> looser than AND
-    SELECT human_id, json_extract_string(raw, '$.id') AS source_id,
-           any_value(json_extract_string(raw, '$.name')) AS source_name,
-           min(connected_since) AS since
-    FROM connect.source_status
-    WHERE connected_since IS NOT NULL AND json_extract_string(raw, '$.id') IS NOT NULL
-    GROUP BY ALL
-),
+upstream AS (SELECT * FROM upstream_since {only}),
 periods AS (
     SELECT *, (valid_from AT TIME ZONE 'UTC')::DATE AS from_day
     FROM (
@@ -269,10 +303,10 @@ conn AS (
 ),
 pairs AS (
     SELECT human_id, source_id FROM conn
-    UNION SELECT DISTINCT human_id, source_id FROM landed
+    UNION SELECT DISTINCT human_id, source_id FROM landed_here
 ),
 first_landed AS (
-    SELECT human_id, source_id, data_type, min(day) AS first_day FROM landed GROUP BY ALL
+    SELECT human_id, source_id, data_type, min(day) AS first_day FROM landed_here GROUP BY ALL
 ),
 starts AS (
     SELECT p.human_id, p.source_id, t.data_type,
@@ -294,7 +328,47 @@ grid AS (
     SELECT s.human_id, s.source_id, s.data_type, d.day
     FROM starts s JOIN calendar d ON d.day >= s.start_day
 ),
-paths AS (SELECT * FROM endpoint_paths),
+days AS (
+    SELECT g.*, coalesce(l.records, 0) AS records,
+           EXISTS (
+               SELECT 1 FROM periods h
+               WHERE h.human_id = g.human_id AND h.source_id = g.source_id
+                 AND h.from_day <= g.day
+                 AND (h.valid_to IS NULL OR h.valid_to > (g.day::TIMESTAMP AT TIME ZONE 'UTC'))
+           ) AS connected
+    FROM grid g LEFT JOIN landed_here l USING (human_id, source_id, data_type, day)
+)
+SELECT d.human_id, d.source_id, c.source_name, d.data_type, d.day, d.connected, d.records,
+       x.last_synced_at, x.last_failed_at, coalesce(x.needs_reconnect, false) AS needs_reconnect,
+       {_REASON} AS reason
+FROM days d
+LEFT JOIN conn c USING (human_id, source_id)
+LEFT JOIN coverage_status x USING (human_id, data_type)
+"""
+
+
+def _status_keys_sql(*, per_user: bool) -> str:
+    """Every (human_id, data_type) a sync status can be told of: each user with a sync, a
+    failure or an app user, by each endpoint's table (of the users in `coverage_scope`)."""
+    only = "WHERE human_id IN (SELECT human_id FROM coverage_scope)" if per_user else ""
+    return f"""
+SELECT h.human_id, p.data_type
+FROM (
+    SELECT human_id FROM human_users
+    UNION SELECT human_id FROM ops.sync_state
+    UNION SELECT human_id FROM ops.sync_failures
+) h
+CROSS JOIN (SELECT DISTINCT data_type FROM endpoint_paths) p
+{only}
+"""
+
+
+def _sync_status_sql(keys: str) -> str:
+    """Per (human_id, data_type) of the query `keys`: what a coverage row says of the user's
+    syncs of that data type and their token (the columns _STATUS_COLUMNS update, and what
+    _REASON reads)."""
+    return f"""
+WITH paths AS (SELECT * FROM endpoint_paths),
 synced AS (
     SELECT p.data_type, s.human_id, max(s.last_synced_at) AS last_synced_at
     FROM ops.sync_state s JOIN paths p ON p.path = s.endpoint GROUP BY ALL
@@ -319,38 +393,176 @@ reconnect AS (
                ),
                any_value(u.last_seen_at)
            ) AS since
-    FROM connect.users u LEFT JOIN connect.token_refusals r USING (human_id)
+    FROM human_users u LEFT JOIN connect.token_refusals r USING (human_id)
     WHERE u.needs_reconnect GROUP BY u.human_id
-),
-days AS (
-    SELECT g.*, coalesce(l.records, 0) AS records,
-           EXISTS (
-               SELECT 1 FROM periods h
-               WHERE h.human_id = g.human_id AND h.source_id = g.source_id
-                 AND h.from_day <= g.day
-                 AND (h.valid_to IS NULL OR h.valid_to > (g.day::TIMESTAMP AT TIME ZONE 'UTC'))
-           ) AS connected
-    FROM grid g LEFT JOIN landed l USING (human_id, source_id, data_type, day)
 )
-SELECT d.human_id, d.source_id, c.source_name, d.data_type, d.day, d.connected, d.records,
-       sy.last_synced_at, fl.last_failed_at,
-       coalesce(u.needs_reconnect, false) AS needs_reconnect,
-       CASE WHEN d.records > 0 THEN NULL
-            WHEN NOT d.connected THEN 'not_connected'
-            WHEN rc.since IS NOT NULL AND d.day >= (rc.since AT TIME ZONE 'UTC')::DATE
-                THEN 'needs_reconnect'
-            WHEN fl.failing_since IS NOT NULL
-                 AND fl.last_failed_at > coalesce(sy.last_synced_at, '-infinity'::TIMESTAMPTZ)
-                 AND d.day >= (fl.failing_since AT TIME ZONE 'UTC')::DATE
-                THEN 'sync_failing'
-            ELSE 'no_data' END AS reason
-FROM days d
-LEFT JOIN conn c USING (human_id, source_id)
+SELECT k.human_id, k.data_type, sy.last_synced_at, fl.last_failed_at, fl.failing_since,
+       coalesce(u.needs_reconnect, false) AS needs_reconnect, rc.since AS reconnect_since
+FROM ({keys}) k
 LEFT JOIN synced sy USING (data_type, human_id)
 LEFT JOIN failed fl USING (data_type, human_id)
-LEFT JOIN connect.users u USING (human_id)
+LEFT JOIN human_users u USING (human_id)
 LEFT JOIN reconnect rc USING (human_id)
 """
+
+
+# A coverage row's reason, from the row (`d`) and its user's sync status (`x`, _sync_status_sql):
+# the one expression both the rows and the status-only update use.
+_REASON = """CASE WHEN d.records > 0 THEN NULL
+     WHEN NOT d.connected THEN 'not_connected'
+     WHEN x.reconnect_since IS NOT NULL AND d.day >= (x.reconnect_since AT TIME ZONE 'UTC')::DATE
+         THEN 'needs_reconnect'
+     WHEN x.failing_since IS NOT NULL
+          AND x.last_failed_at > coalesce(x.last_synced_at, '-infinity'::TIMESTAMPTZ)
+          AND d.day >= (x.failing_since AT TIME ZONE 'UTC')::DATE
+         THEN 'sync_failing'
+     ELSE 'no_data' END"""
+
+
+# --- change detection -------------------------------------------------------------------------
+
+# Per user, what the user's coverage rows are made of besides `landed` and today, in two parts:
+# the connection (periods, the upstream's connectedSince: which rows exist, `connected`, the
+# source name) and the sync status (syncs, failures, needs_reconnect, token refusals: only
+# last_synced_at, last_failed_at, needs_reconnect and reason). Raw rows where coverage
+# aggregates them (a superset: a change that leaves coverage as it was only costs a rebuild).
+_CONNECTION_FINGERPRINTS = """
+SELECT human_id, count(*)::VARCHAR || ':' || sum(h::HUGEINT)::VARCHAR AS connection_fingerprint
+FROM (
+    SELECT human_id, hash('history', source_id, source_name, valid_from, valid_to) AS h
+    FROM connect.connection_history
+    UNION ALL
+    SELECT human_id, hash('upstream', source_id, source_name, since) FROM upstream_since
+)
+WHERE human_id IS NOT NULL GROUP BY human_id
+"""
+
+_STATUS_FINGERPRINTS = """
+SELECT human_id, count(*)::VARCHAR || ':' || sum(h::HUGEINT)::VARCHAR AS status_fingerprint
+FROM (
+    SELECT human_id, hash('user', needs_reconnect, last_seen_at) AS h FROM human_users
+    UNION ALL
+    SELECT human_id, hash('refused', refused_at) FROM connect.token_refusals
+    UNION ALL
+    SELECT human_id, hash('synced', endpoint, last_synced_at) FROM ops.sync_state
+    UNION ALL
+    SELECT human_id, hash('failed', endpoint, failed_at) FROM ops.sync_failures
+)
+WHERE human_id IS NOT NULL GROUP BY human_id
+"""
+
+_LANDED_FINGERPRINTS = """
+SELECT human_id,
+       count(*)::VARCHAR || ':' || sum(hash(source_id, data_type, day, records)::HUGEINT)::VARCHAR
+           AS landed_fingerprint
+FROM landed GROUP BY human_id
+"""
+
+# every user's coverage spans every data type any user has landed from the user's sources
+_TYPES_FINGERPRINT = """
+SELECT count(*)::VARCHAR || ':' || coalesce(sum(hash(source_id, data_type)::HUGEINT), 0)::VARCHAR
+FROM (SELECT DISTINCT source_id, data_type FROM landed)
+"""
+
+# Per user: the fingerprints of the user's inputs now
+_CURRENT = """
+SELECT human_id, r.fingerprint, l.landed_fingerprint, n.connection_fingerprint,
+       t.status_fingerprint
+FROM fingerprints r
+FULL JOIN landed_fingerprints l USING (human_id)
+FULL JOIN connection_fingerprints n USING (human_id)
+FULL JOIN status_fingerprints t USING (human_id)
+"""
+
+# Per user in the warehouse now or at the last build: whether the user's observations (records
+# or mapping changed), coverage rows (landed records, connections, the data types, or the day)
+# or only coverage's sync status must be rebuilt; only users with any. `full`: everyone's all.
+_CHANGES = f"""
+SELECT human_id, observations, coverage, status AND NOT coverage AS status
+FROM (
+    SELECT human_id,
+           $full OR c.fingerprint IS DISTINCT FROM s.fingerprint
+               OR s.mapping_version IS DISTINCT FROM $version AS observations,
+           $full OR c.landed_fingerprint IS DISTINCT FROM s.landed_fingerprint
+               OR c.connection_fingerprint IS DISTINCT FROM s.connection_fingerprint
+               OR s.types_fingerprint IS DISTINCT FROM $types
+               OR s.coverage_through IS DISTINCT FROM $today AS coverage,
+           c.status_fingerprint IS DISTINCT FROM s.status_fingerprint AS status
+    FROM ({_CURRENT}) c
+    FULL JOIN {quoted(STATE)} s USING (human_id)
+)
+WHERE observations OR coverage OR status
+"""
+
+
+@dataclass(frozen=True)
+class _Changes:
+    # users whose observations (and latest) are rebuilt
+    observations: int
+    # users whose coverage rows are rebuilt
+    coverage: int
+    # users whose coverage rows only take their new sync status
+    status: int
+    # users whose state row is rewritten (any of the above)
+    users: int
+    # users with any input now
+    everyone: int
+
+    @property
+    def whole_coverage(self) -> bool:
+        """Rebuild coverage whole rather than through a filter on the users: past a few dozen
+        users one pass over everyone is cheaper, and so it is when the filter would match
+        everyone anyway (a first build; the day's first build of a small warehouse)."""
+        return self.coverage > 0 and (
+            self.coverage > LANDED_FILTER_USERS or self.coverage >= self.everyone
+        )
+
+
+def _detect_changes(
+    con: duckdb.DuckDBPyConnection, mapping: ObservationMapping, today: dt.date, full: bool
+) -> tuple[_Changes, str]:
+    """Fill the temp tables the build reads (`landed`, `upstream_since`, `human_users`,
+    the fingerprints, `changes`, `scope`, `coverage_scope`, `status_scope`); the counts and
+    the types' fingerprint."""
+    for name, query in (
+        ("landed", _landed_sql()),
+        ("upstream_since", _UPSTREAM_SINCE),
+        ("human_users", _HUMAN_USERS),
+        ("fingerprints", _fingerprint_sql()),
+        ("landed_fingerprints", _LANDED_FINGERPRINTS),
+        ("connection_fingerprints", _CONNECTION_FINGERPRINTS),
+        ("status_fingerprints", _STATUS_FINGERPRINTS),
+    ):
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS {query}")
+    types = str(_one(con, _TYPES_FINGERPRINT))
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE changes AS {_CHANGES}",
+        {"full": full, "version": mapping.version, "types": types, "today": today},
+    )
+    # `scope`: the users whose observations are rebuilt (what _source_sql and _LATEST read)
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE scope AS SELECT human_id FROM changes WHERE observations"
+    )
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE coverage_scope AS SELECT human_id FROM changes WHERE coverage"
+    )
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE status_scope AS SELECT human_id FROM changes WHERE status"
+    )
+    counts = _Changes(
+        observations=int(_one(con, "SELECT count(*) FROM scope")),
+        coverage=int(_one(con, "SELECT count(*) FROM coverage_scope")),
+        status=int(_one(con, "SELECT count(*) FROM status_scope")),
+        users=int(_one(con, "SELECT count(*) FROM changes")),
+        everyone=int(_one(con, f"SELECT count(*) FROM ({_CURRENT})")),
+    )
+    return counts, types
+
+
+def _one(con: duckdb.DuckDBPyConnection, query: str) -> Any:
+    row = con.execute(query).fetchone()
+    assert row is not None
+    return row[0]
 
 
 def _register_mapping(con: duckdb.DuckDBPyConnection, mapping: ObservationMapping) -> list[str]:
@@ -368,6 +580,78 @@ def _register_mapping(con: duckdb.DuckDBPyConnection, mapping: ObservationMappin
     return [*names, "endpoint_paths"]
 
 
+# --- the writes -------------------------------------------------------------------------------
+
+
+def _write_observations(con: duckdb.DuckDBPyConnection, *, full: bool) -> None:
+    """Observations and latest_observations of the users in `scope`; unmapped_codes from them."""
+    for table in (OBSERVATIONS, LATEST):
+        where = "" if full else " WHERE human_id IN (SELECT human_id FROM scope)"
+        con.execute(f"DELETE FROM {written(con, table)}{where}")
+    con.execute(
+        f"INSERT INTO {written(con, OBSERVATIONS)} BY NAME "
+        + _RESOLVE.format(source=_source_sql()),
+        {"decimals": CONVERTED_DECIMALS},
+    )
+    con.execute(f"INSERT INTO {written(con, LATEST)} BY NAME {_LATEST}")
+    # an aggregate over every user's observations: rebuilt whole, but only when some changed
+    con.execute(f"DELETE FROM {written(con, UNMAPPED)}")
+    con.execute(f"INSERT INTO {written(con, UNMAPPED)} BY NAME {_UNMAPPED}")
+
+
+def _write_coverage(con: duckdb.DuckDBPyConnection, today: dt.date, *, whole: bool) -> None:
+    """Coverage rows of the users in `coverage_scope`, or (`whole`) of everyone."""
+    # a table of its own: as a CTE of the coverage query DuckDB plans it into the big join
+    status = _sync_status_sql(_status_keys_sql(per_user=not whole))
+    con.execute(f"CREATE OR REPLACE TEMP TABLE coverage_status AS {status}")
+    where = "" if whole else " WHERE human_id IN (SELECT human_id FROM coverage_scope)"
+    con.execute(f"DELETE FROM {written(con, COVERAGE)}{where}")
+    con.execute(
+        f"INSERT INTO {written(con, COVERAGE)} BY NAME {_coverage_sql(per_user=not whole)}",
+        {"today": today, "max_days": COVERAGE_MAX_DAYS},
+    )
+
+
+# the columns of COVERAGE the sync status alone decides
+_STATUS_COLUMNS = ("last_synced_at", "last_failed_at", "needs_reconnect")
+
+
+def _write_sync_status(con: duckdb.DuckDBPyConnection) -> None:
+    """The sync status columns and reason of the coverage rows of the users in `status_scope`
+    (whose rows are otherwise as built): an update of four columns, not new rows (a catch-up
+    moves every synced user's last_synced_at, and so every row of theirs)."""
+    keys = f"""SELECT DISTINCT human_id, data_type FROM {quoted(COVERAGE)}
+        WHERE human_id IN (SELECT human_id FROM status_scope)"""
+    con.execute(f"CREATE OR REPLACE TEMP TABLE sync_status AS {_sync_status_sql(keys)}")
+    assignments = ", ".join(f"{c} = x.{c}" for c in _STATUS_COLUMNS)
+    con.execute(
+        f"""UPDATE {written(con, COVERAGE)} AS d SET {assignments}, reason = {_REASON}
+        FROM sync_status x WHERE d.human_id = x.human_id AND d.data_type = x.data_type"""
+    )
+
+
+def _write_state(
+    con: duckdb.DuckDBPyConnection,
+    mapping: ObservationMapping,
+    *,
+    types: str,
+    today: dt.date,
+    now: dt.datetime,
+) -> None:
+    """The state rows of the users in `changes`: what their tables were just built from (a
+    user gone from every input loses the row)."""
+    con.execute(
+        f"DELETE FROM {written(con, STATE)} WHERE human_id IN (SELECT human_id FROM changes)"
+    )
+    con.execute(
+        f"""INSERT INTO {written(con, STATE)} BY NAME
+        SELECT c.*, $version AS mapping_version, $now AS built_at,
+               $types AS types_fingerprint, $today AS coverage_through
+        FROM ({_CURRENT}) c WHERE human_id IN (SELECT human_id FROM changes)""",
+        {"version": mapping.version, "now": now, "types": types, "today": today},
+    )
+
+
 def build_analytics(
     con: duckdb.DuckDBPyConnection,
     mapping: ObservationMapping,
@@ -376,47 +660,21 @@ def build_analytics(
     now: dt.datetime,
     full: bool = False,
 ) -> BuildCounts:
-    """Bring the analytics tables level with the record tables, in one transaction."""
+    """Bring the analytics tables level with the record tables, in one transaction; when no
+    user's inputs changed since the last build, write nothing."""
     registered = _register_mapping(con, mapping)
     con.execute("BEGIN TRANSACTION")
     try:
-        con.execute(f"CREATE OR REPLACE TEMP TABLE fingerprints AS {_fingerprint_sql()}")
-        con.execute(
-            f"""CREATE OR REPLACE TEMP TABLE scope AS
-            SELECT human_id FROM fingerprints n FULL JOIN {quoted(STATE)} s USING (human_id)
-            WHERE $full OR n.fingerprint IS DISTINCT FROM s.fingerprint
-               OR s.mapping_version IS DISTINCT FROM $version""",
-            {"full": full, "version": mapping.version},
-        )
-        if full:
-            for table in (OBSERVATIONS, LATEST, STATE):
-                con.execute(f"DELETE FROM {written(con, table)}")
-        else:
-            for table in (OBSERVATIONS, LATEST, STATE):
-                con.execute(
-                    f"DELETE FROM {written(con, table)} "
-                    "WHERE human_id IN (SELECT human_id FROM scope)"
-                )
-        con.execute(
-            f"INSERT INTO {written(con, OBSERVATIONS)} BY NAME "
-            + _RESOLVE.format(source=_source_sql()),
-            {"decimals": CONVERTED_DECIMALS},
-        )
-        con.execute(f"INSERT INTO {written(con, LATEST)} BY NAME {_LATEST}")
-        con.execute(
-            f"""INSERT INTO {written(con, STATE)} BY NAME
-            SELECT human_id, fingerprint, $version AS mapping_version, $now AS built_at
-            FROM fingerprints WHERE human_id IN (SELECT human_id FROM scope)""",
-            {"version": mapping.version, "now": now},
-        )
-        con.execute(f"DELETE FROM {written(con, UNMAPPED)}")
-        con.execute(f"INSERT INTO {written(con, UNMAPPED)} BY NAME {_UNMAPPED}")
-        con.execute(f"DELETE FROM {written(con, COVERAGE)}")
-        con.execute(
-            f"INSERT INTO {written(con, COVERAGE)} BY NAME {_coverage_sql()}",
-            {"today": today, "max_days": COVERAGE_MAX_DAYS},
-        )
-        users = con.execute("SELECT count(*) FROM scope").fetchall()[0][0]
+        changes, types = _detect_changes(con, mapping, today, full)
+        if full or changes.observations:
+            _write_observations(con, full=full)
+        whole = full or changes.whole_coverage
+        if full or changes.coverage:
+            _write_coverage(con, today, whole=whole)
+        if changes.status and not whole:
+            _write_sync_status(con)
+        if changes.users:
+            _write_state(con, mapping, types=types, today=today, now=now)
         con.execute("COMMIT")
     except BaseException:
         # a failed COMMIT (a DuckLake conflict) has ended the transaction already: its own
@@ -428,11 +686,12 @@ def build_analytics(
         for name in registered:
             con.unregister(name)
     counts = {
-        t: int(con.execute(f"SELECT count(*) FROM {quoted(t)}").fetchall()[0][0])
+        t: int(_one(con, f"SELECT count(*) FROM {quoted(t)}"))
         for t in (OBSERVATIONS, LATEST, COVERAGE, UNMAPPED)
     }
     return BuildCounts(
-        users_rebuilt=int(users),
+        users_rebuilt=changes.observations,
+        coverage_users_rebuilt=changes.coverage + changes.status,
         observations=counts[OBSERVATIONS],
         latest=counts[LATEST],
         coverage=counts[COVERAGE],

@@ -130,6 +130,37 @@ def test_latest_and_coverage_are_built(stack: tuple[Stack, ExecuteInProcessResul
     assert landed > 0 and counted == landed
 
 
+def _changed(result: ExecuteInProcessResult) -> dict[str, int]:
+    """Per analytics asset materialised by the run: its `changed` metadata (users rebuilt)."""
+    return {
+        "/".join(e.asset_key.path): int(e.materialization.metadata["changed"].value)  # type: ignore[arg-type]
+        for e in result.get_asset_materialization_events()
+        if "changed" in e.materialization.metadata
+    }
+
+
+def test_a_run_with_nothing_new_writes_nothing(
+    stack: tuple[Stack, ExecuteInProcessResult],
+) -> None:
+    s, catchup = stack
+    assert _changed(catchup) == {"analytics/coverage": 2, "ops/unmapped_codes": 2}
+    state = s.query("SELECT * FROM ops.analytics_state ORDER BY ALL")
+    tables = _tables(s)
+    # a notified sync with nothing pending: nothing the analytics read has changed
+    result = s.sync("incremental")
+    assert _changed(result) == {"analytics/coverage": 0, "ops/unmapped_codes": 0}
+    assert _users_rebuilt(result) == 0
+    assert s.query("SELECT * FROM ops.analytics_state ORDER BY ALL") == state
+    assert _tables(s) == tables
+    # the analytics job alone: the warehouse file is left byte for byte as it was
+    path = s.settings.warehouse.path
+    assert path is not None
+    before = path.read_bytes()
+    result = s.run("analytics_job")
+    assert _changed(result) == {"analytics/coverage": 0, "ops/unmapped_codes": 0}
+    assert path.read_bytes() == before
+
+
 def _users_rebuilt(result: ExecuteInProcessResult) -> int:
     (event,) = [
         e

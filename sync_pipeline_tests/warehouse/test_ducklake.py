@@ -308,19 +308,39 @@ def test_the_maintenance_job_runs_on_a_lake_and_on_the_file(tmp_path: Path) -> N
 
 def test_the_analytics_build_gives_the_same_tables_in_a_lake(tmp_path: Path) -> None:
     """The analyst layer on the same code path: built in a lake, equal to the file's build."""
-    from sync_pipeline_tests.analytics.test_build import _build, _snapshot
-    from sync_pipeline_tests.analytics.warehouse import fixture_warehouse
+    from sync_pipeline_tests.analytics.test_build import NOW, OTHER, _build, _snapshot
+    from sync_pipeline_tests.analytics.test_incremental import COVERAGE_STATE
+    from sync_pipeline_tests.analytics.warehouse import HUMAN_ID, fixture_warehouse
 
-    file = fixture_warehouse(tmp_path / "warehouse.duckdb")
+    users = (HUMAN_ID, OTHER)
+    file = fixture_warehouse(tmp_path / "warehouse.duckdb", human_ids=users)
     lake = _lake(tmp_path)
-    fixture_warehouse(lake)  # type: ignore[arg-type]
-    with db.connect(file) as con:
-        _build(con)
-        want = _snapshot(con)
+    fixture_warehouse(lake, human_ids=users)  # type: ignore[arg-type]
+    synced = pa.Table.from_pylist(
+        [{"human_id": OTHER, "endpoint": "weight/readings", "last_synced_at": NOW}]
+    )
+    want = []
+    for target in (file, lake):
+        with db.connect(target) as con:
+            _build(con)
+            want.append(_snapshot(con))
+            snapshots = _snapshots(con) if target is lake else 0
+            # incremental, nothing changed: nothing rebuilt, nothing written (no new snapshot)
+            counts = _build(con)
+            assert (counts.users_rebuilt, counts.coverage_users_rebuilt) == (0, 0)
+            assert (_snapshots(con) if target is lake else 0) == snapshots
+            # one user synced: that user's coverage alone is rebuilt
+            db.append(con, "ops.sync_state", synced)
+            assert _build(con).coverage_users_rebuilt == 1
+            want.append(_snapshot(con))
+    assert want[2:] == want[:2]
+    # a lake from before the coverage fingerprints: opening a writer adds the columns back
     with db.connect(lake) as con:
-        _build(con)
-        assert _snapshot(con) == want
-        assert _build(con).users_rebuilt == 0  # incremental: nothing changed, nothing rebuilt
+        for column in COVERAGE_STATE:
+            con.execute(f"ALTER TABLE ops.analytics_state DROP COLUMN {column}")
+    with db.connect(lake) as con:
+        assert _build(con).coverage_users_rebuilt == 2
+        assert _snapshot(con) == want[1]
 
 
 def test_a_lake_has_the_files_tables_columns_and_types(tmp_path: Path) -> None:
