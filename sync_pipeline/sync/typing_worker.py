@@ -91,13 +91,24 @@ def _peak_rss_mib() -> float:
     return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
 
 
+# A batch (at most NORMALISE_BATCH records or NORMALISE_BATCH_BYTES of JSON, fetch.py) types in
+# well under a second; one that takes this long means the worker is stuck, and the run fails
+# rather than waiting for it for ever.
+BATCH_TIMEOUT_S = 300.0
+
+
+class TypingTimedOut(Exception):
+    pass
+
+
 class TypingProcess:
     """One worker process, started on the first batch sent to it: the fetch's event loop
     needs one core, and typing needs about another, so one worker keeps up; more would only
     contend on a small machine."""
 
-    def __init__(self) -> None:
+    def __init__(self, batch_timeout_s: float = BATCH_TIMEOUT_S) -> None:
         self._executor: ProcessPoolExecutor | None = None
+        self._batch_timeout_s = batch_timeout_s
 
     async def type_chunks(
         self, endpoint: Endpoint, chunks: Sequence[Chunk], limits: Limits
@@ -105,12 +116,34 @@ class TypingProcess:
         if self._executor is None:
             self._executor = ProcessPoolExecutor(max_workers=1, mp_context=_context())
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, type_chunks, endpoint, chunks, limits)
+        typed = loop.run_in_executor(self._executor, type_chunks, endpoint, chunks, limits)
+        try:
+            return await asyncio.wait_for(typed, self._batch_timeout_s)
+        except TimeoutError:
+            self._kill()
+            raise TypingTimedOut(
+                f"typing a batch of {endpoint.table} took over {self._batch_timeout_s:g} s"
+            ) from None
 
     def close(self) -> None:
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None
+
+    def _kill(self) -> None:
+        """Stop a stuck worker: shutting the executor down would wait for its task. Python
+        3.14 has ProcessPoolExecutor.kill_workers; before it, the processes are only in
+        `_processes`."""
+        executor, self._executor = self._executor, None
+        if executor is None:
+            return
+        kill_workers = getattr(executor, "kill_workers", None)
+        if kill_workers is not None:
+            kill_workers()
+        else:
+            for process in list((getattr(executor, "_processes", None) or {}).values()):
+                process.kill()
+        executor.shutdown(wait=True, cancel_futures=True)
 
 
 def _context() -> multiprocessing.context.BaseContext:

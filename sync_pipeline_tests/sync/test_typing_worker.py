@@ -3,11 +3,15 @@ so the fetch may hand the worker process either."""
 
 from __future__ import annotations
 
+import asyncio
+import multiprocessing
+
 import orjson
 import pyarrow as pa
+import pytest
 
 from sync_pipeline.normalize import Limits, normalize_records, to_arrow
-from sync_pipeline.sync.typing_worker import type_chunks
+from sync_pipeline.sync.typing_worker import TypingProcess, TypingTimedOut, type_chunks
 from sync_pipeline.upstream.body import decode_plain
 from sync_pipeline.upstream.endpoints import BY_PATH
 
@@ -57,3 +61,32 @@ def test_a_body_orjson_refuses_is_not_handed_on_raw() -> None:
     records, is_plain = decode_plain(odd)
     assert records == [{"id": "r1", "note": "\ud800"}]
     assert not is_plain
+
+
+async def _type_in_worker(worker: TypingProcess) -> None:
+    await worker.type_chunks(WEIGHT, [(ALICE, [_reading("r1", "2020-01-01T00:00:00Z")])], Limits())
+
+
+def test_a_batch_that_outlasts_its_bound_fails_and_the_worker_is_stopped() -> None:
+    # no batch types within a microsecond (the worker is not even started by then)
+    worker = TypingProcess(batch_timeout_s=1e-6)
+    try:
+        with pytest.raises(TypingTimedOut, match=r"wellness\.weight"):
+            asyncio.run(_type_in_worker(worker))
+        assert not multiprocessing.active_children()
+    finally:
+        worker.close()
+
+
+def test_the_worker_types_a_batch_within_its_bound() -> None:
+    worker = TypingProcess()
+    try:
+        typed = asyncio.run(
+            worker.type_chunks(
+                WEIGHT, [(ALICE, orjson.dumps([_reading("r1", "2020-01-01T00:00:00Z")]))], Limits()
+            )
+        )
+        assert typed.received == 1
+    finally:
+        worker.close()
+    assert not multiprocessing.active_children()
