@@ -55,7 +55,6 @@ class TypedBatch:
 def type_chunks(endpoint: Endpoint, chunks: Sequence[Chunk], limits: Limits) -> TypedBatch:
     """Type one batch of `endpoint`'s pages, of one or many users. Never raises on what the
     records hold (normalize_records is the containment boundary)."""
-    heap.return_large_blocks_promptly()
     started = time.perf_counter()
     owners: list[str] = []
     records: list[Any] = []
@@ -114,7 +113,9 @@ class TypingProcess:
         self, endpoint: Endpoint, chunks: Sequence[Chunk], limits: Limits
     ) -> TypedBatch:
         if self._executor is None:
-            self._executor = ProcessPoolExecutor(max_workers=1, mp_context=_context())
+            self._executor = ProcessPoolExecutor(
+                max_workers=1, mp_context=_context(), initializer=heap.return_large_blocks_promptly
+            )
         loop = asyncio.get_running_loop()
         typed = loop.run_in_executor(self._executor, type_chunks, endpoint, chunks, limits)
         try:

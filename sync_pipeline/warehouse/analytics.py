@@ -31,7 +31,7 @@ import pyarrow as pa
 from sync_pipeline.analytics.mapping import ObservationMapping
 from sync_pipeline.tables.analytics import COVERAGE, LATEST, OBSERVATIONS, STATE, UNMAPPED
 from sync_pipeline.upstream.endpoints import ENDPOINTS, READING_TYPES
-from sync_pipeline.warehouse.db import quoted, written
+from sync_pipeline.warehouse.db import quoted, row_counts, written
 
 # Coverage goes back at most this far: enough for trends, bounded for sources with decades.
 COVERAGE_MAX_DAYS = 3 * 365
@@ -464,7 +464,8 @@ SELECT count(*)::VARCHAR || ':' || coalesce(sum(hash(source_id, data_type)::HUGE
 FROM (SELECT DISTINCT source_id, data_type FROM landed)
 """
 
-# Per user: the fingerprints of the user's inputs now
+# Per user: the fingerprints of the user's inputs now (temp table `current_fingerprints`: the
+# change detection, the count of everyone and the new state rows all read it)
 _CURRENT = """
 SELECT human_id, r.fingerprint, l.landed_fingerprint, n.connection_fingerprint,
        t.status_fingerprint
@@ -488,7 +489,7 @@ FROM (
                OR s.types_fingerprint IS DISTINCT FROM $types
                OR s.coverage_through IS DISTINCT FROM $today AS coverage,
            c.status_fingerprint IS DISTINCT FROM s.status_fingerprint AS status
-    FROM ({_CURRENT}) c
+    FROM current_fingerprints c
     FULL JOIN {quoted(STATE)} s USING (human_id)
 )
 WHERE observations OR coverage OR status
@@ -521,9 +522,9 @@ class _Changes:
 def _detect_changes(
     con: duckdb.DuckDBPyConnection, mapping: ObservationMapping, today: dt.date, full: bool
 ) -> tuple[_Changes, str]:
-    """Fill the temp tables the build reads (`landed`, `upstream_since`, `human_users`,
-    the fingerprints, `changes`, `scope`, `coverage_scope`, `status_scope`); the counts and
-    the types' fingerprint."""
+    """Fill the temp tables the build reads (`landed`, `upstream_since`, `human_users`, the
+    fingerprints, `current_fingerprints`, `changes`, `scope`, `coverage_scope`,
+    `status_scope`); the counts and the types' fingerprint."""
     for name, query in (
         ("landed", _landed_sql()),
         ("upstream_since", _UPSTREAM_SINCE),
@@ -532,6 +533,7 @@ def _detect_changes(
         ("landed_fingerprints", _LANDED_FINGERPRINTS),
         ("connection_fingerprints", _CONNECTION_FINGERPRINTS),
         ("status_fingerprints", _STATUS_FINGERPRINTS),
+        ("current_fingerprints", _CURRENT),
     ):
         con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS {query}")
     types = str(_one(con, _TYPES_FINGERPRINT))
@@ -549,13 +551,15 @@ def _detect_changes(
     con.execute(
         "CREATE OR REPLACE TEMP TABLE status_scope AS SELECT human_id FROM changes WHERE status"
     )
-    counts = _Changes(
-        observations=int(_one(con, "SELECT count(*) FROM scope")),
-        coverage=int(_one(con, "SELECT count(*) FROM coverage_scope")),
-        status=int(_one(con, "SELECT count(*) FROM status_scope")),
-        users=int(_one(con, "SELECT count(*) FROM changes")),
-        everyone=int(_one(con, f"SELECT count(*) FROM ({_CURRENT})")),
-    )
+    row = con.execute(
+        """SELECT count(*) FILTER (WHERE observations), count(*) FILTER (WHERE coverage),
+                  count(*) FILTER (WHERE status), count(*),
+                  (SELECT count(*) FROM current_fingerprints)
+        FROM changes"""
+    ).fetchone()
+    assert row is not None
+    observations, coverage, status, users, everyone = (int(n) for n in row)
+    counts = _Changes(observations, coverage, status, users, everyone)
     return counts, types
 
 
@@ -647,7 +651,7 @@ def _write_state(
         f"""INSERT INTO {written(con, STATE)} BY NAME
         SELECT c.*, $version AS mapping_version, $now AS built_at,
                $types AS types_fingerprint, $today AS coverage_through
-        FROM ({_CURRENT}) c WHERE human_id IN (SELECT human_id FROM changes)""",
+        FROM current_fingerprints c WHERE human_id IN (SELECT human_id FROM changes)""",
         {"version": mapping.version, "now": now, "types": types, "today": today},
     )
 
@@ -685,10 +689,7 @@ def build_analytics(
     finally:
         for name in registered:
             con.unregister(name)
-    counts = {
-        t: int(_one(con, f"SELECT count(*) FROM {quoted(t)}"))
-        for t in (OBSERVATIONS, LATEST, COVERAGE, UNMAPPED)
-    }
+    counts = row_counts(con, (OBSERVATIONS, LATEST, COVERAGE, UNMAPPED))
     return BuildCounts(
         users_rebuilt=changes.observations,
         coverage_users_rebuilt=changes.coverage + changes.status,

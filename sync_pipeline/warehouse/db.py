@@ -582,6 +582,7 @@ def upsert_latest(
         latest, batch_keys = _one_row_per_key(
             con, "batch_in", "batch_latest", key_list, order="updated_at DESC NULLS LAST"
         )
+        updated = 0
         if not con.execute(f"SELECT 1 FROM {quoted(table)} LIMIT 1").fetchall():
             # first load of a table (a full sync into a fresh warehouse): every row wins and
             # nothing is replaced, so the rows go in straight from the batch, not through a
@@ -594,12 +595,7 @@ def upsert_latest(
                     "CREATE OR REPLACE TEMP TABLE winners AS "
                     f"SELECT human_id, record_id FROM {latest}"
                 )
-                for child_table, child_rows in children.items():
-                    _replace_children(con, table, child_table, _conformed(child_table, child_rows))
-            return UpsertCounts(inserted=inserted, updated=0, unchanged=batch_keys - inserted)
-        staged = _stage_winners(con, table, latest, keys, join, rewrite_identical=rewrite_identical)
-        inserted = updated = 0
-        if staged:
+        elif _stage_winners(con, table, latest, keys, join, rewrite_identical=rewrite_identical):
             row = con.execute(
                 "SELECT count(*) FILTER (WHERE NOT _existed), "
                 "count(*) FILTER (WHERE _existed AND NOT _same) FROM winners"
@@ -607,8 +603,10 @@ def upsert_latest(
             assert row is not None
             inserted, updated = int(row[0]), int(row[1])
             _write_winners(con, table, key_list)
-            for child_table, child_rows in (children or {}).items():
-                _replace_children(con, table, child_table, _conformed(child_table, child_rows))
+        else:  # nothing to write: every row equal to its stored one, or older
+            return UpsertCounts(unchanged=batch_keys)
+        for child_table, child_rows in (children or {}).items():
+            _replace_children(con, table, child_table, _conformed(child_table, child_rows))
     finally:
         con.unregister("batch_in")
     return UpsertCounts(
